@@ -1,0 +1,109 @@
+/*!
+ * \file multibox_prior.cc
+ * \brief MultiBoxPrior registration and CPU kernel (OpenMP over locations).
+ *  Input  data   : (B, C, H, W) feature map, only its H and W are read.
+ *  Output anchors: (1, H*W*A, 4) corner boxes, see multibox_prior-inl.h.
+ */
+#include <omp.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/lib_glue.h"
+#include "common/parallel.h"
+#include "multibox_prior/multibox_prior-inl.h"
+
+namespace ssdkit {
+namespace {
+
+using Attrs = std::unordered_map<std::string, std::string>;
+
+MXReturnValue PriorParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
+  return Guard("MultiBoxPrior", [&]() {
+    MultiBoxPriorParam::Parse(attrs);
+    *num_in = 1;
+    *num_out = 1;
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+
+MXReturnValue PriorInferType(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
+  return InferFloat32("MultiBoxPrior", in_types, out_types);
+}
+
+MXReturnValue PriorInferShape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
+                              std::vector<std::vector<unsigned int>>* out_shapes) {
+  return Guard("MultiBoxPrior", [&]() {
+    const auto& s = (*in_shapes)[0];
+    if (s.size() != 4) {
+      throw std::invalid_argument("data must be a 4-d feature map (B, C, H, W), got shape " +
+                                  ShapeString(s));
+    }
+    if (s[2] == 0 || s[3] == 0) {
+      throw std::invalid_argument("feature map height and width must be positive, got " + ShapeString(s));
+    }
+    MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
+    unsigned int n = s[2] * s[3] * static_cast<unsigned int>(p.num_anchors());
+    (*out_shapes)[0] = {1u, n, 4u};
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+
+MXReturnValue PriorForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                              std::vector<MXTensor>* outputs, const OpResource&) {
+  return Guard("MultiBoxPrior", [&]() {
+    MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
+    const int height = static_cast<int>((*inputs)[0].shape[2]);
+    const int width = static_cast<int>((*inputs)[0].shape[3]);
+    const int num_anchors = p.num_anchors();
+    const float step_y = p.step_y > 0 ? p.step_y : 1.f / height;
+    const float step_x = p.step_x > 0 ? p.step_x : 1.f / width;
+    float* out = (*outputs)[0].data<float>();
+    const int num_sizes = static_cast<int>(p.sizes.size());
+    const int locations = height * width;
+#pragma omp parallel num_threads(NumThreads())
+    {
+#pragma omp single
+      RecordThreadsUsed(omp_get_num_threads());
+#pragma omp for schedule(static)
+      for (int loc = 0; loc < locations; ++loc) {
+        const int r = loc / width, c = loc % width;
+        for (int a = 0; a < num_anchors; ++a) {
+          MultiBoxPriorAnchor(r, c, a, height, width, p.sizes.data(), num_sizes, p.ratios.data(),
+                              step_y, step_x, p.offset_y, p.offset_x, p.clip,
+                              out + 4 * (static_cast<size_t>(loc) * num_anchors + a));
+        }
+      }
+    }
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+
+#ifdef SSDKIT_WITH_CUDA
+MXReturnValue PriorForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                              std::vector<MXTensor>* outputs, const OpResource& res) {
+  return Guard("MultiBoxPrior", [&]() {
+    MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
+    MultiBoxPriorForwardGPU(p, static_cast<int>((*inputs)[0].shape[2]),
+                            static_cast<int>((*inputs)[0].shape[3]), (*outputs)[0].data<float>(),
+                            res.get_cuda_stream());
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+#endif
+
+}  // namespace
+}  // namespace ssdkit
+
+REGISTER_OP(MultiBoxPrior)
+    .setParseAttrs(ssdkit::PriorParseAttrs)
+    .setInferType(ssdkit::PriorInferType)
+    .setInferShape(ssdkit::PriorInferShape)
+    .setForward(ssdkit::PriorForwardCPU, "cpu")
+    .setBackward(ssdkit::ZeroBackwardCPU, "cpu")
+#ifdef SSDKIT_WITH_CUDA
+    .setForward(ssdkit::PriorForwardGPU, "gpu")
+    .setBackward(ssdkit::ZeroBackwardGPU, "gpu")
+#endif
+    ;

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment .venv, install the pinned dependency set and build
+# ssdkit's operators into it (editable install). Safe to run again: it only does what is missing.
+#   PYTHON=python3.11 tools/setup_env.sh     # choose the interpreter (default: python3)
+#   SSDKIT_WITH_CUDA=1 tools/setup_env.sh    # also build the CUDA operator library (needs nvcc)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${SSDKIT_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
+"$VENV/bin/python" -m pip install --quiet -r requirements-test.txt
+"$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .
+"$VENV/bin/python" -c "import ssdkit, mxnet as mx; print('ssdkit', ssdkit.__version__, 'ops:', ssdkit.ops.load_library(), 'threads:', ssdkit.ops.num_threads())"
