@@ -1,0 +1,73 @@
+/*!
+ * \file bbox.h
+ * \brief Box arithmetic shared by every operator (CPU and CUDA): IoU and the one box coder.
+ *
+ * Boxes are corners (xmin, ymin, xmax, ymax), normalised or in pixels alike. The coder is the
+ * SSD / Faster R-CNN centre-size coding with variances (vx, vy, vw, vh), by default
+ * (0.1, 0.1, 0.2, 0.2) (ssdkit.boxes.VARIANCES):
+ *   t = ((gx - ax) / aw / vx, (gy - ay) / ah / vy, log(gw / aw) / vw, log(gh / ah) / vh)
+ * and Decode(anchor, Encode(anchor, g)) == g up to rounding for boxes of positive size.
+ * Standard library only, so CUDA sources may include it.
+ */
+#ifndef SSDKIT_COMMON_BBOX_H_
+#define SSDKIT_COMMON_BBOX_H_
+
+#include <cmath>
+
+#include "common/macros.h"
+
+namespace ssdkit {
+
+struct Variances {
+  float x = 0.1f, y = 0.1f, w = 0.2f, h = 0.2f;
+};
+
+/*! \brief Area of a corner box; 0 for inverted or empty boxes. */
+SSDKIT_HD float BoxArea(const float* b) {
+  float w = b[2] - b[0], h = b[3] - b[1];
+  return (w > 0.f && h > 0.f) ? w * h : 0.f;
+}
+
+/*! \brief Intersection over union of two corner boxes; 0 when the union is empty or not finite. */
+SSDKIT_HD float BoxIoU(const float* a, const float* b) {
+  float iw = fminf(a[2], b[2]) - fmaxf(a[0], b[0]);
+  float ih = fminf(a[3], b[3]) - fmaxf(a[1], b[1]);
+  if (!(iw > 0.f) || !(ih > 0.f)) return 0.f;
+  float inter = iw * ih;
+  float uni = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+  if (!(uni > 0.f)) return 0.f;
+  return inter / uni;
+}
+
+/*! \brief Encode ground truth `g` against `anchor` into out[0..3] (see file comment). */
+SSDKIT_HD void BoxEncode(const float* anchor, const float* g, const Variances& v, float* out) {
+  float aw = anchor[2] - anchor[0], ah = anchor[3] - anchor[1];
+  float ax = (anchor[0] + anchor[2]) * 0.5f, ay = (anchor[1] + anchor[3]) * 0.5f;
+  float gw = g[2] - g[0], gh = g[3] - g[1];
+  float gx = (g[0] + g[2]) * 0.5f, gy = (g[1] + g[3]) * 0.5f;
+  out[0] = (gx - ax) / aw / v.x;
+  out[1] = (gy - ay) / ah / v.y;
+  out[2] = logf(gw / aw) / v.w;
+  out[3] = logf(gh / ah) / v.h;
+}
+
+/*! \brief Decode regression `t` against `anchor` into a corner box out[0..3], optionally clipped to [0, 1]. */
+SSDKIT_HD void BoxDecode(const float* anchor, const float* t, const Variances& v, bool clip, float* out) {
+  float aw = anchor[2] - anchor[0], ah = anchor[3] - anchor[1];
+  float ax = (anchor[0] + anchor[2]) * 0.5f, ay = (anchor[1] + anchor[3]) * 0.5f;
+  float ox = t[0] * v.x * aw + ax;
+  float oy = t[1] * v.y * ah + ay;
+  float ow = expf(t[2] * v.w) * aw * 0.5f;
+  float oh = expf(t[3] * v.h) * ah * 0.5f;
+  out[0] = ox - ow;
+  out[1] = oy - oh;
+  out[2] = ox + ow;
+  out[3] = oy + oh;
+  if (clip) {
+    for (int k = 0; k < 4; ++k) out[k] = fmaxf(0.f, fminf(1.f, out[k]));
+  }
+}
+
+}  // namespace ssdkit
+
+#endif  // SSDKIT_COMMON_BBOX_H_
