@@ -1,0 +1,1 @@
+"""ssdkit.dataset: dataset readers, the record format, iterators, augmentation and synthetic data."""
