@@ -247,3 +247,185 @@ def test_thread_counts_give_identical_results():
         ssdkit.ops.set_num_threads(before)
     for a, b in zip(one, three):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deliberate differences from contrib (multibox_target-inl.h), each on its own
+# ---------------------------------------------------------------------------------------------
+
+def test_minimum_negative_samples_is_honoured():
+    rng = np.random.RandomState(2)
+    anchor = grid_3x3()
+    label = -np.ones((2, 2, 5), dtype=np.float32)
+    label[0, 0] = [0, 0, 0, 1 / 3, 1 / 3]          # image 0: one positive (anchor 0)
+    cls_pred = rng.randn(2, 3, 9).astype(np.float32)  # image 1: no ground truth at all
+    kwargs = {"negative_mining_ratio": 1, "minimum_negative_samples": 5}
+    _, _, cls = run_op(anchor, label, cls_pred, **kwargs)
+    np.testing.assert_array_equal((cls == 0).sum(axis=1), [5, 5])
+    assert cls[0, 0] == 1
+    assert_same_targets(run_op(anchor, label, cls_pred, **kwargs),
+                        reference_target(anchor, label, cls_pred, **kwargs))
+    # the 5 negatives of image 1 are its 5 lowest background probabilities
+    prob = np.exp(cls_pred[1, 0]) / np.exp(cls_pred[1]).sum(axis=0)
+    np.testing.assert_array_equal(np.flatnonzero(cls[1] == 0), np.sort(np.argsort(prob)[:5]))
+    # contrib's CPU kernel ignores the minimum: 1 negative, and image 1 all ignored.
+    _, _, contrib_cls = run_contrib(anchor, label, cls_pred, **kwargs)
+    np.testing.assert_array_equal((contrib_cls == 0).sum(axis=1), [1, 0])
+
+
+def test_fewer_candidates_than_wanted_takes_them_all():
+    # One ground truth covering the image: every cell has IoU 1/9, so with
+    # negative_mining_thresh 0.1 no anchor may be a negative although 3 are wanted.
+    label = np.array([[[1, 0, 0, 1, 1]]], dtype=np.float32)
+    cls_pred = np.zeros((1, 3, 9), dtype=np.float32)
+    kwargs = {"negative_mining_ratio": 3, "negative_mining_thresh": 0.1}
+    _, _, cls = run_op(grid_3x3(), label, cls_pred, **kwargs)
+    np.testing.assert_array_equal(cls, [[2] + [-1] * 8])
+    with pytest.raises(mx.MXNetError):
+        run_contrib(grid_3x3(), label, cls_pred, **kwargs)
+
+
+def test_padding_row_needs_only_class_minus_one():
+    label = GRID_LABEL.copy()
+    label[0, 2] = [-1, 0.2, 0.2, 0.9, 0.9]      # class -1, box not -1
+    cls_pred = np.zeros((1, 6, 9), dtype=np.float32)
+    assert_same_targets(run_op(grid_3x3(), label, cls_pred), run_op(grid_3x3(), GRID_LABEL, cls_pred))
+    with pytest.raises(mx.MXNetError):
+        run_contrib(grid_3x3(), label, cls_pred)
+
+
+@pytest.mark.parametrize("bad", [[7, 0.1, 0.1, 0.6, 0.6], [-2, 0.1, 0.1, 0.6, 0.6],
+                                 [np.nan, 0.1, 0.1, 0.6, 0.6], [1, np.nan, 0.1, 0.6, 0.6],
+                                 [1, 0.1, 0.1, np.inf, 0.6], [np.inf, 0.1, 0.1, 0.6, 0.6]])
+def test_invalid_label_rows_are_dropped(bad):
+    # Our op on labels with an invalid row == contrib on the same labels without that row.
+    rng = np.random.RandomState(4)
+    anchor = random_boxes(rng, 400)[None]
+    label = random_labels(rng, 2, 6, 5, counts=[4, 3])                 # C = 5: class 7 is out
+    cls_pred = rng.randn(2, 6, 400).astype(np.float32)
+    dirty = label.copy()
+    dirty[:, 1] = bad
+    clean = -np.ones_like(label)
+    clean[:, :5] = np.delete(label, 1, axis=1)
+    for kwargs in ({}, {"negative_mining_ratio": 3}):
+        assert_same_targets(run_op(anchor, dirty, cls_pred, **kwargs),
+                            run_contrib(anchor, clean, cls_pred, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness: bad values give defined output, bad shapes / attributes give MXNet errors
+# ---------------------------------------------------------------------------------------------
+
+def test_fuzz_bad_values_give_defined_output():
+    rng = np.random.RandomState(123)
+    for it in range(40):
+        n, batch, num_classes = int(rng.randint(1, 200)), int(rng.randint(1, 5)), int(rng.randint(1, 6))
+        anchor = random_boxes(rng, n)[None]
+        degenerate = rng.rand(n) < 0.05
+        anchor[0, degenerate, 2] = anchor[0, degenerate, 0]                # zero-width anchors
+        label = random_labels(rng, batch, 6, num_classes + 2, width=6)   # some classes >= C
+        cls_pred = (rng.randn(batch, num_classes + 1, n) * rng.choice([1, 50])).astype(np.float32)
+        rows = label[:, :, 0] >= 0
+        corrupt = rows & (rng.rand(*rows.shape) < 0.4)
+        for b, r in zip(*np.nonzero(corrupt)):
+            kind = rng.randint(5)
+            if kind == 0:
+                label[b, r, 1 + rng.randint(4)] = rng.choice([np.nan, np.inf, -np.inf])
+            elif kind == 1:
+                label[b, r, 3:5] = label[b, r, 1:3]                  # zero area
+            elif kind == 2:
+                label[b, r, 1:5] = label[b, r, [3, 4, 1, 2]]          # inverted
+            elif kind == 3:
+                label[b, r, 1:5] = label[b, r, 1:5] * 3 - 1           # outside [0, 1]
+            else:
+                label[b, r, 0] = rng.choice([np.nan, -3, 1e9])
+        cls_pred[rng.rand(*cls_pred.shape) < 0.05] = rng.choice([np.nan, np.inf, -np.inf])
+        kwargs = {"negative_mining_ratio": float(rng.choice([-1, 3])),
+                  "minimum_negative_samples": int(rng.choice([0, 4])),
+                  "overlap_threshold": float(rng.choice([0, 0.5]))}
+        label_copy = label.copy()
+        loc, mask, cls = run_op(anchor, label, cls_pred, **kwargs)
+        np.testing.assert_array_equal(label, label_copy)
+        assert np.isfinite(loc).all() and np.isfinite(cls).all(), it
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(mask.reshape(batch, n, 4)[..., 0], (cls > 0).astype(np.float32))
+        assert ((cls == -1) | (cls == 0) | ((cls >= 1) & (cls <= num_classes))).all(), it
+        assert_same_targets((loc, mask, cls), reference_target(anchor, label, cls_pred, **kwargs))
+
+
+@pytest.mark.parametrize("shapes, kwargs, message", [
+    (((10, 4), (2, 3, 5), (2, 4, 10)), {}, "anchor must have shape"),
+    (((1, 10, 5), (2, 3, 5), (2, 4, 10)), {}, "anchor must have shape"),
+    (((2, 10, 4), (2, 3, 5), (2, 4, 10)), {}, "anchor must have shape"),
+    (((1, 10, 4), (2, 3, 4), (2, 4, 10)), {}, "label must have shape"),
+    (((1, 10, 4), (2, 3), (2, 4, 10)), {}, "label must have shape"),
+    (((1, 10, 4), (2, 3, 5), (2, 4, 11)), {}, "number of anchors mismatch"),
+    (((1, 10, 4), (2, 3, 5), (3, 4, 10)), {}, "batch size mismatch"),
+    (((1, 10, 4), (2, 3, 5), (2, 1, 10)), {}, "cls_pred must have shape"),
+    (((1, 10, 4), (2, 3, 5), (2, 4, 10)), {"variances": (0.1, 0.2)}, "variances"),
+    (((1, 10, 4), (2, 3, 5), (2, 4, 10)), {"variances": (0.1, 0.1, 0, 0.2)}, "variance"),
+    (((1, 10, 4), (2, 3, 5), (2, 4, 10)), {"negative_mining_ratio": 3, "negative_mining_thresh": 0},
+     "negative_mining_thresh"),
+    (((1, 10, 4), (2, 3, 5), (2, 4, 10)), {"minimum_negative_samples": -1}, "minimum_negative_samples"),
+    (((1, 10, 4), (2, 3, 5), (2, 4, 10)), {"overlap_treshold": 0.5}, "unknown attribute"),
+])
+def test_bad_shapes_and_attributes_are_mxnet_errors(shapes, kwargs, message):
+    arrays = [mx.nd.zeros(s) for s in shapes]
+    with pytest.raises(mx.MXNetError, match=message):
+        mx.nd.MultiBoxTarget(*arrays, **kwargs)[0].wait_to_read()
+
+
+def test_non_float32_input_is_an_error():
+    arrays = [mx.nd.zeros((1, 10, 4)), mx.nd.zeros((2, 3, 5), dtype="float64"), mx.nd.zeros((2, 4, 10))]
+    with pytest.raises(mx.MXNetError, match="float32"):
+        mx.nd.MultiBoxTarget(*arrays)[0].wait_to_read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Symbol use
+# ---------------------------------------------------------------------------------------------
+
+def test_symbol_in_a_module_with_a_loss_graph():
+    rng = np.random.RandomState(9)
+    num_classes, batch = 3, 2
+    num_anchors = 8 * 8 * 3
+    label = random_labels(rng, batch, 4, num_classes, width=6, counts=[2, 4])
+    data = mx.sym.var("data")
+    anchor = mx.sym.MultiBoxPrior(mx.sym.reshape(data, shape=(0, 1, 8, 8)), sizes=(0.2, 0.4), ratios=(1, 2))
+    cls_pred = mx.sym.reshape(mx.sym.FullyConnected(data, num_hidden=(num_classes + 1) * num_anchors),
+                              shape=(0, num_classes + 1, num_anchors))
+    loc_pred = mx.sym.FullyConnected(data, num_hidden=4 * num_anchors)
+    loc_target, loc_mask, cls_target = mx.sym.MultiBoxTarget(
+        anchor, mx.sym.var("label"), cls_pred, negative_mining_ratio=3)
+    cls_prob = mx.sym.SoftmaxOutput(cls_pred, cls_target, ignore_label=-1, use_ignore=True,
+                                    multi_output=True, normalization="valid")
+    loc_loss = mx.sym.MakeLoss(mx.sym.smooth_l1(loc_mask * (loc_pred - loc_target), scalar=1.0))
+    net = mx.sym.Group([cls_prob, loc_loss, mx.sym.BlockGrad(cls_target)])
+    mod = mx.mod.Module(net, data_names=("data",), label_names=("label",), context=mx.cpu())
+    mod.bind(data_shapes=[("data", (batch, 64))], label_shapes=[("label", label.shape)])
+    mod.init_params(mx.init.Xavier())
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01})
+    x = rng.rand(batch, 64).astype(np.float32)
+    mod.forward(mx.io.DataBatch([mx.nd.array(x)], [mx.nd.array(label)]), is_train=True)
+    mod.backward()
+    mod.update()
+    got_cls = mod.get_outputs()[2].asnumpy()
+    assert got_cls.shape == (batch, num_anchors)
+    assert ((got_cls > 0).sum(axis=1) >= [2, 4]).all()    # every ground truth claimed an anchor
+    assert ((got_cls == 0).sum(axis=1) >= [6, 12]).all()   # 3 negatives per positive
+    assert all(np.isfinite(v.asnumpy()).all() for v in mod.get_params()[0].values())
+
+
+def test_backward_writes_zero_gradients():
+    rng = np.random.RandomState(10)
+    sym = mx.sym.MultiBoxTarget(mx.sym.var("anchor"), mx.sym.var("label"), mx.sym.var("cls_pred"))
+    exe = sym.simple_bind(mx.cpu(), anchor=(1, 20, 4), label=(2, 3, 5), cls_pred=(2, 4, 20))
+    exe.arg_dict["anchor"][:] = random_boxes(rng, 20)[None]
+    exe.arg_dict["label"][:] = random_labels(rng, 2, 3, 3, counts=[2, 3])
+    exe.arg_dict["cls_pred"][:] = rng.randn(2, 4, 20)
+    for grad in exe.grad_arrays:
+        grad[:] = 7.0
+    exe.forward(is_train=True)
+    exe.backward([mx.nd.ones(o.shape) for o in exe.outputs])
+    for name, grad in zip(sym.list_arguments(), exe.grad_arrays):
+        np.testing.assert_array_equal(grad.asnumpy(), 0, err_msg=name)
