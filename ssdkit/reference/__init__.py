@@ -1,0 +1,1 @@
+"""numpy reference implementations of ssdkit operators, used by the tests."""
