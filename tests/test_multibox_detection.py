@@ -230,3 +230,129 @@ def test_threads_do_not_change_the_result(rng):
     finally:
         ops.set_num_threads(previous)
     np.testing.assert_array_equal(one, two)
+
+
+def _corrupt(rng, prob, loc, anchor):
+    """Inject NaN/inf scores, NaN/inf/huge regressions, zero-area, inverted and NaN anchors."""
+    prob, loc, anchor = prob.copy(), loc.copy(), anchor.copy()
+    for array, values in ((prob, [np.nan, np.inf, -np.inf, 2.0, -3.0]),
+                          (loc, [np.nan, np.inf, -np.inf, 1e4, -1e4, 88.0]),
+                          (anchor, [np.nan, np.inf, 0.5])):
+        flat = array.reshape(-1)
+        hits = rng.choice(flat.size, size=max(1, flat.size // 20), replace=False)
+        flat[hits] = rng.choice(values, size=hits.size)
+    n = anchor.shape[1]
+    some = rng.choice(n, size=max(1, n // 10), replace=False)
+    anchor[0, some, 2] = anchor[0, some, 0]                             # zero width
+    some = rng.choice(n, size=max(1, n // 10), replace=False)
+    anchor[0, some] = anchor[0, some][:, [2, 3, 0, 1]]                  # inverted
+    return prob, loc, anchor
+
+
+def test_fuzz_non_finite_and_degenerate_inputs_match_contrib(rng):
+    for case in range(40):
+        batch, n = int(rng.integers(1, 4)), int(rng.integers(1, 250))
+        inputs = _corrupt(rng, *make_inputs(rng, batch, int(rng.integers(1, 5)), n,
+                                            background_bias=float(rng.uniform(-1, 3))))
+        kwargs = random_kwargs(rng)
+        with np.errstate(all="ignore"):
+            got = ours(*inputs, **kwargs)
+        assert_same_detections(got, contrib(*inputs, **kwargs), "case %d %s" % (case, kwargs))
+        if kwargs["clip"]:
+            boxes = got[..., 2:][got[..., 0] >= 0]
+            assert np.all((boxes >= 0) & (boxes <= 1))
+        capped = ours(*inputs, max_detections=7, **kwargs)
+        assert capped.shape == (batch, 7, 6)
+
+
+def test_all_nan_scores_give_no_detections(rng):
+    prob, loc, anchor = make_inputs(rng, 2, 3, 50)
+    prob[:] = np.nan
+    out = ours(prob, loc, anchor)
+    assert np.all(out == -1)
+
+
+def test_huge_regressions_stay_in_the_unit_square_when_clipped(rng):
+    prob, loc, anchor = make_inputs(rng, 1, 2, 64, background_bias=-3.0)
+    loc[:] = 1e4  # exp overflows to inf: half sizes are inf, corners -inf / +inf, clipped to 0 / 1
+    out = ours(prob, loc, anchor, nms_threshold=0.0)
+    rows = out[0][out[0, :, 0] >= 0]
+    assert len(rows) > 0
+    np.testing.assert_array_equal(rows[:, 2:], np.tile(np.float32([0, 0, 1, 1]), (len(rows), 1)))
+
+
+@pytest.mark.parametrize("shapes,match", [
+    (((2, 4, 10), (2, 40), (1, 10, 4, 1)), "anchor must be"),
+    (((2, 4, 10), (2, 40, 1), (1, 10, 4)), "loc_pred must be 2-d"),
+    (((4, 10), (2, 40), (1, 10, 4)), "cls_prob must be 3-d"),
+    (((2, 4, 10), (2, 40), (1, 11, 4)), "disagree on the number of anchors"),
+    (((2, 4, 10), (2, 44), (1, 10, 4)), "loc_pred .* must be"),
+    (((2, 4, 10), (3, 40), (1, 10, 4)), "loc_pred .* must be"),
+    (((2, 4, 10), (2, 40), (2, 10, 4)), "anchor must be"),
+    (((2, 4, 10), (2, 40), (1, 10, 3)), "anchor must be"),
+])
+def test_bad_shapes_are_mxnet_errors(shapes, match):
+    arrays = [mx.nd.zeros(s) for s in shapes]
+    with pytest.raises(mx.MXNetError, match=match):
+        mx.nd.MultiBoxDetection(*arrays).wait_to_read()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variances=(0.1, 0.1, 0.2)), "variances"),
+    (dict(max_detections=0), "max_detections"),
+    (dict(background_id=4), "background_id"),
+    (dict(background_id=-2), "background_id"),
+    (dict(nms_thresh=0.5), "unknown attribute 'nms_thresh'"),
+    (dict(clip="maybe"), "clip"),
+    (dict(threshold=float("nan")), "threshold"),
+])
+def test_bad_attributes_are_mxnet_errors(kwargs, match):
+    arrays = [mx.nd.zeros(s) for s in ((2, 4, 10), (2, 40), (1, 10, 4))]
+    with pytest.raises(mx.MXNetError, match=match):
+        mx.nd.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
+
+
+def test_float64_input_is_an_mxnet_error():
+    arrays = [mx.nd.zeros(s, dtype="float64") for s in ((1, 2, 3), (1, 12), (1, 3, 4))]
+    with pytest.raises(mx.MXNetError, match="float32"):
+        mx.nd.MultiBoxDetection(*arrays).wait_to_read()
+
+
+def test_symbol_graph_module_forward_and_zero_gradient(rng):
+    # an SSD-like head: softmax over raw class scores, anchors from our MultiBoxPrior (6x10 map, 2 per cell)
+    _, loc, _ = make_inputs(rng, 2, 3, 120)
+    cls_pred = rng.normal(size=(2, 4, 120)).astype(np.float32)
+    feat = np.zeros((2, 1, 6, 10), np.float32)
+    names = ("cls_pred", "loc_pred", "feat")
+    cls_var, loc_var, feat_var = (mx.sym.var(v) for v in names)
+    anchor_sym = mx.sym.MultiBoxPrior(feat_var, sizes=(0.3,), ratios=(1, 2))
+    det = mx.sym.MultiBoxDetection(mx.sym.softmax(cls_var, axis=1), loc_var, anchor_sym, nms_topk=50,
+                                   max_detections=20, name="det")
+    det = mx.sym.load_json(det.tojson())
+    _, out_shapes, _ = det.infer_shape(cls_pred=cls_pred.shape, loc_pred=loc.shape, feat=feat.shape)
+    assert out_shapes == [(2, 20, 6)]
+    mod = mx.mod.Module(det, data_names=names, label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=list(zip(names, (cls_pred.shape, loc.shape, feat.shape))), for_training=True,
+             inputs_need_grad=True)
+    mod.init_params()
+    mod.forward(mx.io.DataBatch([mx.nd.array(x) for x in (cls_pred, loc, feat)]), is_train=True)
+    out = mod.get_outputs()[0].asnumpy()
+    prob = mx.nd.softmax(mx.nd.array(cls_pred), axis=1).asnumpy()
+    anchor = mx.nd.MultiBoxPrior(mx.nd.array(feat), sizes=(0.3,), ratios=(1, 2)).asnumpy()
+    np.testing.assert_allclose(out, ours(prob, loc, anchor, nms_topk=50, max_detections=20), atol=1e-6)
+    assert np.count_nonzero(out[..., 0] >= 0) > 5
+    mod.backward([mx.nd.ones(out.shape)])
+    for grad in mod.get_input_grads()[:2]:
+        assert np.all(grad.asnumpy() == 0)
+
+
+def test_backward_writes_zeros(rng):
+    arrays = [mx.nd.array(x) for x in make_inputs(rng, 1, 2, 30)]
+    for a in arrays:
+        a.attach_grad()
+        a.grad[:] = 5.0
+    with mx.autograd.record():
+        out = mx.nd.MultiBoxDetection(*arrays)
+    out.backward(mx.nd.ones_like(out))
+    for a in arrays:
+        assert np.all(a.grad.asnumpy() == 0)
