@@ -1,1 +1,1 @@
-"""Readable numpy reference implementations of ssdkit's C++ operators, used by the tests."""
+"""Readable numpy reference implementations of ssdkit's operators, used by the tests."""
