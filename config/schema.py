@@ -14,7 +14,13 @@ def _check(cond, key, message):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The detector: network name and input size, classes, inference settings, initial weights."""
+    """The detector: network name and input size, classes, inference settings, initial weights.
+
+    ``pretrained``: ImageNet weights of the base network (a GluonCV ``.params`` file);
+    ``finetune``: a whole detector to start from (``prefix-NNNN.params`` of ssdkit or a GluonCV SSD
+    zoo file), heads of another class count are re-initialised; ``freeze``: regular expressions of
+    parameter names kept fixed.
+    """
 
     network: str = "tiny"
     data_shape: int = 256
@@ -22,10 +28,16 @@ class ModelConfig:
     nms_thresh: float = 0.45
     nms_topk: int = 400
     force_suppress: bool = False
+    num_classes: int = 0
     pretrained: str = ""
+    finetune: str = ""
     freeze: Tuple[str, ...] = ()
 
     def __post_init__(self):
+        _check(self.num_classes >= 0, "model.num_classes", "must be >= 0 (0: from class_names / data)")
+        _check(not (self.num_classes and self.class_names and self.num_classes != len(self.class_names)),
+               "model.num_classes", "is %d but class_names lists %d names"
+               % (self.num_classes, len(self.class_names)))
         _check(self.data_shape >= 32, "model.data_shape", "must be >= 32, got %r" % self.data_shape)
         _check(0 < self.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1], got %r" % self.nms_thresh)
         _check(self.nms_topk == -1 or self.nms_topk > 0, "model.nms_topk", "must be > 0 or -1")
