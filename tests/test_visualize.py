@@ -32,7 +32,8 @@ def test_saved_detection_box_is_drawn_where_expected(tmp_path):
     color = class_colors(2)[1]
     for y, x in ((55, 40), (55, 120), (30, 80), (80, 80), (80, 120)):  # the four sides and a corner
         assert _is(drawn[y, x], color), (y, x, drawn[y, x])
-    for y, x in ((55, 80), (55, 41 + 1), (55, 150), (90, 80), (5, 190), (5, 5)):  # inside, outside
+    # Inside, outside, and on the edges of the skipped low-score (x 10..180, y 5..95) and padding rows.
+    for y, x in ((55, 80), (55, 42), (55, 150), (90, 80), (5, 190), (5, 5), (50, 10), (95, 60), (50, 0)):
         assert _is(drawn[y, x], (0, 0, 0)), (y, x, drawn[y, x])
     # The label "dog 0.90" sits on a filled patch of the class colour just above the box's left corner.
     patch = drawn[16:30, 40:70].reshape(-1, 3)
