@@ -294,3 +294,28 @@ def test_coco_errors_name_the_fix():
     evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
     with pytest.raises(ValueError, match="already added"):
         evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
+
+
+def test_coco_hand_fixture_with_a_crowd_ground_truth():
+    # Pixel boxes of 10 x 10 (all "small"). d1 hits gt 0 exactly, d2 duplicates it (IoU .82), d3 hits
+    # gt 1 at IoU .82; a difficult gt becomes iscrowd and the top-scoring detection on it is ignored.
+    labels = np.array([[[0, 0, 0, 10, 10, 0], [0, 20, 20, 30, 30, 0], [0, 50, 50, 60, 60, 1]]])
+    dets = np.array([[[0, 0.95, 50, 50, 60, 60], [0, 0.9, 0, 0, 10, 10],
+                      [0, 0.8, 0, 0, 10, 8.2], [0, 0.7, 20, 20, 30, 28.2]]])
+    evaluator = COCOEvaluator(class_names=["a"], normalized=False)
+    evaluator.update(dets, labels, image_sizes=[[100, 100]])
+    assert [a["iscrowd"] for a in evaluator.ground_truth()["annotations"]] == [0, 0, 1]
+    # 101 recall points: precision 1 up to recall .5 (51 points), 2/3 after it (50 points) while
+    # IoU .82 counts (thresholds .50 .. .80), recall stops at .5 for .85, .90, .95. AR1 keeps only
+    # the top detection, the ignored one.
+    both = (51 + 50 * 2 / 3) / 101
+    half = 51 / 101
+    names, values = evaluator.get()
+    expected = {"AP": (7 * both + 3 * half) / 10, "AP50": both, "AP75": both, "APs": (7 * both + 3 * half) / 10,
+                "APm": -1.0, "APl": -1.0, "AR1": 0.0, "AR100": (7 * 1.0 + 3 * 0.5) / 10}
+    got = dict(zip(names, values))
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+    np.testing.assert_allclose(evaluator.per_class_ap(iou=0.5), [both], atol=1e-9)
+    with pytest.raises(ValueError, match="iou 0.42"):
+        evaluator.per_class_ap(iou=0.42)
