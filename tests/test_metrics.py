@@ -175,6 +175,9 @@ def test_batching_does_not_change_the_result():
     for start in range(0, 8, 3):
         split.update(list(dets[start:start + 3]), list(labels[start:start + 3]))
     np.testing.assert_array_equal(whole.get()[1], split.get()[1])
+    ragged = VOCMeanAP(NAMES, use_07_metric=False)  # unpadded per-image arrays, some empty
+    ragged.update([d[d[:, 0] >= 0] for d in dets], [g[g[:, 0] >= 0] for g in labels])
+    np.testing.assert_array_equal(whole.get()[1], ragged.get()[1])
 
 
 # --- GluonCV as the oracle --------------------------------------------------------------------------
@@ -278,6 +281,9 @@ def test_coco_perfect_and_empty_detections():
     gt = evaluator.ground_truth()
     assert [a["id"] for a in gt["annotations"]] == [1, 2]
     np.testing.assert_allclose(gt["annotations"][0]["bbox"], [64, 48, 256, 240])
+    same = COCOEvaluator(class_names=["a", "b"])
+    same.update(mx.nd.array(dets), mx.nd.array(labels), image_ids=[42], image_sizes=mx.nd.array([[640, 480]]))
+    np.testing.assert_allclose(same.get()[1], values, atol=1e-12)
     evaluator.reset()
     evaluator.update(-np.ones((1, 3, 6)), labels, image_sizes=[[640, 480]])
     _, values = evaluator.get()
