@@ -299,7 +299,14 @@ def test_coco_errors_name_the_fix():
         evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)))
     evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
     with pytest.raises(ValueError, match="already added"):
-        evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
+        evaluator.update(-np.ones((2, 1, 6)), -np.ones((2, 1, 5)), image_ids=[6, 5], image_sizes=[[10, 10]] * 2)
+    with pytest.raises(ValueError, match="class id 1"):
+        evaluator.update(-np.ones((2, 1, 6)), [-np.ones((1, 5)), np.array([[1, 0, 0, 1, 1]])],
+                         image_ids=[6, 7], image_sizes=[[10, 10]] * 2)
+    assert sorted(evaluator._images) == [5]  # failed batches left nothing behind
+    with_file = COCOEvaluator(gt=evaluator.ground_truth())
+    with pytest.raises(ValueError, match=r"\[9\] are not in the gt file"):
+        with_file.update(-np.ones((1, 1, 6)), image_ids=[9])
 
 
 def test_coco_hand_fixture_with_a_crowd_ground_truth():

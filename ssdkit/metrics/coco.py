@@ -139,15 +139,15 @@ class COCOEvaluator:
                 raise ValueError("COCOEvaluator.update: image_ids are required with a gt annotation file.")
             image_ids = np.arange(self._next_id, self._next_id + batch)
         image_ids = [int(i) for i in _as_numpy(image_ids).reshape(-1)]
+        unknown = [i for i in image_ids if self._gt is not None and i not in self._gt.imgs]
+        if unknown:
+            raise ValueError(f"COCOEvaluator.update: image ids {unknown} are not in the gt file.")
         if image_sizes is None:
             if self._gt is None:
                 raise ValueError("COCOEvaluator.update: image_sizes (B, 2) [width, height] are required "
                                  "when the ground truth is built from labels.")
-            missing = [i for i in image_ids if i not in self._gt.imgs]
-            if missing:
-                raise ValueError(f"COCOEvaluator.update: image ids {missing} are not in the gt file.")
-            image_sizes = [(self._gt.imgs[i].get("width", np.nan), self._gt.imgs[i].get("height", np.nan))
-                           for i in image_ids]
+            image_sizes = [(self._gt.imgs.get(i, {}).get("width", np.nan),
+                            self._gt.imgs.get(i, {}).get("height", np.nan)) for i in image_ids]
             if self.normalized and np.isnan(np.asarray(image_sizes, dtype=np.float64)).any():
                 raise ValueError("COCOEvaluator.update: the gt file has no width/height for some images; "
                                  "pass image_sizes to scale normalised boxes.")
@@ -157,23 +157,23 @@ class COCOEvaluator:
             raise ValueError(f"COCOEvaluator.update: {batch} images of detections, {num_labels} of labels, "
                              f"{len(image_ids)} image ids and {len(image_sizes)} image sizes; give one per "
                              "image.")
+        repeated = sorted({i for i in image_ids if i in self._images or image_ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"COCOEvaluator.update: image ids {repeated} were already added; each image "
+                             "is evaluated once.")
         lookup = np.asarray(self.category_ids, dtype=np.float64)
+        dets, gts = [], []  # build everything first: a bad batch leaves the evaluator unchanged
         for b, (image_id, (width, height)) in enumerate(zip(image_ids, image_sizes)):
-            if image_id in self._images:
-                raise ValueError(f"COCOEvaluator.update: image id {image_id} was already added; "
-                                 "each image is evaluated once.")
-            if self._gt is not None and image_id not in self._gt.imgs:
-                raise ValueError(f"COCOEvaluator.update: image id {image_id} is not in the gt file.")
-            self._images[image_id] = (float(width), float(height))
-            self._next_id = max(self._next_id, image_id + 1)
             det = detections[b][detections[b][:, 0] >= 0]
-            self._dets.append(self._rows(image_id, lookup, det[:, 0], det[:, 1], det[:, 2:6],
-                                         width, height))
+            dets.append(self._rows(image_id, lookup, det[:, 0], det[:, 1], det[:, 2:6], width, height))
             if labels is not None:
                 gt = labels[b][labels[b][:, 0] >= 0]
                 crowd = (gt[:, 5] > 0).astype(np.float64) if gt.shape[1] > 5 else np.zeros(len(gt))
-                self._gts.append(self._rows(image_id, lookup, gt[:, 0], crowd, gt[:, 1:5],
-                                            width, height))
+                gts.append(self._rows(image_id, lookup, gt[:, 0], crowd, gt[:, 1:5], width, height))
+        self._images.update((i, (float(w), float(h))) for i, (w, h) in zip(image_ids, image_sizes))
+        self._next_id = max(self._next_id, max(image_ids, default=0) + 1)
+        self._dets.extend(dets)
+        self._gts.extend(gts)
         self._eval = None
 
     def _rows(self, image_id, lookup, cls, extra, boxes, width, height):
