@@ -98,7 +98,8 @@ def test_difficult_is_neither_tp_nor_fp():
     dets = np.array([[[0, 0.9, 0, 0, 10, 10],       # on the difficult gt: ignored
                       [0, 0.8, 20, 20, 30, 30],     # TP
                       [0, 0.7, 50, 50, 60, 60]]])   # FP
-    outcome = match_image(dets[0, :, 0].astype(int), dets[0, :, 1], dets[0, :, 2:], labels[0, :, 0].astype(int),
+    outcome = match_image(dets[0, :, 0].astype(int), dets[0, :, 1], dets[0, :, 2:],
+                          labels[0, :, 0].astype(int),
                           labels[0, :, 1:5], labels[0, :, 5] > 0)
     np.testing.assert_array_equal(outcome, [-1, 1, 0])
     metric = VOCMeanAP(["a"], use_07_metric=False)
@@ -266,8 +267,8 @@ def test_coco_matches_pycocotools_on_the_written_json(seed, tmp_path):
     subset = COCOEvaluator(gt=str(tmp_path / "gt.json"), normalized=False)
     assert subset.category_ids == tuple(sorted(categories)) and subset.class_names == tuple(NAMES)
     subset.update(dets[2:6], image_ids=[3, 4, 5, 6])
-    np.testing.assert_allclose(subset.get()[1], _pycocotools_stats(tmp_path / "gt.json", tmp_path / "results.json",
-                                                                   image_ids=[3, 4, 5, 6]), rtol=0, atol=1e-6)
+    reference = _pycocotools_stats(tmp_path / "gt.json", tmp_path / "results.json", image_ids=[3, 4, 5, 6])
+    np.testing.assert_allclose(subset.get()[1], reference, rtol=0, atol=1e-6)
 
 
 def test_coco_perfect_and_empty_detections():
@@ -299,7 +300,8 @@ def test_coco_errors_name_the_fix():
         evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)))
     evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
     with pytest.raises(ValueError, match="already added"):
-        evaluator.update(-np.ones((2, 1, 6)), -np.ones((2, 1, 5)), image_ids=[6, 5], image_sizes=[[10, 10]] * 2)
+        evaluator.update(-np.ones((2, 1, 6)), -np.ones((2, 1, 5)), image_ids=[6, 5],
+                         image_sizes=[[10, 10]] * 2)
     with pytest.raises(ValueError, match="class id 1"):
         evaluator.update(-np.ones((2, 1, 6)), [-np.ones((1, 5)), np.array([[1, 0, 0, 1, 1]])],
                          image_ids=[6, 7], image_sizes=[[10, 10]] * 2)
@@ -324,7 +326,8 @@ def test_coco_hand_fixture_with_a_crowd_ground_truth():
     both = (51 + 50 * 2 / 3) / 101
     half = 51 / 101
     names, values = evaluator.get()
-    expected = {"AP": (7 * both + 3 * half) / 10, "AP50": both, "AP75": both, "APs": (7 * both + 3 * half) / 10,
+    mean = (7 * both + 3 * half) / 10
+    expected = {"AP": mean, "AP50": both, "AP75": both, "APs": mean,
                 "APm": -1.0, "APl": -1.0, "AR1": 0.0, "AR100": (7 * 1.0 + 3 * 0.5) / 10}
     got = dict(zip(names, values))
     for key, value in expected.items():

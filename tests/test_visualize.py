@@ -28,7 +28,8 @@ def test_saved_detection_box_is_drawn_where_expected(tmp_path):
     path = save_detections(tmp_path / "det.png", image, dets, class_names=["cat", "dog"], thickness=1)
     drawn = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert drawn.shape == (H, W, 3)
-    np.testing.assert_array_equal(drawn, draw_detections(image, dets, class_names=["cat", "dog"], thickness=1))
+    again = draw_detections(image, dets, class_names=["cat", "dog"], thickness=1)
+    np.testing.assert_array_equal(drawn, again)  # PNG is lossless
     color = class_colors(2)[1]
     for y, x in ((55, 40), (55, 120), (30, 80), (80, 80), (80, 120)):  # the four sides and a corner
         assert _is(drawn[y, x], color), (y, x, drawn[y, x])
@@ -65,7 +66,8 @@ def test_pr_curve_plot_puts_the_line_on_its_data_points(tmp_path):
                           title="PR", size=(4, 3), dpi=100)
     png = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert png.shape == (300, 400, 3)
-    fig = pr_curve_figure(curves, class_names=["cat", "dog"], aps=[0.75, np.nan], title="PR", size=(4, 3), dpi=100)
+    fig = pr_curve_figure(curves, class_names=["cat", "dog"], aps=[0.75, np.nan], title="PR", size=(4, 3),
+                          dpi=100)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cat (AP 0.750)"]
     fig.canvas.draw()
