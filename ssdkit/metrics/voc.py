@@ -26,8 +26,9 @@ Ties in score are broken by arrival order (the earlier row or image first).
 import numpy as np
 
 _ELEVEN_POINTS = np.arange(0.0, 1.1, 0.1)
-"""The VOC07 recall thresholds, built exactly as the devkit builds them (``0.30000000000000004`` and
-all): a recall of exactly 0.3 does not reach the fourth threshold there, nor here."""
+"""The VOC07 recall thresholds, built exactly as the Python ports of the devkit (py-faster-rcnn's
+``voc_eval``, GluonCV) build them, ``0.30000000000000004`` and all: a recall of exactly 0.3 does not
+reach the fourth threshold there, nor here."""
 
 
 def _as_numpy(x):
