@@ -98,7 +98,8 @@ def test_difficult_is_neither_tp_nor_fp():
     dets = np.array([[[0, 0.9, 0, 0, 10, 10],       # on the difficult gt: ignored
                       [0, 0.8, 20, 20, 30, 30],     # TP
                       [0, 0.7, 50, 50, 60, 60]]])   # FP
-    outcome = match_image(dets[0, :, 0].astype(int), dets[0, :, 1], dets[0, :, 2:], labels[0, :, 0].astype(int),
+    outcome = match_image(dets[0, :, 0].astype(int), dets[0, :, 1], dets[0, :, 2:],
+                          labels[0, :, 0].astype(int),
                           labels[0, :, 1:5], labels[0, :, 5] > 0)
     np.testing.assert_array_equal(outcome, [-1, 1, 0])
     metric = VOCMeanAP(["a"], use_07_metric=False)
@@ -175,6 +176,9 @@ def test_batching_does_not_change_the_result():
     for start in range(0, 8, 3):
         split.update(list(dets[start:start + 3]), list(labels[start:start + 3]))
     np.testing.assert_array_equal(whole.get()[1], split.get()[1])
+    ragged = VOCMeanAP(NAMES, use_07_metric=False)  # unpadded per-image arrays, some empty
+    ragged.update([d[d[:, 0] >= 0] for d in dets], [g[g[:, 0] >= 0] for g in labels])
+    np.testing.assert_array_equal(whole.get()[1], ragged.get()[1])
 
 
 # --- GluonCV as the oracle --------------------------------------------------------------------------
@@ -263,8 +267,8 @@ def test_coco_matches_pycocotools_on_the_written_json(seed, tmp_path):
     subset = COCOEvaluator(gt=str(tmp_path / "gt.json"), normalized=False)
     assert subset.category_ids == tuple(sorted(categories)) and subset.class_names == tuple(NAMES)
     subset.update(dets[2:6], image_ids=[3, 4, 5, 6])
-    np.testing.assert_allclose(subset.get()[1], _pycocotools_stats(tmp_path / "gt.json", tmp_path / "results.json",
-                                                                   image_ids=[3, 4, 5, 6]), rtol=0, atol=1e-6)
+    reference = _pycocotools_stats(tmp_path / "gt.json", tmp_path / "results.json", image_ids=[3, 4, 5, 6])
+    np.testing.assert_allclose(subset.get()[1], reference, rtol=0, atol=1e-6)
 
 
 def test_coco_perfect_and_empty_detections():
@@ -278,6 +282,9 @@ def test_coco_perfect_and_empty_detections():
     gt = evaluator.ground_truth()
     assert [a["id"] for a in gt["annotations"]] == [1, 2]
     np.testing.assert_allclose(gt["annotations"][0]["bbox"], [64, 48, 256, 240])
+    same = COCOEvaluator(class_names=["a", "b"])
+    same.update(mx.nd.array(dets), mx.nd.array(labels), image_ids=[42], image_sizes=mx.nd.array([[640, 480]]))
+    np.testing.assert_allclose(same.get()[1], values, atol=1e-12)
     evaluator.reset()
     evaluator.update(-np.ones((1, 3, 6)), labels, image_sizes=[[640, 480]])
     _, values = evaluator.get()
@@ -293,4 +300,38 @@ def test_coco_errors_name_the_fix():
         evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)))
     evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
     with pytest.raises(ValueError, match="already added"):
-        evaluator.update(-np.ones((1, 1, 6)), -np.ones((1, 1, 5)), image_ids=[5], image_sizes=[[10, 10]])
+        evaluator.update(-np.ones((2, 1, 6)), -np.ones((2, 1, 5)), image_ids=[6, 5],
+                         image_sizes=[[10, 10]] * 2)
+    with pytest.raises(ValueError, match="class id 1"):
+        evaluator.update(-np.ones((2, 1, 6)), [-np.ones((1, 5)), np.array([[1, 0, 0, 1, 1]])],
+                         image_ids=[6, 7], image_sizes=[[10, 10]] * 2)
+    assert sorted(evaluator._images) == [5]  # failed batches left nothing behind
+    with_file = COCOEvaluator(gt=evaluator.ground_truth())
+    with pytest.raises(ValueError, match=r"\[9\] are not in the gt file"):
+        with_file.update(-np.ones((1, 1, 6)), image_ids=[9])
+
+
+def test_coco_hand_fixture_with_a_crowd_ground_truth():
+    # Pixel boxes of 10 x 10 (all "small"). d1 hits gt 0 exactly, d2 duplicates it (IoU .82), d3 hits
+    # gt 1 at IoU .82; a difficult gt becomes iscrowd and the top-scoring detection on it is ignored.
+    labels = np.array([[[0, 0, 0, 10, 10, 0], [0, 20, 20, 30, 30, 0], [0, 50, 50, 60, 60, 1]]])
+    dets = np.array([[[0, 0.95, 50, 50, 60, 60], [0, 0.9, 0, 0, 10, 10],
+                      [0, 0.8, 0, 0, 10, 8.2], [0, 0.7, 20, 20, 30, 28.2]]])
+    evaluator = COCOEvaluator(class_names=["a"], normalized=False)
+    evaluator.update(dets, labels, image_sizes=[[100, 100]])
+    assert [a["iscrowd"] for a in evaluator.ground_truth()["annotations"]] == [0, 0, 1]
+    # 101 recall points: precision 1 up to recall .5 (51 points), 2/3 after it (50 points) while
+    # IoU .82 counts (thresholds .50 .. .80), recall stops at .5 for .85, .90, .95. AR1 keeps only
+    # the top detection, the ignored one.
+    both = (51 + 50 * 2 / 3) / 101
+    half = 51 / 101
+    names, values = evaluator.get()
+    mean = (7 * both + 3 * half) / 10
+    expected = {"AP": mean, "AP50": both, "AP75": both, "APs": mean,
+                "APm": -1.0, "APl": -1.0, "AR1": 0.0, "AR100": (7 * 1.0 + 3 * 0.5) / 10}
+    got = dict(zip(names, values))
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+    np.testing.assert_allclose(evaluator.per_class_ap(iou=0.5), [both], atol=1e-9)
+    with pytest.raises(ValueError, match="iou 0.42"):
+        evaluator.per_class_ap(iou=0.42)

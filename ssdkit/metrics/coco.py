@@ -16,6 +16,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ssdkit.metrics.voc import per_image
+
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                      "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 """Names of ``COCOeval.stats`` in order: AP over IoU .50:.05:.95, at .50, at .75, for small / medium /
@@ -108,6 +110,7 @@ class COCOEvaluator:
         self._gts = []  # (M, 7) float64 rows [image_id, category_id, iscrowd, x, y, w, h]
         self._next_id = 1
         self._eval = None
+        self.summary = ""  # pycocotools' printed summary after evaluate()
 
     def update(self, detections, labels=None, *, image_ids=None, image_sizes=None):
         """Add one batch of images.
@@ -125,7 +128,8 @@ class COCOEvaluator:
             ``(width, height)`` in pixels of each image. Taken from ``gt`` when it has them; required to
             build ground truths or to scale normalised boxes otherwise.
         """
-        detections = [_as_numpy(d).reshape(-1, 6) for d in detections]
+        detections = per_image(detections, 6)
+        labels = per_image(labels, None) if labels is not None else None
         batch = len(detections)
         if (labels is None) == (self._gt is None):
             raise ValueError("COCOEvaluator.update: pass labels exactly when the evaluator has no gt "
@@ -135,35 +139,41 @@ class COCOEvaluator:
                 raise ValueError("COCOEvaluator.update: image_ids are required with a gt annotation file.")
             image_ids = np.arange(self._next_id, self._next_id + batch)
         image_ids = [int(i) for i in _as_numpy(image_ids).reshape(-1)]
+        unknown = [i for i in image_ids if self._gt is not None and i not in self._gt.imgs]
+        if unknown:
+            raise ValueError(f"COCOEvaluator.update: image ids {unknown} are not in the gt file.")
         if image_sizes is None:
             if self._gt is None:
                 raise ValueError("COCOEvaluator.update: image_sizes (B, 2) [width, height] are required "
                                  "when the ground truth is built from labels.")
-            image_sizes = [(self._gt.imgs[i].get("width", 1), self._gt.imgs[i].get("height", 1))
-                           for i in image_ids]
+            image_sizes = [(self._gt.imgs.get(i, {}).get("width", np.nan),
+                            self._gt.imgs.get(i, {}).get("height", np.nan)) for i in image_ids]
+            if self.normalized and np.isnan(np.asarray(image_sizes, dtype=np.float64)).any():
+                raise ValueError("COCOEvaluator.update: the gt file has no width/height for some images; "
+                                 "pass image_sizes to scale normalised boxes.")
         image_sizes = _as_numpy(image_sizes).reshape(-1, 2).astype(np.float64)
-        if not len(image_ids) == len(image_sizes) == batch:
-            raise ValueError(f"COCOEvaluator.update: {batch} images of detections, {len(image_ids)} "
-                             f"image ids and {len(image_sizes)} image sizes; give one per image.")
+        num_labels = batch if labels is None else len(labels)
+        if not len(image_ids) == len(image_sizes) == num_labels == batch:
+            raise ValueError(f"COCOEvaluator.update: {batch} images of detections, {num_labels} of labels, "
+                             f"{len(image_ids)} image ids and {len(image_sizes)} image sizes; give one per "
+                             "image.")
+        repeated = sorted({i for i in image_ids if i in self._images or image_ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"COCOEvaluator.update: image ids {repeated} were already added; each image "
+                             "is evaluated once.")
         lookup = np.asarray(self.category_ids, dtype=np.float64)
+        dets, gts = [], []  # build everything first: a bad batch leaves the evaluator unchanged
         for b, (image_id, (width, height)) in enumerate(zip(image_ids, image_sizes)):
-            if image_id in self._images:
-                raise ValueError(f"COCOEvaluator.update: image id {image_id} was already added; "
-                                 "each image is evaluated once.")
-            if self._gt is not None and image_id not in self._gt.imgs:
-                raise ValueError(f"COCOEvaluator.update: image id {image_id} is not in the gt file.")
-            self._images[image_id] = (float(width), float(height))
-            self._next_id = max(self._next_id, image_id + 1)
             det = detections[b][detections[b][:, 0] >= 0]
-            self._dets.append(self._rows(image_id, lookup, det[:, 0], det[:, 1], det[:, 2:6],
-                                         width, height))
+            dets.append(self._rows(image_id, lookup, det[:, 0], det[:, 1], det[:, 2:6], width, height))
             if labels is not None:
-                gt = _as_numpy(labels[b])
-                gt = gt.reshape(-1, gt.shape[-1])
-                gt = gt[gt[:, 0] >= 0]
+                gt = labels[b][labels[b][:, 0] >= 0]
                 crowd = (gt[:, 5] > 0).astype(np.float64) if gt.shape[1] > 5 else np.zeros(len(gt))
-                self._gts.append(self._rows(image_id, lookup, gt[:, 0], crowd, gt[:, 1:5],
-                                            width, height))
+                gts.append(self._rows(image_id, lookup, gt[:, 0], crowd, gt[:, 1:5], width, height))
+        self._images.update((i, (float(w), float(h))) for i, (w, h) in zip(image_ids, image_sizes))
+        self._next_id = max(self._next_id, max(image_ids, default=0) + 1)
+        self._dets.extend(dets)
+        self._gts.extend(gts)
         self._eval = None
 
     def _rows(self, image_id, lookup, cls, extra, boxes, width, height):

@@ -26,8 +26,9 @@ Ties in score are broken by arrival order (the earlier row or image first).
 import numpy as np
 
 _ELEVEN_POINTS = np.arange(0.0, 1.1, 0.1)
-"""The VOC07 recall thresholds, built exactly as the devkit builds them (``0.30000000000000004`` and
-all): a recall of exactly 0.3 does not reach the fourth threshold there, nor here."""
+"""The VOC07 recall thresholds, built exactly as the Python ports of the devkit (py-faster-rcnn's
+``voc_eval``, GluonCV) build them, ``0.30000000000000004`` and all: a recall of exactly 0.3 does not
+reach the fourth threshold there, nor here."""
 
 
 def _as_numpy(x):
@@ -35,6 +36,19 @@ def _as_numpy(x):
     if hasattr(x, "asnumpy"):
         x = x.asnumpy()
     return np.asarray(x)
+
+
+def per_image(batch, width):
+    """A ``(B, N, width)`` array (numpy or NDArray) or a list of B ``(N_i, width)`` arrays -> list of B
+    2-D numpy arrays; ``width=None`` keeps each array's own last dimension."""
+    if hasattr(batch, "asnumpy"):
+        batch = batch.asnumpy()
+    out = []
+    for item in batch:
+        item = _as_numpy(item)
+        cols = width if width is not None else (item.shape[-1] if item.ndim else 0)
+        out.append(item.reshape(-1, cols) if item.size else np.zeros((0, max(cols, 5))))
+    return out
 
 
 def pairwise_iou(a, b, box_offset=0.0):
@@ -186,13 +200,12 @@ class VOCMeanAP:
             rows whose ``cls < 0``; the same coordinate frame as ``detections``. A list of B ``(M_i, 5|6)``
             arrays is accepted too.
         """
-        detections = [_as_numpy(d).reshape(-1, 6) for d in detections]
-        labels = [_as_numpy(g) for g in labels]
+        detections = per_image(detections, 6)
+        labels = per_image(labels, None)
         if len(detections) != len(labels):
             raise ValueError(f"VOCMeanAP.update: {len(detections)} detection images but "
                              f"{len(labels)} label images; pass one entry per image for both.")
         for det, gt in zip(detections, labels):
-            gt = gt.reshape(-1, gt.shape[-1]) if gt.size else np.zeros((0, 5))
             det = det[det[:, 0] >= 0]
             gt = gt[gt[:, 0] >= 0]
             det_cls = det[:, 0].astype(np.int64)
