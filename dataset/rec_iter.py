@@ -146,8 +146,9 @@ class RecordDetIter(mx.io.DataIter):
     data_name, label_name : names in ``provide_data`` / ``provide_label``
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
-    ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. The last batch wraps around
-    to the start of the file (``pad`` reports how many samples were repeated).
+    ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. Every epoch starts at the
+    beginning of the file; an incomplete last batch is filled with repeated samples and ``pad``
+    says how many.
     """
 
     def __init__(self, path_imgrec, *, batch_size, data_shape, max_objects, augment=None,
@@ -165,7 +166,7 @@ class RecordDetIter(mx.io.DataIter):
                       label_width=-1, label_pad_width=2 + self.object_width * self.max_objects,
                       label_pad_value=-1.0, shuffle=bool(shuffle), seed=int(seed),
                       preprocess_threads=int(num_threads), num_parts=int(num_parts),
-                      part_index=int(part_index), round_batch=True, verbose=False)
+                      part_index=int(part_index), round_batch=False, verbose=False)
         check_keywords(kwargs)
         self.kwargs = kwargs
         self._iter = mx.io.ImageDetRecordIter(**kwargs)
