@@ -145,7 +145,7 @@ def _background(rng, height, width, scene):
     ramp = u[None, :] * np.float32(np.cos(angle) * width) + u[:, None] * np.float32(np.sin(angle) * height)
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
     grid = c0 + ramp[..., None] * (c1 - c0) + rng.normal(0, 35, (cells, cells, 3)).astype(np.float32)
-    img = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    img = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
     img = np.clip(img, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(scene.distractors[0], scene.distractors[1] + 1))):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
