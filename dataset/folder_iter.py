@@ -8,20 +8,12 @@ import collections
 import concurrent.futures
 import warnings
 
-import cv2
 import mxnet as mx
 import numpy as np
 
 from ssdkit.dataset.augment import NO_AUGMENT, Normalization, augment_detection, to_chw_normalized
+from ssdkit.dataset.image import load_image_rgb
 from ssdkit.dataset.records import LABEL_WIDTH
-
-
-def read_image_rgb(path):
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB; raises ``IOError`` when it cannot."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise IOError("cannot decode image %s (missing, truncated or not an image)" % path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class FolderDetIter(mx.io.DataIter):
@@ -40,7 +32,8 @@ class FolderDetIter(mx.io.DataIter):
     num_workers : int, decoding / augmenting threads
     last_batch : "pad" (fill the last batch by repeating its first samples and report ``pad``) or
         "discard" (drop an incomplete last batch)
-    loader : callable ``path -> (H, W, 3) uint8 RGB`` raising on a bad file; :func:`read_image_rgb`
+    loader : callable ``path -> (H, W, 3) uint8 RGB`` raising on a bad file;
+        :func:`ssdkit.dataset.image.load_image_rgb` by default
     data_name, label_name : names in ``provide_data`` / ``provide_label``
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
@@ -50,7 +43,7 @@ class FolderDetIter(mx.io.DataIter):
 
     def __init__(self, records, *, batch_size, data_shape, max_objects=None, augment=None,
                  normalization=Normalization(), shuffle=False, seed=0, num_workers=2,
-                 last_batch="pad", loader=read_image_rgb, data_name="data", label_name="label"):
+                 last_batch="pad", loader=load_image_rgb, data_name="data", label_name="label"):
         super().__init__(batch_size)
         if not records:
             raise ValueError("FolderDetIter needs at least one record")
