@@ -1,0 +1,276 @@
+/*!
+ * \file multibox_detection.cc
+ * \brief MultiBoxDetection registration and CPU kernel (OpenMP), semantics in multibox_detection-inl.h.
+ *
+ * CPU plan, for B images of N anchors and C+1 channels:
+ *  1. best class per anchor: one streaming pass over cls_prob, channel-outer / anchor-inner so the
+ *     (B, C+1, N) layout is read contiguously; parallel over (image, block of anchors).
+ *  2. per image, in parallel over images: gather the candidates (anchor order), decode only them,
+ *     rank them (partial sort when nms_topk cuts, common/topk.h), greedy NMS against the kept
+ *     boxes of the same class (common/nms.h, stopping early at max_detections), write the rows.
+ */
+#include <omp.h>
+
+#include <algorithm>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/bbox.h"
+#include "common/lib_glue.h"
+#include "common/nms.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "multibox_detection/multibox_detection-inl.h"
+
+namespace ssdkit {
+namespace {
+
+using Attrs = std::unordered_map<std::string, std::string>;
+using Shape = std::vector<unsigned int>;
+
+constexpr int kAnchorBlock = 1024;  // anchors per task of the best-class pass
+
+/*! \brief Per-thread buffers of the per-image pass, reused across images. */
+struct ImageScratch {
+  std::vector<int> anchors;    // (V,) anchor index of each candidate, ascending
+  std::vector<int> classes;    // (V,) object class id
+  std::vector<float> scores;   // (V,)
+  std::vector<float> boxes;    // (V, 4) decoded corners
+  std::vector<int> order;      // ranked candidate positions
+  std::vector<int> keep;       // kept candidate positions, best first
+  std::vector<char> kept;      // (V,) 1 if kept
+  NmsScratch nms;
+};
+
+/*! \brief Shapes (B, C+1, N), (B, N*4), (1, N, 4), checked; returns (B, C+1, N). */
+void CheckShapes(const Shape& cls, const Shape& loc, const Shape& anchor, int background_id,
+                 unsigned int* batch, unsigned int* channels, unsigned int* num_anchors) {
+  if (cls.size() != 3) {
+    throw std::invalid_argument("cls_prob must be 3-d (batch, num_classes + 1, num_anchors), got " +
+                                ShapeString(cls));
+  }
+  if (loc.size() != 2) {
+    throw std::invalid_argument("loc_pred must be 2-d (batch, num_anchors * 4), got " +
+                                ShapeString(loc));
+  }
+  if (anchor.size() != 3 || anchor[0] != 1 || anchor[2] != 4) {
+    throw std::invalid_argument("anchor must be (1, num_anchors, 4), got " + ShapeString(anchor));
+  }
+  if (anchor[1] == 0) throw std::invalid_argument("anchor holds no anchors: " + ShapeString(anchor));
+  if (cls[0] == 0 || cls[1] == 0) {
+    throw std::invalid_argument("cls_prob has an empty batch or class axis: " + ShapeString(cls));
+  }
+  if (cls[2] != anchor[1]) {
+    throw std::invalid_argument("cls_prob " + ShapeString(cls) + " and anchor " + ShapeString(anchor) +
+                                " disagree on the number of anchors");
+  }
+  if (loc[0] != cls[0] || static_cast<size_t>(loc[1]) != 4 * static_cast<size_t>(anchor[1])) {
+    throw std::invalid_argument("loc_pred " + ShapeString(loc) + " must be (batch, num_anchors * 4) = (" +
+                                std::to_string(cls[0]) + ", " + std::to_string(4 * anchor[1]) + ")");
+  }
+  if (background_id >= static_cast<int>(cls[1])) {
+    throw std::invalid_argument("background_id " + std::to_string(background_id) +
+                                " is not a channel of cls_prob " + ShapeString(cls));
+  }
+  *batch = cls[0];
+  *channels = cls[1];
+  *num_anchors = anchor[1];
+}
+
+Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
+
+MXReturnValue DetParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
+  return Guard("MultiBoxDetection", [&]() {
+    MultiBoxDetectionParam::Parse(attrs);
+    *num_in = 3;
+    *num_out = 1;
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+
+MXReturnValue DetInferType(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
+  return InferFloat32("MultiBoxDetection", in_types, out_types);
+}
+
+MXReturnValue DetInferShape(const Attrs& attrs, std::vector<Shape>* in_shapes,
+                            std::vector<Shape>* out_shapes) {
+  return Guard("MultiBoxDetection", [&]() {
+    MultiBoxDetectionParam p = MultiBoxDetectionParam::Parse(attrs);
+    unsigned int batch, channels, n;
+    CheckShapes((*in_shapes)[0], (*in_shapes)[1], (*in_shapes)[2], p.background_id, &batch, &channels, &n);
+    unsigned int rows = p.max_detections > 0 ? static_cast<unsigned int>(p.max_detections) : n;
+    (*out_shapes)[0] = {batch, rows, 6u};
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+
+/*! \brief Pass 1: best object class (-1: not a candidate) and its score for anchors [begin, end). */
+void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int channels, int n, int begin,
+                    int end, int* best_class, float* best_score) {
+  int best[kAnchorBlock];
+  float score[kAnchorBlock];
+  const int len = end - begin;
+  for (int i = 0; i < len; ++i) {
+    best[i] = -1;
+    score[i] = -1.f;
+  }
+  for (int c = 0; c < channels; ++c) {
+    if (c == p.background_id) continue;
+    const float* row = prob + static_cast<size_t>(c) * n + begin;
+    for (int i = 0; i < len; ++i) KeepBest(row[i], c, &score[i], &best[i]);
+  }
+  for (int i = 0; i < len; ++i) {
+    best_class[begin + i] =
+        IsCandidate(best[i], score[i], p.threshold) ? ChannelToClass(best[i], p.background_id) : -1;
+    best_score[begin + i] = score[i];
+  }
+}
+
+inline void WriteRow(float* row, float cls, float score, const float* box) {
+  row[0] = cls;
+  row[1] = score;
+  row[2] = box[0];
+  row[3] = box[1];
+  row[4] = box[2];
+  row[5] = box[3];
+}
+
+/*! \brief Pass 2 for one image: candidates -> ranked, suppressed rows in `out` (rows, 6). */
+void DetectImage(const MultiBoxDetectionParam& p, int n, int num_classes, const int* best_class,
+                 const float* best_score, const float* loc, const float* anchor, float* out, int rows,
+                 ImageScratch* s) {
+  s->anchors.clear();
+  for (int i = 0; i < n; ++i) {
+    if (best_class[i] >= 0) s->anchors.push_back(i);
+  }
+  const int v = static_cast<int>(s->anchors.size());
+  s->classes.resize(v);
+  s->scores.resize(v);
+  s->boxes.resize(4 * static_cast<size_t>(v));
+  for (int c = 0; c < v; ++c) {
+    const int i = s->anchors[c];
+    s->classes[c] = best_class[i];
+    s->scores[c] = best_score[i];
+    BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(i), p.variances, p.clip,
+              s->boxes.data() + 4 * static_cast<size_t>(c));
+  }
+  const bool capped = p.max_detections > 0;
+  int written = 0;
+  auto row = [&](int r) { return out + 6 * static_cast<size_t>(r); };
+  auto emit = [&](int c, bool alive) {
+    WriteRow(row(written++), alive ? static_cast<float>(s->classes[c]) : -1.f, s->scores[c],
+             s->boxes.data() + 4 * static_cast<size_t>(c));
+  };
+  if (!p.nms_enabled()) {
+    if (capped) {
+      TopKDescending(s->scores.data(), v, std::min(v, rows), &s->order);
+      for (int c : s->order) emit(c, true);
+    } else {
+      for (int c = 0; c < v; ++c) emit(c, true);  // contrib: anchor order, no ranking
+    }
+  } else {
+    const int topk = (p.nms_topk > 0 && p.nms_topk < v) ? p.nms_topk : v;
+    TopKDescending(s->scores.data(), v, topk, &s->order);
+    NmsOptions opt;
+    opt.iou_threshold = p.nms_threshold;
+    opt.max_keep = capped ? rows : -1;
+    GreedyNms(s->boxes.data(), p.force_suppress ? nullptr : s->classes.data(), num_classes,
+              s->order.data(), topk, opt, &s->keep, &s->nms);
+    if (capped) {
+      for (int c : s->keep) emit(c, true);
+    } else {
+      s->kept.assign(v, 0);
+      for (int c : s->keep) s->kept[c] = 1;
+      for (int r = 0; r < topk; ++r) emit(s->order[r], s->kept[s->order[r]] != 0);
+      for (int c = topk; c < v; ++c) emit(c, false);  // cut by nms_topk: contrib leaves them unsorted
+    }
+  }
+  std::fill(row(written), row(rows), -1.f);
+}
+
+MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                            std::vector<MXTensor>* outputs, const OpResource&) {
+  return Guard("MultiBoxDetection", [&]() {
+    MultiBoxDetectionParam p = MultiBoxDetectionParam::Parse(attrs);
+    unsigned int ub, uc, un;
+    CheckShapes(ShapeOf((*inputs)[0]), ShapeOf((*inputs)[1]), ShapeOf((*inputs)[2]), p.background_id,
+                &ub, &uc, &un);
+    const int batch = static_cast<int>(ub), channels = static_cast<int>(uc), n = static_cast<int>(un);
+    const int num_classes = channels - (p.background_id >= 0 ? 1 : 0);
+    const int rows = static_cast<int>((*outputs)[0].shape[1]);
+    const float* prob = (*inputs)[0].data<float>();
+    const float* loc = (*inputs)[1].data<float>();
+    const float* anchor = (*inputs)[2].data<float>();
+    float* out = (*outputs)[0].data<float>();
+
+    std::vector<int> best_class(static_cast<size_t>(batch) * n);
+    std::vector<float> best_score(static_cast<size_t>(batch) * n);
+    const int blocks = (n + kAnchorBlock - 1) / kAnchorBlock;
+    const int tasks = batch * blocks;
+    const int threads = NumThreads();
+    std::vector<std::string> errors(static_cast<size_t>(batch));
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp single
+      RecordThreadsUsed(omp_get_num_threads());
+#pragma omp for schedule(static)
+      for (int t = 0; t < tasks; ++t) {
+        const int b = t / blocks, blk = t % blocks;
+        const int begin = blk * kAnchorBlock, end = std::min(n, begin + kAnchorBlock);
+        const size_t base = static_cast<size_t>(b) * n;
+        BestClassBlock(p, prob + base * channels, channels, n, begin, end, best_class.data() + base,
+                       best_score.data() + base);
+      }
+      ImageScratch scratch;
+#pragma omp for schedule(dynamic, 1)
+      for (int b = 0; b < batch; ++b) {
+        const size_t base = static_cast<size_t>(b) * n;
+        try {
+          DetectImage(p, n, num_classes, best_class.data() + base, best_score.data() + base,
+                      loc + 4 * base, anchor, out + 6 * static_cast<size_t>(b) * rows, rows, &scratch);
+        } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
+          errors[b] = e.what();
+        }
+      }
+    }
+    for (const auto& e : errors) {
+      if (!e.empty()) throw std::runtime_error(e);
+    }
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+
+#ifdef SSDKIT_WITH_CUDA
+MXReturnValue DetForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                            std::vector<MXTensor>* outputs, const OpResource& res) {
+  return Guard("MultiBoxDetection", [&]() {
+    MultiBoxDetectionParam p = MultiBoxDetectionParam::Parse(attrs);
+    unsigned int ub, uc, un;
+    CheckShapes(ShapeOf((*inputs)[0]), ShapeOf((*inputs)[1]), ShapeOf((*inputs)[2]), p.background_id,
+                &ub, &uc, &un);
+    const int batch = static_cast<int>(ub), channels = static_cast<int>(uc), n = static_cast<int>(un);
+    void* workspace = res.alloc_gpu(MultiBoxDetectionGPUWorkspace(batch, channels, n));
+    MultiBoxDetectionForwardGPU(p, batch, channels, n, (*inputs)[0].data<float>(),
+                                (*inputs)[1].data<float>(), (*inputs)[2].data<float>(),
+                                (*outputs)[0].data<float>(), static_cast<int>((*outputs)[0].shape[1]),
+                                workspace, res.get_cuda_stream());
+    return mxnet::ext::MX_SUCCESS;
+  });
+}
+#endif
+
+}  // namespace
+}  // namespace ssdkit
+
+REGISTER_OP(MultiBoxDetection)
+    .setParseAttrs(ssdkit::DetParseAttrs)
+    .setInferType(ssdkit::DetInferType)
+    .setInferShape(ssdkit::DetInferShape)
+    .setForward(ssdkit::DetForwardCPU, "cpu")
+    .setBackward(ssdkit::ZeroBackwardCPU, "cpu")
+#ifdef SSDKIT_WITH_CUDA
+    .setForward(ssdkit::DetForwardGPU, "gpu")
+    .setBackward(ssdkit::ZeroBackwardGPU, "gpu")
+#endif
+    ;
