@@ -120,3 +120,67 @@ def test_bad_arguments_are_named():
         symbol_builder.get_multibox_outputs(num_classes=2, **dict(config, sizes=config["sizes"][:3]))
     with pytest.raises(ValueError, match="no SSD preset"):
         symbol_factory.get_config("vgg17", 300)
+
+
+def _tiny_batch(batch=2, size=64):
+    rng = np.random.RandomState(0)
+    data = rng.uniform(-1, 1, size=(batch, 3, size, size)).astype(np.float32)
+    label = np.full((batch, 3, 5), -1, dtype=np.float32)
+    label[0, 0] = [1, 0.1, 0.2, 0.5, 0.7]
+    label[0, 1] = [0, 0.55, 0.5, 0.95, 0.9]
+    label[1, 0] = [2, 0.3, 0.3, 0.8, 0.6]
+    return data, label
+
+
+def test_inference_symbol_outputs_detections():
+    sym = symbol_factory.get_symbol("tiny", 64, num_classes=3, max_detections=10)
+    assert sym.list_outputs() == ["detection_output"]
+    _, (shape,), _ = sym.infer_shape(data=(2, 3, 64, 64))
+    assert shape == (2, 10, 6)
+    sym = symbol_factory.get_symbol("vgg16_reduced", 300, num_classes=20)
+    _, (shape,), _ = sym.infer_shape(data=(1, 3, 300, 300))
+    assert shape == (1, 8732, 6)
+
+
+def test_train_and_inference_symbols_share_parameters():
+    train = symbol_factory.get_symbol_train("vgg16_reduced", 300, num_classes=20)
+    infer = symbol_factory.get_symbol("vgg16_reduced", 300, num_classes=20)
+    assert set(train.list_arguments()) - set(infer.list_arguments()) == {"label"}
+    assert set(train.list_auxiliary_states()) == set(infer.list_auxiliary_states())
+    assert train.list_outputs() == ["cls_prob_output", "loc_loss_output", "cls_label_output",
+                                    "det_out_output"]
+
+
+def test_training_symbol_overfits_one_batch():
+    mx.random.seed(0)
+    np.random.seed(0)
+    data, label = _tiny_batch()
+    sym = symbol_factory.get_symbol_train("tiny", 64, num_classes=3)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["label"], context=mx.cpu())
+    mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("label", label.shape)])
+    mod.init_params(initializer=mx.init.Xavier(magnitude=2))
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.05, "momentum": 0.9})
+    batch = mx.io.DataBatch([mx.nd.array(data)], [mx.nd.array(label)])
+
+    def losses():
+        cls_prob, loc_loss, cls_label, det = [o.asnumpy() for o in mod.get_outputs()]
+        target = cls_label.astype(int)                                   # (B, N)
+        valid = target >= 0
+        picked = np.take_along_axis(cls_prob, np.maximum(target, 0)[:, None, :], axis=1)[:, 0]
+        return -np.log(picked[valid] + 1e-12).mean(), loc_loss.sum(), det
+
+    history = []
+    for _ in range(60):
+        mod.forward(batch, is_train=True)
+        history.append(losses())
+        mod.backward()
+        mod.update()
+    (cls0, loc0, _), (cls1, loc1, det) = history[0], history[-1]
+    assert np.isfinite(cls0) and np.isfinite(loc0)
+    assert cls1 < 0.3 * cls0, (cls0, cls1)
+    assert loc1 < 0.3 * loc0, (loc0, loc1)
+    # after overfitting, the best detection of image 0 is one of its objects, well placed
+    best = det[0][det[0][:, 0] >= 0][0]
+    assert best[0] in (0, 1) and best[1] > 0.5
+    gt = label[0][label[0, :, 0] == best[0]][0, 1:]
+    assert np.abs(best[2:] - gt).max() < 0.1, (best, gt)
