@@ -37,6 +37,9 @@
  *     their top logit all have probability 0 and rank by index, where contrib ranks their
  *     denormal probabilities. Otherwise only probabilities within an ulp could rank differently.
  *
+ * The CUDA kernels (multibox_target.cu) take the same steps; nvcc's FMA contraction can change
+ * IoUs and probabilities in the last bit, so exact ties may break differently than on the CPU.
+ *
  * Defined behaviour on bad input (never a crash or hang):
  *   - A label row before the padding whose class is not in [0, C) (C = cls_pred channels - 1,
  *     including NaN, inf, -2, ...) or whose box has a non-finite coordinate is not a ground
