@@ -71,6 +71,10 @@ class LoadReport:
         """File names counted under ``kind``, in order (a file appears once per case)."""
         return [f for f, _ in self._items[kind]]
 
+    def entries(self, kind):
+        """``(file, detail)`` pairs counted under ``kind``, in order."""
+        return list(self._items[kind])
+
     @property
     def num_skipped(self):
         return sum(self.count(k) for k in SKIP_KINDS)

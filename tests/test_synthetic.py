@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from ssdkit.dataset.coco import load_coco
 from ssdkit.dataset.collection import read_class_names
 from ssdkit.dataset.synthetic import (SYNTHETIC_CLASSES, image_shape, make_synthetic_dataset, render_scene,
                                       scene_generator)
@@ -107,3 +108,17 @@ def test_boxes_enclose_the_drawn_object_pixels():
         classes.update(scene.classes.tolist())
     assert all(v > 0 for v in seen.values()), seen
     assert classes == set(range(len(SYNTHETIC_CLASSES)))
+
+
+def test_voc_xml_and_coco_json_describe_the_same_objects(synth):
+    for split in ("trainval", "test"):
+        voc = load_voc(synth.devkit, ["2007/" + split], class_names=synth.class_file)
+        coco = load_coco(synth.coco_annotations[split], synth.image_dir)
+        assert coco.class_names == voc.class_names == SYNTHETIC_CLASSES
+        assert len(voc) == len(coco) == (10 if split == "trainval" else 4)
+        for a, b in zip(voc, coco):
+            assert (a.path, a.width, a.height, int(a.image_id)) == (b.path, b.width, b.height, int(b.image_id))
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+            np.testing.assert_array_equal(a.classes, b.classes)
+            np.testing.assert_array_equal(a.difficult, b.difficult)
+        assert sum(r.num_objects for r in voc) > 0
