@@ -159,3 +159,14 @@ def test_prepare_dataset_library_and_cli(synth, tmp_path):
     assert "train: 16 images" in proc.stdout and "val: 4 images" in proc.stdout
     with open(target + "_train.rec", "rb") as f1, open(cli + "_train.rec", "rb") as f2:
         assert f1.read() == f2.read()
+
+
+def test_pack_skips_images_that_changed_since_loading(synth, tmp_path):
+    _, voc = synth
+    gone = Record(path=str(tmp_path / "deleted.jpg"), width=10, height=10)
+    resized = Record(path=voc[2].path, width=voc[2].width + 1, height=voc[2].height)
+    res = pack_recordio([voc[0], gone, resized, voc[1]], str(tmp_path / "skip"), workers=2)
+    assert res.num_images == 2 and res.skipped == (gone.path, resized.path)
+    back = read_recordio(str(tmp_path / "skip"))
+    assert [r.image_id for r in back] == ["0", "1"]
+    np.testing.assert_array_equal(back[1].classes, voc[1].classes)
