@@ -80,7 +80,7 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
         if bad is not None:
             report.add("bad_annotation", source, bad)
             continue
-        raws.append(RawAnnotation(path=os.path.join(image_dir, info["file_name"]), width=info.get("width"),
+        raws.append(RawAnnotation(path=os.path.join(os.path.abspath(image_dir), info["file_name"]), width=info.get("width"),
                                   height=info.get("height"), boxes=np.array(boxes, np.float64).reshape(-1, 4),
                                   classes=np.array(classes, np.int32), difficult=np.array(difficult, bool),
                                   image_id=str(image_id), source=source))

@@ -111,7 +111,7 @@ def load_list_set(path, *, class_names=None, image_root=None, check_images="deco
         class_names = found
     names = resolve_class_names(class_names)
     class_index = {n: i for i, n in enumerate(names)}
-    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+    root = os.path.abspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
     report = LoadReport("list:%s" % path)
     raws = []
     for name, size, objects, error in entries:

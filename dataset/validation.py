@@ -2,7 +2,8 @@
 
 Readers parse their files into :class:`RawAnnotation` objects and hand them to :func:`build_records`, which
 checks every image, fixes what can be fixed and skips what cannot, counting each case in a
-:class:`LoadReport` that is logged (logger ``ssdkit.dataset``) when loading ends:
+:class:`LoadReport` that is logged (logger ``ssdkit.dataset``) when loading ends. Readers give records
+absolute image paths.
 
 ============================  ======================================================================
 case                          action

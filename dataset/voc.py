@@ -104,6 +104,7 @@ def _image_path(image_dir, stem):
 def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, check_images="decode", workers=2):
     """Load one VOC image set (see :func:`load_voc`)."""
     year, name = parse_image_set(image_set)
+    root = os.path.abspath(root)
     names = resolve_class_names(class_names, VOC_CLASSES)
     class_index = {n: i for i, n in enumerate(names)}
     year_dir = os.path.join(root, "VOC" + year)

@@ -313,3 +313,22 @@ def test_json_list_and_concat(tmp_path):
     voc = load_voc(root, class_names=["dog", "cat"])
     with pytest.raises(ValueError, match=r"class lists differ.*\['cat', 'dog'\].*\['dog', 'cat'\]"):
         concat_datasets([data, voc])
+
+
+def test_voc_several_years_concatenate_and_clean_load_logs_info(tmp_path, caplog):
+    root = _voc(tmp_path, {"a": (_xml([("cat", 0, 1, 1, 10, 10)]), _write_jpg)})
+    base12 = tmp_path / "VOCdevkit" / "VOC2012"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (base12 / sub).mkdir(parents=True)
+    (base12 / "Annotations" / "b.xml").write_text(_xml([("dog", 0, 2, 2, 8, 9)]))
+    _write_jpg(base12 / "JPEGImages" / "b.jpg")
+    (base12 / "ImageSets" / "Main" / "train.txt").write_text("b\n")
+    with caplog.at_level(logging.INFO, logger="ssdkit.dataset"):
+        data = load_voc(root, ["2007/trainval", ("VOC2012", "train")], class_names=list(CLASSES),
+                        check_images="none")
+    assert [r.image_id for r in data] == ["a", "b"] and data.name == "voc:2007/trainval+voc:2012/train"
+    assert os.path.isabs(data[1].path) and data[1].path.endswith(os.path.join("VOC2012", "JPEGImages", "b.jpg"))
+    np.testing.assert_array_equal(data[1].boxes, [[1, 1, 8, 9]])
+    logged = [r for r in caplog.records if r.name == "ssdkit.dataset"]
+    assert [r.levelno for r in logged] == [logging.INFO, logging.INFO]
+    assert "1 images loaded, 0 skipped" in logged[0].getMessage()
