@@ -122,3 +122,22 @@ def test_voc_xml_and_coco_json_describe_the_same_objects(synth):
             np.testing.assert_array_equal(a.classes, b.classes)
             np.testing.assert_array_equal(a.difficult, b.difficult)
         assert sum(r.num_objects for r in voc) > 0
+
+
+def test_voc_reader_agrees_with_gluoncv(synth):
+    """Second implementation: GluonCV's VOCDetection reads the same xml (its boxes are 0-based inclusive)."""
+    import mxnet  # noqa: F401  (gluoncv needs mxnet imported first)
+    from gluoncv.data import VOCDetection
+
+    class Shapes(VOCDetection):
+        CLASSES = SYNTHETIC_CLASSES
+
+    theirs = Shapes(root=synth.devkit, splits=[(2007, "trainval")])
+    ours = load_voc(synth.devkit, "2007/trainval", class_names=synth.class_file)
+    assert len(theirs) == len(ours) == 10
+    for index, rec in enumerate(ours):
+        label = theirs._load_label(index)  # (K, 6) [xmin, ymin, xmax, ymax, cls, difficult]
+        expected = rec.boxes - np.array([0, 0, 1, 1], np.float32)
+        np.testing.assert_array_equal(label[:, :4], expected)
+        np.testing.assert_array_equal(label[:, 4], rec.classes)
+        np.testing.assert_array_equal(label[:, 5], rec.difficult)
