@@ -73,7 +73,11 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
                 report.add("crowd", source, "annotation %s %s" % (ann.get("id"), crowd))
                 if crowd == "skip":
                     continue
-            x, y, w, h = (float(v) for v in bbox)
+            try:
+                x, y, w, h = (float(v) for v in bbox)
+            except (TypeError, ValueError):
+                bad = "annotation %s has non-numeric bbox %r" % (ann.get("id"), bbox)
+                break
             boxes.append((x, y, x + w, y + h))
             classes.append(cat_index[cid])
             difficult.append(is_crowd or bool(ann.get("difficult", 0)))

@@ -88,7 +88,7 @@ def _read_json(path):
                 if len(box) != 4:
                     raise ValueError("box %s is not [xmin, ymin, xmax, ymax]" % obj["box"])
                 objects.append((box, obj["class"], int(obj.get("difficult", 0))))
-        except (KeyError, TypeError, ValueError) as err:
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             error = "images[%d]: %s %r" % (index, type(err).__name__, err)
         entries.append((name or "images[%d]" % index, size, objects, error))
     return entries, data.get("classes")

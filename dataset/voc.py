@@ -76,7 +76,10 @@ def parse_voc_xml(path, class_index, *, keep_difficult=True):
         if name not in class_index:
             raise unknown_class_error(name, list(class_index), path)
         diff = obj.find("difficult")
-        is_difficult = diff is not None and (diff.text or "0").strip() not in ("0", "")
+        try:
+            is_difficult = diff is not None and int(float((diff.text or "0").strip() or 0)) != 0
+        except ValueError:
+            raise _AnnotationError("object %r has <difficult>%s</difficult>, expected 0 or 1" % (name, diff.text))
         if is_difficult and not keep_difficult:
             continue
         bnd = obj.find("bndbox")

@@ -238,14 +238,17 @@ def test_coco_contiguous_ids_crowd_and_empty_images(tmp_path):
 
 def test_coco_bad_data(tmp_path):
     ann, img_dir = _coco(tmp_path, extra_images=[{"id": 3, "file_name": "missing.jpg", "width": 4, "height": 4},
-                                                 {"id": 4, "file_name": "2.jpg", "width": 40, "height": 30}],
+                                                 {"id": 4, "file_name": "2.jpg", "width": 40, "height": 30},
+                                                 {"id": 5, "file_name": "1.jpg", "width": 40, "height": 30}],
                          extra_anns=[{"id": 9, "image_id": 4, "category_id": 99, "bbox": [1, 1, 2, 2]},
-                                     {"id": 10, "image_id": 2, "category_id": 3, "bbox": [1, 1, 0, 5]}])
+                                     {"id": 10, "image_id": 2, "category_id": 3, "bbox": [1, 1, 0, 5]},
+                                     {"id": 11, "image_id": 5, "category_id": 3, "bbox": [1, "a", 2, 2]}])
     data = load_coco(ann, img_dir)
     report = data.reports[0]
     assert [r.image_id for r in data] == ["1", "2"]
     assert [os.path.basename(f) for f in report.files("missing_image")] == ["missing.jpg"]
-    assert report.count("bad_annotation") == 1 and "category_id 99" in report.entries("bad_annotation")[0][1]
+    bad = report.entries("bad_annotation")
+    assert len(bad) == 2 and "category_id 99" in bad[0][1] and "non-numeric bbox" in bad[1][1]
     assert report.count("dropped_box") == 1 and data[1].num_objects == 0
 
     broken = tmp_path / "broken.json"
