@@ -16,7 +16,7 @@ def main(argv=None):
     group.add_argument("--prefix", help="training prefix")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
     parser.add_argument("--epoch", default=None, help="epoch or 'best' (training prefixes)")
-    parser.add_argument("--images", required=True, help="an image file or a folder of images")
+    parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
     parser.add_argument("--output", default="output/demo", help="folder for PNG drawings and detections.json")
     parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
@@ -24,10 +24,11 @@ def main(argv=None):
     epoch = None if args.epoch is None else (args.epoch if args.epoch == "best" else int(args.epoch))
     detector = Detector(args.deploy or args.prefix, epoch=epoch, deploy=bool(args.deploy),
                         score_thresh=args.score_thresh)
-    paths = list_images(args.images)
+    paths = [p for item in args.images for p in list_images(item)]
     if args.limit:
         paths = paths[:args.limit]
     report = {}
+    os.makedirs(args.output, exist_ok=True)
     for path in paths:
         dets = detector.detect(path)
         name = os.path.splitext(os.path.basename(path))[0]
