@@ -35,9 +35,9 @@ def initial_weights(config, train_symbol, data_shape):
         arg, aux = load_params(model.finetune)
         source = model.finetune
     elif model.pretrained:
-        from ssdkit.weights import load_pretrained_base
+        from ssdkit.weights import import_imagenet
 
-        arg, aux = load_pretrained_base(model.network, model.pretrained)
+        arg, aux = import_imagenet(model.pretrained, model.network)
         source = model.pretrained
     else:
         return None, None
