@@ -118,7 +118,13 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
   for (int c = 0; c < channels; ++c) {
     if (c == p.background_id) continue;
     const float* row = prob + static_cast<size_t>(c) * n + begin;
-    for (int i = 0; i < len; ++i) KeepBest(row[i], c, &score[i], &best[i]);
+    // KeepBest(row[i], c, &score[i], &best[i]) written with a mask so that g++ vectorises it
+    for (int i = 0; i < len; ++i) {
+      const float v = row[i], s = score[i];
+      const int take = -static_cast<int>(v > s);  // all ones where v wins
+      score[i] = v > s ? v : s;
+      best[i] = (c & take) | (best[i] & ~take);
+    }
   }
   for (int i = 0; i < len; ++i) {
     best_class[begin + i] =
