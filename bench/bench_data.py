@@ -10,8 +10,8 @@ Pipelines (all with full SSD augmentation, batch 32, two workers, same synthetic
   that computes training targets in the workers (anchors of ``ssd_300_vgg16_atrous_voc`` /
   ``ssd_512_vgg16_atrous_voc`` built with pretrained=False, pretrained_base=False).
 
-Each pipeline runs ``--repeats`` full epochs after one warm-up epoch; the table gives the median
-images/s. Example::
+Each pipeline runs one warm-up epoch, then ``--repeats`` full epochs interleaved with the other
+pipelines; the table gives the median images/s. Example::
 
     python bench/bench_data.py --num-images 256 --repeats 5
 """
@@ -42,12 +42,8 @@ def _epoch_rate(batches):
     return images / (time.perf_counter() - start)
 
 
-def _median_rate(make_epoch, repeats):
-    _epoch_rate(make_epoch())  # warm-up: thread / process start, page cache
-    return float(np.median([_epoch_rate(make_epoch()) for _ in range(repeats)]))
-
-
-def _ours(records, rec_path, size, batch_size, repeats, threads):
+def _ours(records, rec_path, size, batch_size, threads):
+    """{name: callable starting one epoch and returning its batch iterable}, and a cleanup."""
     shape = (3, size, size)
     max_objects = max(1, max(r.num_objects for r in records))
     rec = RecordDetIter(rec_path, batch_size=batch_size, data_shape=shape, max_objects=max_objects,
@@ -60,10 +56,8 @@ def _ours(records, rec_path, size, batch_size, repeats, threads):
         it.reset()
         return it
 
-    rates = {"ssdkit RecordDetIter (C++ .rec)": _median_rate(lambda: epoch(rec), repeats),
-             "ssdkit FolderDetIter (numpy/OpenCV)": _median_rate(lambda: epoch(folder), repeats)}
-    folder.close()
-    return rates
+    return {"ssdkit RecordDetIter (C++ .rec)": lambda: epoch(rec),
+            "ssdkit FolderDetIter (numpy/OpenCV)": lambda: epoch(folder)}, folder.close
 
 
 class _VOCLike(mx.gluon.data.Dataset):
@@ -93,7 +87,8 @@ def _gluoncv_anchors(size):
     return anchors
 
 
-def _gluoncv(records, size, batch_size, repeats, workers, with_anchors):
+def _gluoncv(records, size, batch_size, workers, with_anchors):
+    """A callable starting one epoch of GluonCV's SSD training pipeline."""
     from gluoncv.data.batchify import Pad, Stack, Tuple
     from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 
@@ -103,7 +98,19 @@ def _gluoncv(records, size, batch_size, repeats, workers, with_anchors):
     loader = mx.gluon.data.DataLoader(_VOCLike(records).transform(transform), batch_size,
                                       shuffle=True, batchify_fn=batchify, last_batch="discard",
                                       num_workers=workers)
-    return _median_rate(lambda: iter(loader), repeats)
+    return lambda: iter(loader)
+
+
+def _measure(pipelines, repeats):
+    """Median images/s per pipeline. Repeats are interleaved (one epoch of each pipeline in turn)
+    so that load from other processes on the machine hits all pipelines alike."""
+    for start in pipelines.values():
+        _epoch_rate(start())  # warm-up: threads / processes, page cache
+    rates = {name: [] for name in pipelines}
+    for _ in range(repeats):
+        for name, start in pipelines.items():
+            rates[name].append(_epoch_rate(start()))
+    return {name: float(np.median(r)) for name, r in rates.items()}
 
 
 def main():
@@ -132,17 +139,18 @@ def main():
           % (len(records), min(s[0] for s in sizes), min(s[1] for s in sizes),
              max(s[0] for s in sizes), max(s[1] for s in sizes), args.batch_size, args.workers,
              args.repeats))
+    gluon_name = "gluoncv SSDDefaultTrainTransform (no anchors) + DataLoader"
     rows = []
     for size in args.sizes:
-        rates = _ours(records, rec_path, size, args.batch_size, args.repeats, args.workers)
-        rates["gluoncv SSDDefaultTrainTransform (no anchors) + DataLoader"] = _gluoncv(
-            records, size, args.batch_size, args.repeats, args.workers, with_anchors=False)
+        pipelines, cleanup = _ours(records, rec_path, size, args.batch_size, args.workers)
+        pipelines[gluon_name] = _gluoncv(records, size, args.batch_size, args.workers, False)
         if args.gluoncv_anchors:
-            rates["gluoncv SSDDefaultTrainTransform (with anchors/targets) + DataLoader"] = _gluoncv(
-                records, size, args.batch_size, args.repeats, args.workers, with_anchors=True)
-        base = rates["gluoncv SSDDefaultTrainTransform (no anchors) + DataLoader"]
+            pipelines["gluoncv SSDDefaultTrainTransform (with anchors/targets) + DataLoader"] = \
+                _gluoncv(records, size, args.batch_size, args.workers, True)
+        rates = _measure(pipelines, args.repeats)
+        cleanup()
         for name, rate in rates.items():
-            rows.append((size, name, rate, rate / base))
+            rows.append((size, name, rate, rate / rates[gluon_name]))
     print("\n| size | pipeline | images/s (median) | vs gluoncv (no anchors) |")
     print("|---|---|---|---|")
     for size, name, rate, ratio in rows:
