@@ -63,6 +63,10 @@ IMAGENET = {"resnet18_v1": ("resnet", 18), "resnet34_v1": ("resnet", 34), "resne
             "vgg16_atrous": ("vgg16_reduced", None)}
 """GluonCV ImageNet network -> (ssdkit base network, resnet depth)."""
 
+PRESET_IMAGENET = {"vgg16_reduced": "vgg16_atrous", "resnet18": "resnet18_v1", "resnet34": "resnet34_v1",
+                   "resnet50": "resnet50_v1", "resnet101": "resnet101_v1", "mobilenet": "mobilenet1.0"}
+"""ssdkit preset name (``symbol_factory.get_config``) -> the GluonCV ImageNet network it loads."""
+
 
 def zoo_config(name):
     """``get_symbol`` keyword arguments (``num_classes`` included) reproducing GluonCV SSD ``name``."""
@@ -218,13 +222,14 @@ def import_imagenet(path, network):
     Parameters
     ----------
     path : str, file written by ``net.save_parameters`` (e.g. GluonCV's ``resnet50_v1-*.params``)
-    network : str, a key of :data:`IMAGENET`
+    network : str, a key of :data:`IMAGENET` or of :data:`PRESET_IMAGENET` (``'resnet50'``)
 
     Returns
     -------
     (arg_params, aux_params) : dicts of NDArray named as in ssdkit's base network (and therefore
     as in every SSD graph built on it); the classifier is dropped.
     """
+    network = PRESET_IMAGENET.get(network, network)
     if network not in IMAGENET:
         raise ValueError("no ImageNet mapping for %r; known: %s" % (network, ", ".join(sorted(IMAGENET))))
     source = _load(path)

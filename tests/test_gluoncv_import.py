@@ -22,7 +22,7 @@ def _randomise(net, seed):
         shape = param.shape
         if name.endswith(("running_var", "moving_var")):
             value = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith("gamma") or name.endswith("scale") and "init" not in name:
+        elif name.endswith("gamma") or (name.endswith("scale") and "init" not in name):
             value = rng.uniform(0.5, 1.5, shape)
         elif name.endswith(("running_mean", "moving_mean", "beta", "bias")):
             value = rng.normal(0, 0.1, shape)
@@ -64,6 +64,11 @@ def test_imagenet_base_features_match(tmp_path, network, children):
     (ours,) = _forward(body, arg, aux, x_nd.asnumpy())
     assert ours.shape == theirs.shape
     _assert_close(ours, theirs.asnumpy(), what=network)
+    if network == "resnet18_v1":
+        by_preset, _ = weights.import_imagenet(path, "resnet18")       # preset name works too
+        assert sorted(by_preset) == sorted(arg)
+        with pytest.raises(ValueError, match="lacks"):
+            weights.import_imagenet(path, "resnet34_v1")
 
 
 def test_imagenet_vgg16_atrous_features_match(tmp_path):

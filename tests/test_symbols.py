@@ -7,9 +7,10 @@ import pytest
 
 from ssdkit.anchors import ssd_anchors
 from ssdkit.symbol import mobilenet, resnet, symbol_builder, symbol_factory, tiny, vgg16_reduced
+from ssdkit.symbol.common import multi_layer_feature
 
 PRESETS = [("vgg16_reduced", 300, 8732), ("vgg16_reduced", 512, 24576), ("resnet50", 512, 6132),
-           ("resnet18", 300, None), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
+           ("resnet18", 300, None), ("resnet34", 512, 6132), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
            ("mobilenet", 300, None), ("tiny", 64, 340)]
 
 
@@ -23,7 +24,7 @@ def _expected_anchors(config, data_shape):
     """Anchor count from the feature-map sizes the graph infers, and the preset's sizes/ratios."""
     body = symbol_builder._base_network(
         config["network"], 20, **{k: v for k, v in config.items() if k == "num_layers"})
-    feats = symbol_builder.multi_layer_feature(
+    feats = multi_layer_feature(
         body, config["from_layers"], config["num_filters"], config["strides"], config["pads"],
         transition_ratio=config.get("transition_ratio", 0.5), use_bn=config.get("extra_bn", False))
     total = 0
