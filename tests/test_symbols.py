@@ -95,7 +95,7 @@ def test_extra_layer_options():
     classic = multi_layer_feature(body, ["conv4_relu", ""], [-1, 256], [-1, 2], [-1, 1])
     args = classic[-1].list_arguments()
     assert "feat1_conv_1x1_bias" in args and not any(a.startswith("feat") and "_bn_" in a for a in args)
-    _, arg_shapes, _ = classic[-1].infer_shape(data=(1, 3, 64, 64))
+    arg_shapes, _, _ = classic[-1].infer_shape(data=(1, 3, 64, 64))
     assert dict(zip(args, arg_shapes))["feat1_conv_1x1_weight"] == (128, 128, 1, 1)   # 256 * 0.5
 
 
