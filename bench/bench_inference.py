@@ -61,7 +61,7 @@ def _gluoncv_net(path, heads):
 
 def _ssdkit_executor(path, batch):
     arg, aux = weights.import_ssd(path, NAME)
-    sym = symbol_builder.get_symbol(**dict(weights.zoo_config(NAME), clip=False, max_detections=100))
+    sym = symbol_builder.get_symbol(**weights.zoo_config(NAME))
     args = dict(arg, data=mx.nd.zeros((batch, 3, SIZE, SIZE)))
     return sym.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
 

@@ -69,7 +69,11 @@ PRESET_IMAGENET = {"vgg16_reduced": "vgg16_atrous", "resnet18": "resnet18_v1", "
 
 
 def zoo_config(name):
-    """``get_symbol`` keyword arguments (``num_classes`` included) reproducing GluonCV SSD ``name``."""
+    """``get_symbol`` keyword arguments (``num_classes`` included) reproducing GluonCV SSD ``name``.
+
+    Detection settings are GluonCV's: NMS 0.45, top-k 400, 100 rows (``post_nms``), boxes not
+    clipped to the image.
+    """
     if name not in ZOO:
         raise ValueError("no GluonCV SSD mapping for %r; known: %s" % (name, ", ".join(sorted(ZOO))))
     base, size, num_classes, pixel_sizes, pixel_steps = ZOO[name]
@@ -83,7 +87,8 @@ def zoo_config(name):
                           from_layers=["stage3_unit%d_relu" % units[2], "stage4_unit%d_relu" % units[3],
                                        "", "", "", ""])
     config.update(num_classes=num_classes, sizes=symbol_factory.gluoncv_sizes(pixel_sizes, size),
-                  steps=[float(s) / size for s in pixel_steps], nms_thresh=0.45, nms_topk=400)
+                  steps=[float(s) / size for s in pixel_steps], nms_thresh=0.45, nms_topk=400,
+                  clip=False, max_detections=100)
     return config
 
 

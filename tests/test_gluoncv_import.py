@@ -153,7 +153,7 @@ def test_zoo_ssd_matches_gluoncv(tmp_path, name):
 
     arg, aux = weights.import_ssd(path, name)
     config = weights.zoo_config(name)
-    det = symbol_builder.get_symbol(**dict(config, clip=False, max_detections=100))
+    det = symbol_builder.get_symbol(**config)          # clip=False, 100 rows: GluonCV settings
     inner = det.get_internals()
     graph = mx.sym.Group([inner["multibox_loc_pred_output"], inner["multibox_cls_pred_output"],
                           inner["multibox_anchors_output"], det])
