@@ -26,10 +26,7 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        config = config_from_args(args, training=False)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+    config = config_from_args(args, training=False, parser=parser)
     prefix = args.deploy or args.prefix or config.runtime.prefix
     result = evaluate_detector(config, prefix, epoch=args.epoch, deploy=bool(args.deploy),
                                output_dir=args.output, progress=not args.no_progress)
