@@ -6,6 +6,8 @@ not in the scripts. Values are validated in ``__post_init__`` with messages that
 from dataclasses import dataclass, field
 from typing import Tuple
 
+from ssdkit.dataset.augment import IMAGENET_MEAN, IMAGENET_STD
+
 
 def _check(cond, key, message):
     if not cond:
@@ -61,8 +63,8 @@ class DataConfig:
     batch_size: int = 16
     max_objects: int = 64
     num_workers: int = 2
-    mean: Tuple[float, ...] = (123.68, 116.28, 103.53)
-    std: Tuple[float, ...] = (58.395, 57.12, 57.375)
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self):
         _check(self.format in ("voc", "coco", "list", "rec"), "data.format",
@@ -76,19 +78,49 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """SSD training augmentation; probabilities in [0, 1]."""
+    """SSD training augmentation (see :mod:`ssdkit.dataset.augment`); a probability of 0 turns a step off.
 
-    photometric_prob: float = 0.5
+    ``crop_min_ious`` lists the IoU-constrained crop samplers (a value < 0 is the unconstrained one),
+    e.g. ``[-1, 0.1, 0.3, 0.5, 0.7, 0.9]`` for the SSD paper's six; ``[]`` disables cropping.
+    """
+
+    distort_prob: float = 0.5
+    brightness_delta: float = 32.0
+    contrast_range: Tuple[float, ...] = (0.5, 1.5)
+    saturation_range: Tuple[float, ...] = (0.5, 1.5)
+    hue_delta: float = 18.0
     expand_prob: float = 0.5
     max_expand_ratio: float = 4.0
-    crop_prob: float = 0.9
+    crop_min_ious: Tuple[float, ...] = (-1.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+    crop_min_scale: float = 0.3
+    crop_aspect_range: Tuple[float, ...] = (0.5, 2.0)
     mirror_prob: float = 0.5
 
     def __post_init__(self):
-        for key in ("photometric_prob", "expand_prob", "crop_prob", "mirror_prob"):
+        for key in ("distort_prob", "expand_prob", "mirror_prob"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, "augment." + key, "must be in [0, 1], got %r" % value)
         _check(self.max_expand_ratio >= 1.0, "augment.max_expand_ratio", "must be >= 1")
+        _check(0 < self.crop_min_scale <= 1, "augment.crop_min_scale", "must be in (0, 1]")
+        for key in ("contrast_range", "saturation_range", "crop_aspect_range"):
+            pair = getattr(self, key)
+            _check(len(pair) == 2 and 0 < pair[0] <= pair[1], "augment." + key,
+                   "must be [low, high] with 0 < low <= high, got %r" % (pair,))
+        _check(all(v < 1 for v in self.crop_min_ious), "augment.crop_min_ious", "values must be < 1")
+
+    def to_augment(self):
+        """The :class:`ssdkit.dataset.augment.AugmentConfig` these settings describe."""
+        from ssdkit.dataset.augment import AugmentConfig as Augment, CropSampler
+
+        samplers = tuple(CropSampler(min_iou=None if v < 0 else float(v), min_scale=self.crop_min_scale,
+                                     min_aspect=self.crop_aspect_range[0],
+                                     max_aspect=self.crop_aspect_range[1])
+                         for v in self.crop_min_ious)
+        return Augment(distort_prob=self.distort_prob, brightness_delta=self.brightness_delta,
+                       contrast_range=tuple(self.contrast_range), saturation_range=tuple(self.saturation_range),
+                       hue_delta=self.hue_delta, expand_prob=self.expand_prob,
+                       max_expand_ratio=self.max_expand_ratio, crop_samplers=samplers,
+                       mirror_prob=self.mirror_prob)
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def sample_crop(boxes, width, height, samplers, rng):
               if len(boxes) or (samplers[i].min_iou is None and samplers[i].max_iou is None)]
     if not active:
         return candidates[0]
-    # all trials of all samplers in one vectorised draw: row block i belongs to active[i]
+    # all trials of all active samplers in one vectorised draw; owner[t] is the sampler of trial t
     owner = np.concatenate([np.full(samplers[i].max_trials, i) for i in active])
     n = len(owner)
     table = np.array([[s.min_scale, s.max_scale, s.min_aspect, s.max_aspect,

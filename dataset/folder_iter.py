@@ -120,9 +120,13 @@ class FolderDetIter(mx.io.DataIter):
             self._pending.append((pos, self._pool.submit(self._load, pos)))
 
     def _load(self, pos):
-        """One sample: ``((3, H, W) float32, (K, 6) float32 label)``; an exception for a bad image."""
+        """One sample: ``((3, H, W) float32, (K, 6) float32 label)``, or the loader's exception
+        (returned, not raised) when the image cannot be read; other errors propagate."""
         record = self.records[self._order[pos]]
-        image = self.loader(record.path)
+        try:
+            image = self.loader(record.path)
+        except Exception as err:  # noqa: BLE001 - any loader failure marks a bad image
+            return err
         rng = np.random.default_rng([self.seed, self.epoch, pos])
         out_size = (self.data_shape[2], self.data_shape[1])
         image, boxes, keep = augment_detection(image, record.boxes, rng, self.augment, out_size,
@@ -138,13 +142,13 @@ class FolderDetIter(mx.io.DataIter):
         while self._pending:
             pos, future = self._pending.popleft()
             self._top_up()
-            try:
-                return future.result()
-            except Exception as err:  # noqa: BLE001 - a bad sample must never end the epoch
-                self.num_skipped += 1
-                record = self.records[self._order[pos]]
-                warnings.warn("skipping image %s (%s); %d skipped so far"
-                              % (record.path, err, self.num_skipped), RuntimeWarning)
+            result = future.result()
+            if not isinstance(result, Exception):
+                return result
+            self.num_skipped += 1
+            record = self.records[self._order[pos]]
+            warnings.warn("skipping image %s (%s); %d skipped so far"
+                          % (record.path, result, self.num_skipped), RuntimeWarning)
         return None
 
     def next(self):

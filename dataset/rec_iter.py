@@ -145,6 +145,10 @@ class RecordDetIter(mx.io.DataIter):
     num_parts, part_index : shard the file (distributed training)
     data_name, label_name : names in ``provide_data`` / ``provide_label``
 
+    A record whose image cannot be decoded stops the C++ iterator: ``next`` then raises a
+    ``RuntimeError`` naming the file and the fix (files written by ``pack_recordio`` hold only
+    images that decoded when packed).
+
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. Every epoch starts at the
     beginning of the file; an incomplete last batch is filled with repeated samples and ``pad``
@@ -169,7 +173,7 @@ class RecordDetIter(mx.io.DataIter):
                       part_index=int(part_index), round_batch=False, verbose=False)
         check_keywords(kwargs)
         self.kwargs = kwargs
-        self._iter = mx.io.ImageDetRecordIter(**kwargs)
+        self._iter = self._call(lambda: mx.io.ImageDetRecordIter(**kwargs))
 
     @property
     def provide_data(self):
@@ -180,11 +184,22 @@ class RecordDetIter(mx.io.DataIter):
         return [mx.io.DataDesc(self.label_name, (self.batch_size, self.max_objects, LABEL_WIDTH),
                                np.float32)]
 
+    def _call(self, method):
+        try:
+            return method()
+        except mx.base.MXNetError as err:
+            raise RuntimeError(
+                "ImageDetRecordIter failed reading %s: %s\nThe C++ iterator cannot skip a record whose "
+                "image does not decode. Re-pack the file with ssdkit.dataset.recordio.pack_recordio "
+                "(it decodes every image first) or train from the image files with FolderDetIter, "
+                "which skips bad images with a counted warning."
+                % (self.kwargs["path_imgrec"], str(err).strip().splitlines()[-1])) from err
+
     def reset(self):
-        self._iter.reset()
+        self._call(self._iter.reset)
 
     def next(self):
-        batch = self._iter.next()
+        batch = self._call(self._iter.next)
         label = strip_det_labels(batch.label[0].asnumpy(), self.max_objects, self.object_width)
         return mx.io.DataBatch(data=batch.data, label=[mx.nd.array(label)], pad=batch.pad,
                                provide_data=self.provide_data, provide_label=self.provide_label)

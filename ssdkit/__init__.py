@@ -7,3 +7,7 @@ from ssdkit.ops import load_library
 __version__ = "0.1.0"
 
 load_library()
+
+from ssdkit.detector import Detector  # noqa: E402  (needs the operators loaded)
+
+__all__ = ["Detector", "load_library"]

@@ -67,11 +67,20 @@ def overrides_from_args(args, *, training):
     return out
 
 
-def config_from_args(args, *, training):
-    """Load ``--config`` (or defaults) and apply the flags given."""
+def config_from_args(args, *, training, parser=None):
+    """Load ``--config`` (or defaults) and apply the flags given.
+
+    With ``parser``, a bad config file, key or value ends the program through ``parser.error``
+    (usage and the message naming the key, exit code 2) instead of raising.
+    """
     from ssdkit.config import apply_overrides, load_config
 
-    return apply_overrides(load_config(args.config), overrides_from_args(args, training=training))
+    try:
+        return apply_overrides(load_config(args.config), overrides_from_args(args, training=training))
+    except (ValueError, FileNotFoundError) as err:
+        if parser is None:
+            raise
+        parser.error(str(err))
 
 
 def _dest(flag):

@@ -12,7 +12,7 @@ normalised, padded with -1 rows.
 """
 import mxnet as mx
 
-import ssdkit  # noqa: F401  (loads the operator library: MultiBoxPrior/Target/Detection)
+# importing any ssdkit module loads the operator library (MultiBoxPrior/Target/Detection)
 from ssdkit.boxes import VARIANCES
 from ssdkit.symbol import mobilenet, resnet, tiny, vgg16_reduced
 from ssdkit.symbol.common import multi_layer_feature, multibox_layer

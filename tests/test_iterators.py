@@ -209,6 +209,19 @@ def test_record_iter_mirror_only_flips_boxes(dataset):
     np.testing.assert_allclose(data, expected_data[..., ::-1], atol=1e-4)
 
 
+def test_record_iter_bad_image_raises_an_error_naming_the_fix(tmp_path):
+    path = str(tmp_path / "bad.rec")
+    writer = mx.recordio.MXIndexedRecordIO(str(tmp_path / "bad.idx"), path, "w")
+    for i in range(4):
+        header = mx.recordio.IRHeader(0, np.array([2, 6, 0, .1, .1, .5, .5, 0], np.float32), i, 0)
+        image = np.full((20, 20, 3), 100, np.uint8)
+        writer.write_idx(i, mx.recordio.pack(header, b"\xff\xd8 not a jpeg") if i == 2
+                         else mx.recordio.pack_img(header, image, img_fmt=".png"))
+    writer.close()
+    with pytest.raises(RuntimeError, match="(?s)bad.rec.*pack_recordio"):
+        _epoch(RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2))
+
+
 # ---------------------------------------------------------------- the folder iterator
 def test_folder_iter_augments_and_keeps_boxes_on_objects(dataset):
     records, images, _ = dataset

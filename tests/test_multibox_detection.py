@@ -141,7 +141,7 @@ def test_max_detections_keeps_best_kept_rows(rng):
         kwargs = random_kwargs(rng)
         if case % 4 == 0:
             kwargs["nms_threshold"] = 0.0  # no NMS: every candidate, ranked by score
-        k = int(rng.integers(1, 300))
+        k = int(rng.integers(1, 300)) if case % 3 else n + 5  # also more rows than anchors
         got = ours(*inputs, max_detections=k, **kwargs)
         assert got.shape == (batch, k, 6)
         full = contrib(*inputs, **kwargs)
@@ -263,6 +263,10 @@ def test_fuzz_non_finite_and_degenerate_inputs_match_contrib(rng):
             assert np.all((boxes >= 0) & (boxes <= 1))
         capped = ours(*inputs, max_detections=7, **kwargs)
         assert capped.shape == (batch, 7, 6)
+        for b, rows in enumerate(kept_rows(got)):  # NMS is on here: kept rows are already ranked
+            rows = rows[:7]
+            assert_same_detections(capped[b, :len(rows)], rows, "case %d %s" % (case, kwargs))
+            assert np.all(capped[b, len(rows):] == -1)
 
 
 def test_all_nan_scores_give_no_detections(rng):

@@ -7,9 +7,10 @@ import pytest
 
 from ssdkit.anchors import ssd_anchors
 from ssdkit.symbol import mobilenet, resnet, symbol_builder, symbol_factory, tiny, vgg16_reduced
+from ssdkit.symbol.common import multi_layer_feature
 
 PRESETS = [("vgg16_reduced", 300, 8732), ("vgg16_reduced", 512, 24576), ("resnet50", 512, 6132),
-           ("resnet18", 300, None), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
+           ("resnet18", 300, None), ("resnet34", 512, 6132), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
            ("mobilenet", 300, None), ("tiny", 64, 340)]
 
 
@@ -23,7 +24,7 @@ def _expected_anchors(config, data_shape):
     """Anchor count from the feature-map sizes the graph infers, and the preset's sizes/ratios."""
     body = symbol_builder._base_network(
         config["network"], 20, **{k: v for k, v in config.items() if k == "num_layers"})
-    feats = symbol_builder.multi_layer_feature(
+    feats = multi_layer_feature(
         body, config["from_layers"], config["num_filters"], config["strides"], config["pads"],
         transition_ratio=config.get("transition_ratio", 0.5), use_bn=config.get("extra_bn", False))
     total = 0
@@ -77,6 +78,25 @@ def test_mobilenet_and_tiny_bodies():
     assert shape == (1, 512, 14, 14)
     _, (shape,), _ = tiny.get_symbol(20).infer_shape(data=(1, 3, 64, 64))
     assert shape == (1, 128, 4, 4)
+
+
+def test_extra_layer_options():
+    """Transition width, kernel size and BatchNorm of the extra layers follow the arguments."""
+    body = tiny.get_symbol(2)
+    feats = multi_layer_feature(body, ["conv4_relu", "", ""], [-1, 256, 64], [-1, 2, 1], [-1, 1, 1],
+                                min_filter=32, transition_ratio=1.0, kernels=[3, 3, 4], use_bn=True)
+    shapes = [f.infer_shape(data=(1, 3, 64, 64))[1][0] for f in feats]
+    assert shapes == [(1, 128, 4, 4), (1, 256, 2, 2), (1, 64, 1, 1)]     # 4x4 kernel, pad 1: 2 -> 1
+    arg_shapes = dict(zip(feats[-1].list_arguments(), feats[-1].infer_shape(data=(1, 3, 64, 64))[0]))
+    assert arg_shapes["feat1_conv_1x1_weight"] == (256, 128, 1, 1)       # ratio 1.0
+    assert arg_shapes["feat2_conv_1x1_weight"] == (64, 256, 1, 1)        # max(min_filter, 64)
+    assert arg_shapes["feat2_conv_3x3_weight"] == (64, 64, 4, 4)
+    assert "feat2_conv_3x3_bias" not in arg_shapes and "feat2_conv_3x3_bn_gamma" in arg_shapes
+    classic = multi_layer_feature(body, ["conv4_relu", ""], [-1, 256], [-1, 2], [-1, 1])
+    args = classic[-1].list_arguments()
+    assert "feat1_conv_1x1_bias" in args and not any(a.startswith("feat") and "_bn_" in a for a in args)
+    arg_shapes, _, _ = classic[-1].infer_shape(data=(1, 3, 64, 64))
+    assert dict(zip(args, arg_shapes))["feat1_conv_1x1_weight"] == (128, 128, 1, 1)   # 256 * 0.5
 
 
 def test_caller_lists_are_not_mutated():

@@ -78,7 +78,7 @@ def _progress(total, desc, enabled):
 
 def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label_names=("label",),
         val_fn=None, arg_params=None, aux_params=None, fixed_param_names=None, initializer=None,
-        progress=True, iters_per_epoch=None):
+        progress=True, iters_per_epoch=None, kvstore="auto"):
     """Train ``symbol`` on ``train_iter`` as ``config`` says.
 
     Parameters
@@ -94,6 +94,7 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
     fixed_param_names : list of str, parameters kept frozen
     initializer : mx.init.Initializer for parameters not given (default Xavier)
     iters_per_epoch : int, batches per epoch (default: counted from ``train_iter``)
+    kvstore : ``"auto"`` (from ``config.runtime``, see :func:`make_kvstore`), a KVStore or None
 
     Gradients are rescaled by ``1 / (devices * workers)``: the losses must be normalised per device
     batch (SSD's ``normalization='valid'``, or ``'batch'``).
@@ -110,7 +111,8 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
     solver, runtime = config.solver, config.runtime
     mx.random.seed(runtime.seed)      # parameter initialisation (and MXNet-side randomness)
     contexts = make_contexts(runtime)
-    kvstore = make_kvstore(runtime, len(contexts))
+    if isinstance(kvstore, str) and kvstore == "auto":
+        kvstore = make_kvstore(runtime, len(contexts))
     rank = kvstore.rank if kvstore is not None and "dist" in kvstore.type else 0
     num_workers = kvstore.num_workers if kvstore is not None and "dist" in kvstore.type else 1
     prefix = runtime.prefix

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -29,7 +30,7 @@ namespace {
 using Attrs = std::unordered_map<std::string, std::string>;
 using Shape = std::vector<unsigned int>;
 
-constexpr int kAnchorBlock = 1024;  // anchors per task of the best-class pass
+constexpr int kAnchorBlock = 512;  // anchors per task of the best-class pass (C=81: 166 kB)
 
 /*! \brief Per-thread buffers of the per-image pass, reused across images. */
 struct ImageScratch {
@@ -105,24 +106,42 @@ MXReturnValue DetInferShape(const Attrs& attrs, std::vector<Shape>* in_shapes,
   });
 }
 
-/*! \brief Pass 1: best object class (-1: not a candidate) and its score for anchors [begin, end). */
+// x86-64: also compile an AVX2 copy of the hot loop, chosen at load time (same results: only
+// comparisons, no arithmetic that could round differently).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SSDKIT_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define SSDKIT_AVX2_CLONE
+#endif
+
+/*!
+ * \brief Pass 1: best object class (-1: not a candidate) and its score for anchors [begin, end).
+ *  First the best score of every anchor (a vectorised max over channels), then, for the few
+ *  candidates only, the KeepBest scan that names the channel, while the block is still in cache.
+ *  `v > s ? v : s` from s = -1 is KeepBest's score rule, so both scans agree.
+ */
+SSDKIT_AVX2_CLONE
 void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int channels, int n, int begin,
                     int end, int* best_class, float* best_score) {
-  int best[kAnchorBlock];
   float score[kAnchorBlock];
   const int len = end - begin;
-  for (int i = 0; i < len; ++i) {
-    best[i] = -1;
-    score[i] = -1.f;
-  }
+  for (int i = 0; i < len; ++i) score[i] = -1.f;
   for (int c = 0; c < channels; ++c) {
     if (c == p.background_id) continue;
     const float* row = prob + static_cast<size_t>(c) * n + begin;
-    for (int i = 0; i < len; ++i) KeepBest(row[i], c, &score[i], &best[i]);
+    for (int i = 0; i < len; ++i) score[i] = row[i] > score[i] ? row[i] : score[i];
   }
   for (int i = 0; i < len; ++i) {
-    best_class[begin + i] =
-        IsCandidate(best[i], score[i], p.threshold) ? ChannelToClass(best[i], p.background_id) : -1;
+    int cls = -1;
+    if (IsCandidate(score[i] > -1.f ? 0 : -1, score[i], p.threshold)) {
+      float s = -1.f;
+      int best = -1;
+      for (int c = 0; c < channels; ++c) {
+        if (c != p.background_id) KeepBest(prob[static_cast<size_t>(c) * n + begin + i], c, &s, &best);
+      }
+      cls = ChannelToClass(best, p.background_id);
+    }
+    best_class[begin + i] = cls;
     best_score[begin + i] = score[i];
   }
 }
@@ -204,8 +223,12 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const float* anchor = (*inputs)[2].data<float>();
     float* out = (*outputs)[0].data<float>();
 
-    std::vector<int> best_class(static_cast<size_t>(batch) * n);
-    std::vector<float> best_score(static_cast<size_t>(batch) * n);
+    // per-anchor best class and score (default-initialised: pass 1 writes every cell)
+    const size_t cells = static_cast<size_t>(batch) * n;
+    std::unique_ptr<int[]> best_class_buf(new int[cells]);
+    std::unique_ptr<float[]> best_score_buf(new float[cells]);
+    int* best_class = best_class_buf.get();
+    float* best_score = best_score_buf.get();
     const int blocks = (n + kAnchorBlock - 1) / kAnchorBlock;
     const int tasks = batch * blocks;
     const int threads = NumThreads();
@@ -219,15 +242,15 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
         const int b = t / blocks, blk = t % blocks;
         const int begin = blk * kAnchorBlock, end = std::min(n, begin + kAnchorBlock);
         const size_t base = static_cast<size_t>(b) * n;
-        BestClassBlock(p, prob + base * channels, channels, n, begin, end, best_class.data() + base,
-                       best_score.data() + base);
+        BestClassBlock(p, prob + base * channels, channels, n, begin, end, best_class + base,
+                       best_score + base);
       }
       ImageScratch scratch;
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < batch; ++b) {
         const size_t base = static_cast<size_t>(b) * n;
         try {
-          DetectImage(p, n, num_classes, best_class.data() + base, best_score.data() + base,
+          DetectImage(p, n, num_classes, best_class + base, best_score + base,
                       loc + 4 * base, anchor, out + 6 * static_cast<size_t>(b) * rows, rows, &scratch);
         } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
           errors[b] = e.what();

@@ -1,0 +1,104 @@
+"""Inference time: ssdkit ``get_symbol`` SSD512-ResNet50 vs GluonCV ``ssd_512_resnet50_v1_voc``.
+
+Both run in this process on the CPU with identical weights (random, imported with
+``ssdkit.weights.import_ssd``); GluonCV is hybridized (static_alloc, static_shape). The class
+heads decide how much post-processing there is: ``--heads trained-like`` shifts them towards
+background (bias +8, as with a trained detector only a few (anchor, class) pairs pass the 0.01
+score threshold); ``--heads random`` keeps random heads, so all 6132 x 20 pairs are candidates and
+GluonCV's per-class NMS sorts 122k rows. The two frameworks run alternately, one forward each per
+round (shared, noisy cores); times are medians over ``--repeat`` rounds after warm-up.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python bench/bench_inference.py [--batches 1 8] [--repeat 10] [--heads random]
+"""
+import argparse
+import os
+import tempfile
+import time
+
+import mxnet as mx
+import numpy as np
+from gluoncv import model_zoo
+
+from ssdkit import weights
+from ssdkit.symbol import symbol_builder
+
+NAME = "ssd_512_resnet50_v1_voc"
+SIZE = 512
+
+
+def _interleaved_median_ms(fns, repeat, warmup=2):
+    """Run the functions alternately; median milliseconds of each."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [1000.0 * float(np.median(t)) for t in times]
+
+
+def _gluoncv_net(path, heads):
+    net = model_zoo.get_model(NAME, pretrained=False, pretrained_base=False)
+    net.initialize()
+    net(mx.nd.zeros((1, 3, SIZE, SIZE)))
+    classes = net.num_classes + 1
+    for cp in net.class_predictors if heads == "trained-like" else ():
+        bias = cp.predictor.bias.data().asnumpy()
+        bias[::classes] += 8.0
+        cp.predictor.bias.set_data(mx.nd.array(bias))
+        cp.predictor.weight.set_data(cp.predictor.weight.data() * 0.05)
+    for bp in net.box_predictors:
+        bp.predictor.weight.set_data(bp.predictor.weight.data() * 0.05)
+    net.save_parameters(path)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def _ssdkit_executor(path, batch):
+    arg, aux = weights.import_ssd(path, NAME)
+    sym = symbol_builder.get_symbol(**weights.zoo_config(NAME))
+    args = dict(arg, data=mx.nd.zeros((batch, 3, SIZE, SIZE)))
+    return sym.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--heads", choices=["trained-like", "random"], default="trained-like")
+    args = parser.parse_args()
+    print("OMP_NUM_THREADS=%s, mxnet %s" % (os.environ.get("OMP_NUM_THREADS"), mx.__version__))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, NAME + ".params")
+        net = _gluoncv_net(path, args.heads)
+        rows = []
+        for batch in args.batches:
+            x = mx.nd.array(np.random.RandomState(0).normal(size=(batch, 3, SIZE, SIZE)).astype(np.float32))
+            exe = _ssdkit_executor(path, batch)
+            exe.arg_dict["data"][:] = x
+
+            def gluon():
+                return [o.wait_to_read() for o in net(x)]
+
+            def ours():
+                exe.forward(is_train=False)
+                exe.outputs[0].wait_to_read()
+            ours_ms, gluon_ms = _interleaved_median_ms([ours, gluon], args.repeat)
+            n_theirs = int((net(x)[0].asnumpy()[..., 0] >= 0).sum())
+            n_ours = int((exe.outputs[0].asnumpy()[..., 0] >= 0).sum())
+            rows.append((batch, ours_ms, gluon_ms, n_ours, n_theirs))
+        print("heads: %s" % args.heads)
+        print("| batch | ssdkit ms | GluonCV ms | ssdkit / GluonCV | detections ssdkit / GluonCV |")
+        print("|---|---|---|---|---|")
+        for batch, ours_ms, gluon_ms, n_ours, n_theirs in rows:
+            print("| %d | %.1f | %.1f | %.2f | %d / %d |"
+                  % (batch, ours_ms, gluon_ms, ours_ms / gluon_ms, n_ours, n_theirs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Detect objects in an image or a folder of images and save drawings and json.
+
+    python demo.py --prefix output/ssd --images photo.jpg --output output/demo
+    python demo.py --deploy output/deploy/ssd --images data/synthetic/VOCdevkit/VOC2007/JPEGImages --limit 8
+"""
+import argparse
+import json
+import os
+
+from ssdkit.detector import Detector, list_images
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--prefix", help="training prefix")
+    group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
+    parser.add_argument("--epoch", default=None, help="epoch or 'best' (training prefixes)")
+    parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--output", default="output/demo", help="folder for PNG drawings and detections.json")
+    parser.add_argument("--score-thresh", type=float, default=0.5)
+    parser.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
+    args = parser.parse_args(argv)
+    epoch = None if args.epoch is None else (args.epoch if args.epoch == "best" else int(args.epoch))
+    detector = Detector(args.deploy or args.prefix, epoch=epoch, deploy=bool(args.deploy),
+                        score_thresh=args.score_thresh)
+    paths = [p for item in args.images for p in list_images(item)]
+    if args.limit:
+        paths = paths[:args.limit]
+    report = {}
+    os.makedirs(args.output, exist_ok=True)
+    for path in paths:
+        dets = detector.detect(path)
+        name = os.path.splitext(os.path.basename(path))[0]
+        out = detector.save_drawing(path, dets, os.path.join(args.output, name + "_det.png"))
+        report[path] = detector.to_json(dets)
+        print("%s: %d objects -> %s" % (path, len(dets), out))
+    with open(os.path.join(args.output, "detections.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

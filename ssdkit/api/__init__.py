@@ -1,0 +1,1 @@
+"""ssdkit.api: what the scripts call — train, evaluate, deploy — built from a Config."""

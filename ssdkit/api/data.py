@@ -1,0 +1,84 @@
+"""Datasets and iterators described by a :class:`~ssdkit.config.schema.Config`."""
+import logging
+import os
+
+from ssdkit.dataset.augment import Normalization
+from ssdkit.dataset.collection import resolve_class_names
+from ssdkit.dataset.folder_iter import FolderDetIter
+from ssdkit.dataset.prepare import load_dataset
+from ssdkit.dataset.rec_iter import RecordDetIter
+
+log = logging.getLogger("ssdkit.data")
+
+
+def class_names_of(config, dataset=None):
+    """Class names: ``model.class_names`` (names, or one entry naming a file), else the dataset's."""
+    names = config.model.class_names
+    if len(names) == 1 and os.path.isfile(names[0]):
+        names = resolve_class_names(names[0])
+    if names:
+        return tuple(names)
+    if dataset is not None:
+        return tuple(dataset.class_names)
+    if config.model.num_classes:
+        return tuple("class%d" % i for i in range(config.model.num_classes))
+    raise ValueError("no class names: give model.class_names (--class-names) or model.num_classes "
+                     "(--num-class); .rec files do not carry them")
+
+
+def load_split(config, split):
+    """The records of ``split`` (``"train"`` or ``"val"``) for voc/coco/list data; None for rec or no sources."""
+    data = config.data
+    sources = data.train if split == "train" else data.val
+    if not sources or data.format == "rec":
+        return None
+    names = config.model.class_names
+    class_arg = None
+    if len(names) == 1 and os.path.isfile(names[0]):
+        class_arg = names[0]
+    elif names:
+        class_arg = list(names)
+    image_dirs = data.root or None
+    return load_dataset(data.format, sources, root=data.root or None, image_dirs=image_dirs,
+                        class_names=class_arg if data.format != "coco" else None,
+                        workers=max(1, data.num_workers))
+
+
+def normalization_of(config):
+    return Normalization(mean=tuple(config.data.mean), std=tuple(config.data.std))
+
+
+def make_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
+    """A detection iterator over ``split``.
+
+    Parameters
+    ----------
+    config : Config
+    split : ``"train"`` (augmented, shuffled, incomplete last batch dropped) or ``"val"``
+    dataset : DetectionDataset from :func:`load_split` (voc/coco/list); ignored for rec
+    part_index, num_parts : the shard of a distributed worker
+    augment : override of the training augmentation (default: ``config.augment``)
+
+    Returns
+    -------
+    mx.io.DataIter with ``data (B, 3, S, S)`` and ``label (B, M, 6)``.
+    """
+    data = config.data
+    train = split == "train"
+    shape = (3, config.model.data_shape, config.model.data_shape)
+    aug = (augment if augment is not None else config.augment.to_augment()) if train else None
+    seed = config.runtime.seed + 1000 * part_index
+    if data.format == "rec":
+        sources = data.train if train else data.val
+        if len(sources) != 1:
+            raise ValueError("data.format = rec takes exactly one .rec file per split, got %r" % (sources,))
+        return RecordDetIter(sources[0], batch_size=data.batch_size, data_shape=shape,
+                             max_objects=data.max_objects, augment=aug, normalization=normalization_of(config),
+                             shuffle=train, seed=seed, num_threads=max(1, data.num_workers),
+                             num_parts=num_parts, part_index=part_index)
+    if dataset is None:
+        raise ValueError("no %s data given (data.%s is empty)" % (split, "train" if train else "val"))
+    records = list(dataset.records)[part_index::num_parts]
+    return FolderDetIter(records, batch_size=data.batch_size, data_shape=shape, max_objects=data.max_objects,
+                         augment=aug, normalization=normalization_of(config), shuffle=train, seed=seed,
+                         num_workers=max(1, data.num_workers), last_batch="discard" if train else "pad")

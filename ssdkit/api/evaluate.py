@@ -1,0 +1,84 @@
+"""Evaluate a trained or deployed detector: VOC07 / VOC12 / COCO mAP, per-class AP, PR curves."""
+import json
+import logging
+import os
+
+import numpy as np
+
+from ssdkit.api.data import load_split, make_iterator
+from ssdkit.api.model_files import load_inference_model
+from ssdkit.engine import atomic
+from ssdkit.engine.evaluator import bind_inference, iterate_detections
+from ssdkit.engine.trainer import make_contexts
+from ssdkit.metrics.coco import COCOEvaluator
+from ssdkit.metrics.voc import VOCMeanAP
+from ssdkit.visualize import format_ap_table, plot_pr_curves
+
+log = logging.getLogger("ssdkit.evaluate")
+
+
+def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=None, progress=True):
+    """Run the model of ``prefix`` over ``config.data.val`` and compute every metric.
+
+    Parameters
+    ----------
+    config : Config; ``data.*`` says where the validation images are; ``eval.iou_thresh`` is the VOC
+        IoU threshold; ``model.data_shape``/class names come from the model's meta file
+    prefix, epoch, deploy : see :func:`ssdkit.api.model_files.load_inference_model`
+    output_dir : folder for ``metrics.json``, ``ap_table.txt``, ``pr_curves.png`` and
+        ``coco_results.json`` (default ``<prefix>-eval``)
+
+    Returns
+    -------
+    dict: ``voc07`` / ``voc12`` mAP, ``per_class`` (name -> VOC07 AP), ``coco`` (AP, AP50, ...; when
+    the data are image files), and ``output_dir``.
+    """
+    symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy)
+    class_names = tuple(meta["class_names"])
+    import dataclasses
+
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, data_shape=int(meta["data_shape"]),
+                                          class_names=class_names),
+        data=dataclasses.replace(config.data, mean=tuple(meta["mean"]), std=tuple(meta["std"])))
+    val_set = load_split(config, "val")
+    if val_set is not None and tuple(val_set.class_names) != class_names:
+        raise ValueError("the evaluation data's classes %s differ from the model's %s"
+                         % (list(val_set.class_names), list(class_names)))
+    data_iter = make_iterator(config, "val", val_set)
+    mod = bind_inference(symbol, arg, aux, data_iter.provide_data, make_contexts(config.runtime))
+
+    iou = config.eval.iou_thresh
+    voc07 = VOCMeanAP(class_names, iou_thresh=iou, use_07_metric=True)
+    voc12 = VOCMeanAP(class_names, iou_thresh=iou, use_07_metric=False)
+    coco = COCOEvaluator(class_names=class_names) if val_set is not None else None
+    seen = 0
+    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress):
+        keep = dets[:, :, 1] >= config.eval.score_thresh
+        dets = np.where(keep[:, :, None], dets, -1.0)
+        voc07.update(dets, labels)
+        voc12.update(dets, labels)
+        if coco is not None:
+            records = val_set.records[seen:seen + len(dets)]
+            coco.update(dets, labels, image_ids=np.arange(seen, seen + len(dets)),
+                        image_sizes=np.array([(r.width, r.height) for r in records]))
+        seen += len(dets)
+
+    out = output_dir or prefix + "-eval"
+    os.makedirs(out, exist_ok=True)
+    names07, values07 = voc07.get()
+    _, values12 = voc12.get()
+    result = {"voc07": float(values07[-1]), "voc12": float(values12[-1]),
+              "per_class": {str(n): float(v) for n, v in zip(names07[:-1], values07[:-1])},
+              "images": seen, "output_dir": out}
+    atomic.write_text(os.path.join(out, "ap_table.txt"), format_ap_table(names07, values07) + "\n")
+    plot_pr_curves(os.path.join(out, "pr_curves.png"), voc07.pr_curves(), class_names=class_names,
+                   aps=np.asarray(values07[:-1]), title="%s VOC07 mAP %.4f" % (os.path.basename(prefix), result["voc07"]))
+    if coco is not None:
+        names, values = coco.get()
+        result["coco"] = {str(n): float(v) for n, v in zip(names, values)}
+        coco.write_results(os.path.join(out, "coco_results.json"))
+    atomic.write_text(os.path.join(out, "metrics.json"), json.dumps(result, indent=2) + "\n")
+    log.info("VOC07 mAP %.4f, VOC12 mAP %.4f%s", result["voc07"], result["voc12"],
+             (", COCO AP %.4f" % result["coco"]["AP"]) if "coco" in result else "")
+    return result

@@ -1,0 +1,106 @@
+"""Train an SSD detector from a Config: ``train.py`` is argparse around :func:`train_detector`."""
+import logging
+import re
+
+import mxnet as mx
+
+from ssdkit.api.data import class_names_of, load_split, make_iterator
+from ssdkit.api.model_files import write_meta
+from ssdkit.engine.checkpoint import load_params
+from ssdkit.engine.evaluator import make_validator
+from ssdkit.engine.ssd_metric import MultiBoxMetric
+from ssdkit.engine.trainer import fit, make_contexts, make_kvstore
+from ssdkit.metrics.voc import VOCMeanAP
+
+log = logging.getLogger("ssdkit.train")
+
+
+def _symbols(config, num_classes):
+    from ssdkit.symbol.symbol_factory import get_symbol, get_symbol_train
+
+    kwargs = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
+                  force_suppress=config.model.force_suppress)
+    return (get_symbol_train(config.model.network, config.model.data_shape, num_classes, **kwargs),
+            get_symbol(config.model.network, config.model.data_shape, num_classes, **kwargs))
+
+
+def initial_weights(config, train_symbol, data_shape):
+    """``(arg_params, aux_params)`` to start from: ``model.finetune`` or ``model.pretrained`` or none.
+
+    Parameters whose shape differs from the graph's (e.g. class heads of another dataset) are
+    dropped with a log line and re-initialised.
+    """
+    model = config.model
+    if model.finetune:
+        arg, aux = load_params(model.finetune)
+        source = model.finetune
+    elif model.pretrained:
+        from ssdkit.weights import import_imagenet
+
+        arg, aux = import_imagenet(model.pretrained, model.network)
+        source = model.pretrained
+    else:
+        return None, None
+    arg_shapes, _, aux_shapes = train_symbol.infer_shape(data=data_shape)
+    wanted = dict(zip(train_symbol.list_arguments(), arg_shapes))
+    wanted.update(zip(train_symbol.list_auxiliary_states(), aux_shapes))
+    kept_arg = {k: v for k, v in arg.items() if k in wanted and tuple(v.shape) == tuple(wanted[k])}
+    kept_aux = {k: v for k, v in aux.items() if k in wanted and tuple(v.shape) == tuple(wanted[k])}
+    dropped = sorted(set(arg) - set(kept_arg)) + sorted(set(aux) - set(kept_aux))
+    log.info("initial weights from %s: %d tensors loaded, %d not used (%s)", source,
+             len(kept_arg) + len(kept_aux), len(dropped), ", ".join(dropped[:6]) + ("..." if len(dropped) > 6 else ""))
+    if not kept_arg:
+        raise ValueError("%s holds no parameter of the %s graph; is it the right file for this network?"
+                         % (source, model.network))
+    return kept_arg, kept_aux
+
+
+def frozen_parameters(symbol, patterns):
+    """Argument names matching any regular expression in ``patterns`` (inputs excluded)."""
+    regexes = [re.compile(p) for p in patterns]
+    names = [n for n in symbol.list_arguments() if n not in ("data", "label")]
+    frozen = [n for n in names if any(r.search(n) for r in regexes)]
+    for pattern, regex in zip(patterns, regexes):
+        if not any(regex.search(n) for n in names):
+            raise ValueError("--freeze pattern %r matches no parameter of the graph" % pattern)
+    return frozen
+
+
+def train_detector(config, *, progress=True):
+    """Train as ``config`` says; return :func:`ssdkit.engine.trainer.fit`'s result plus ``class_names``."""
+    contexts = make_contexts(config.runtime)
+    kvstore = make_kvstore(config.runtime, len(contexts))
+    dist = kvstore is not None and "dist" in kvstore.type
+    rank, parts = (kvstore.rank, kvstore.num_workers) if dist else (0, 1)
+
+    train_set = load_split(config, "train")
+    val_set = load_split(config, "val")
+    class_names = class_names_of(config, train_set)
+    if val_set is not None and tuple(val_set.class_names) != tuple(class_names):
+        raise ValueError("validation classes %s differ from training classes %s"
+                         % (list(val_set.class_names), list(class_names)))
+    train_iter = make_iterator(config, "train", train_set, part_index=rank, num_parts=parts)
+    train_sym, infer_sym = _symbols(config, len(class_names))
+    shape = (config.data.batch_size, 3, config.model.data_shape, config.model.data_shape)
+    arg, aux = initial_weights(config, train_sym, shape)
+    fixed = frozen_parameters(train_sym, config.model.freeze) if config.model.freeze else None
+
+    val_fn = None
+    if config.data.val:
+        val_iter = make_iterator(config, "val", val_set)
+        use_07 = config.eval.metric != "voc12"
+        val_fn = make_validator(infer_sym, val_iter,
+                                lambda: VOCMeanAP(class_names, iou_thresh=config.eval.iou_thresh,
+                                                  use_07_metric=use_07),
+                                config.runtime, progress=False)
+    if rank == 0:
+        write_meta(config.runtime.prefix, config, class_names)
+    log.info("training %s @%d on %d images, %d classes, %d device(s) x %d worker(s)", config.model.network,
+             config.model.data_shape, len(train_set) if train_set is not None else -1, len(class_names),
+             len(contexts), parts)
+    result = fit(train_sym, train_iter, config, train_metric=MultiBoxMetric(), data_names=("data",),
+                 label_names=("label",), val_fn=val_fn, arg_params=arg, aux_params=aux,
+                 fixed_param_names=fixed, progress=progress, kvstore=kvstore,
+                 initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2))
+    result["class_names"] = class_names
+    return result

@@ -1,0 +1,107 @@
+"""Inference API: load a training checkpoint or a deploy model, detect objects, draw them.
+
+    >>> det = ssdkit.Detector("output/ssd")                    # best (else last) epoch
+    >>> boxes = det.detect("street.jpg")                        # (K, 6) [cls, score, x1, y1, x2, y2] pixels
+    >>> det.save_drawing("street.jpg", boxes, "street_det.png")
+"""
+import os
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from ssdkit.api.model_files import load_inference_model
+from ssdkit.dataset.augment import NO_AUGMENT, Normalization, augment_detection, to_chw_normalized
+from ssdkit.dataset.image import load_image_rgb
+from ssdkit.engine.evaluator import bind_inference
+from ssdkit.visualize import draw_detections
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class Detector:
+    """A detector ready to run.
+
+    Parameters
+    ----------
+    prefix : str, training prefix (``train.py --prefix``) or deploy prefix with ``deploy=True``
+    epoch : int, ``"best"`` or None (best, else last); training prefixes only
+    deploy : bool, ``prefix`` is a ``deploy.py --output``
+    score_thresh : float, detections below it are dropped
+    ctx : mx.Context (default CPU)
+    batch_size : int, images per forward pass in :meth:`detect_many`
+    """
+
+    def __init__(self, prefix, *, epoch=None, deploy=False, score_thresh=0.5, ctx=None, batch_size=1,
+                 max_detections=100):
+        self.symbol, arg, aux, self.meta = load_inference_model(prefix, epoch, deploy=deploy,
+                                                                max_detections=max_detections)
+        self.class_names = tuple(self.meta["class_names"])
+        self.data_shape = int(self.meta["data_shape"])
+        self.normalization = Normalization(mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]))
+        self.score_thresh = float(score_thresh)
+        self.batch_size = int(batch_size)
+        shape = [("data", (self.batch_size, 3, self.data_shape, self.data_shape))]
+        self._mod = bind_inference(self.symbol, arg, aux, shape, [ctx or mx.cpu()])
+
+    def preprocess(self, image):
+        """``(H, W, 3)`` uint8 RGB -> ``(3, S, S)`` float32 network input (the validation transform)."""
+        resized, _, _ = augment_detection(image, np.zeros((0, 4)), np.random.default_rng(0), NO_AUGMENT,
+                                          (self.data_shape, self.data_shape))
+        return to_chw_normalized(resized, self.normalization)
+
+    def detect_many(self, images):
+        """Detect on a list of images (paths or uint8 RGB arrays).
+
+        Returns
+        -------
+        list of (K_i, 6) float32 rows ``[cls_id, score, xmin, ymin, xmax, ymax]`` in pixels of each
+        image, by decreasing score, ``score >= score_thresh``.
+        """
+        arrays = [load_image_rgb(im) if isinstance(im, (str, os.PathLike)) else np.asarray(im) for im in images]
+        results = []
+        for start in range(0, len(arrays), self.batch_size):
+            chunk = arrays[start:start + self.batch_size]
+            batch = np.zeros((self.batch_size, 3, self.data_shape, self.data_shape), np.float32)
+            for i, image in enumerate(chunk):
+                batch[i] = self.preprocess(image)
+            self._mod.forward(mx.io.DataBatch(data=[mx.nd.array(batch)]), is_train=False)
+            out = self._mod.get_outputs()[0].asnumpy()
+            for i, image in enumerate(chunk):
+                results.append(self._postprocess(out[i], image.shape[1], image.shape[0]))
+        return results
+
+    def detect(self, image):
+        """Detect on one image (path or uint8 RGB array); see :meth:`detect_many`."""
+        return self.detect_many([image])[0]
+
+    def _postprocess(self, rows, width, height):
+        rows = rows[(rows[:, 0] >= 0) & (rows[:, 1] >= self.score_thresh)]
+        rows = rows[np.argsort(-rows[:, 1], kind="stable")].copy()
+        rows[:, 2:6] *= np.array([width, height, width, height], np.float32)
+        return rows.astype(np.float32)
+
+    def to_json(self, detections):
+        """Detections as a list of dicts (class name, score, box in pixels)."""
+        return [{"class_id": int(r[0]), "class": self.class_names[int(r[0])], "score": float(r[1]),
+                 "box": [float(v) for v in r[2:6]]} for r in detections]
+
+    def save_drawing(self, image, detections, path):
+        """Draw labelled boxes on ``image`` (path or RGB array) and save a PNG at ``path``."""
+        rgb = load_image_rgb(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        drawn = draw_detections(bgr, detections, class_names=self.class_names, score_thresh=self.score_thresh,
+                                normalized=False)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if not cv2.imwrite(path, drawn):
+            raise OSError("could not write %s" % path)
+        return path
+
+
+def list_images(path):
+    """``path`` itself if it is a file, else the image files in the folder (sorted)."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError("%s is neither an image file nor a folder" % path)
+    return sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# README's first command: set up .venv, generate the synthetic dataset, train a small SSD on the CPU,
+# evaluate it (prints VOC07 mAP), freeze a deploy model and draw detections on test images.
+#   tools/main_job.sh                      # everything, outputs in output/main_job/
+#   SSDKIT_PRESET=file.toml tools/main_job.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup_env.sh
+PY="${SSDKIT_VENV:-.venv}/bin/python"
+PRESET="${SSDKIT_PRESET:-tiny_256_synthetic}"
+DATA=data/synthetic
+OUT=output/main_job
+if [ ! -f "$DATA/classes.txt" ]; then
+  "$PY" tools/make_synthetic_dataset.py "$DATA" --num-train 1000 --num-test 300 --seed 0
+fi
+start=$(date +%s)
+"$PY" train.py --config "$PRESET" --data-root "$DATA/VOCdevkit" --prefix "$OUT/ssd"
+trained=$(date +%s)
+"$PY" evaluate.py --config "$PRESET" --data-root "$DATA/VOCdevkit" --prefix "$OUT/ssd" --output "$OUT/eval"
+done_eval=$(date +%s)
+"$PY" deploy.py --prefix "$OUT/ssd" --output "$OUT/deploy/ssd"
+mapfile -t TEST_IMAGES < <(head -n 4 "$DATA/VOCdevkit/VOC2007/ImageSets/Main/test.txt" | sed "s#^#$DATA/VOCdevkit/VOC2007/JPEGImages/#; s#\$#.jpg#")
+"$PY" demo.py --deploy "$OUT/deploy/ssd" --images "${TEST_IMAGES[@]}" --output "$OUT/demo" --score-thresh 0.4
+echo "training: $((trained - start)) s, evaluation: $((done_eval - trained)) s"
+echo "metrics: $OUT/eval/metrics.json, curves: $OUT/ssd-curves.png, PR curves: $OUT/eval/pr_curves.png, detections: $OUT/demo/"
