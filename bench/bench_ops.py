@@ -1,12 +1,13 @@
 """Speed of ssdkit's operators against MXNet's built-in contrib operators.
 
-Both run on the same inputs in the same process; each timing is the median of ``--repeats``
-calls after one warm-up call. Run with the thread count fixed, e.g.::
+Both run on the same inputs in the same process, interleaved (ours, contrib, ours, ...) so that
+load from other processes hits both alike; each timing is the median of ``--repeats`` calls after
+one warm-up call each. Run with the thread count fixed, e.g.::
 
     OMP_NUM_THREADS=2 python bench/bench_ops.py --ops target --repeats 7
 
-Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget). A
-MultiBoxDetection section is added beside it as ``detection``.
+Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget). Another
+operator gets a ``bench_<name>(repeats, quick)`` function and an entry in ``SECTIONS``.
 """
 import argparse
 import math
@@ -50,15 +51,20 @@ def random_labels(rng, batch, max_gt, num_classes):
     return label
 
 
-def median_ms(fn, repeats):
-    """Median wall time of ``fn()`` in milliseconds (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_median_ms(fns, repeats):
+    """Median wall time in milliseconds of each function in ``fns``, called in turn.
+
+    Each function is called once to warm up, then ``repeats`` rounds call every function once.
+    """
+    for fn in fns:
         fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - start) * 1e3)
+    return [float(np.median(t)) for t in times]
 
 
 def bench_target(repeats, quick=False):
@@ -66,7 +72,8 @@ def bench_target(repeats, quick=False):
 
     Returns
     -------
-    list of dict rows: N, B, C, contrib_ms, ours_ms, speedup
+    list of dict rows: N, B, C, contrib_ms, ours_ms, speedup, same_output (all three outputs
+    equal to contrib's: cls_target and loc_mask exactly, loc_target to 1e-5)
     """
     rows = []
     configs = [(n, b, c) for n in (8732, 32756) for b in (8, 32) for c in (21, 81)]
@@ -85,10 +92,13 @@ def bench_target(repeats, quick=False):
         def contrib():
             mx.nd.contrib.MultiBoxTarget(anchor, label, cls_pred, **kwargs)[2].wait_to_read()
 
-        ours_ms = median_ms(ours, repeats)
-        contrib_ms = median_ms(contrib, max(1, repeats // 2))
+        got = [o.asnumpy() for o in mx.nd.MultiBoxTarget(anchor, label, cls_pred, **kwargs)]
+        want = [o.asnumpy() for o in mx.nd.contrib.MultiBoxTarget(anchor, label, cls_pred, **kwargs)]
+        same = (np.allclose(got[0], want[0], rtol=1e-5, atol=1e-5) and np.array_equal(got[1], want[1])
+                and np.array_equal(got[2], want[2]))
+        ours_ms, contrib_ms = interleaved_median_ms([ours, contrib], repeats)
         rows.append({"N": num_anchors, "B": batch, "C": channels, "contrib_ms": contrib_ms,
-                     "ours_ms": ours_ms, "speedup": contrib_ms / ours_ms})
+                     "ours_ms": ours_ms, "speedup": contrib_ms / ours_ms, "same_output": same})
     return rows
 
 
