@@ -223,8 +223,9 @@ void AssignImage(const Problem& pb, int b, std::vector<int>* match_buf,
     const int g = match[j];
     if (g >= 0) {
       cls[j] = labels[static_cast<size_t>(rows[g]) * pb.label_width] + 1.f;
-      BoxEncode(pb.anchors + 4 * static_cast<size_t>(j), gts + 4 * g, p.variances, loc + 4 * static_cast<size_t>(j));
-      for (int k = 0; k < 4; ++k) mask[4 * static_cast<size_t>(j) + k] = 1.f;
+      const size_t o = 4 * static_cast<size_t>(j);
+      BoxEncode(pb.anchors + o, gts + 4 * g, p.variances, loc + o);
+      for (int k = 0; k < 4; ++k) mask[o + k] = 1.f;
     } else {
       cls[j] = g == match::kUnmatched ? 0.f : p.ignore_label;
     }

@@ -132,7 +132,9 @@ __global__ void ScanAnchors(const float* anchors, const float* cls_pred, int num
       mx = v > mx ? v : mx;
     }
     float e0 = ExpNonPositive(x[0] - mx), sum = e0;
-    for (int k = 1; k < num_channels; ++k) sum += ExpNonPositive(x[static_cast<size_t>(k) * num_anchors] - mx);
+    for (int k = 1; k < num_channels; ++k) {
+      sum += ExpNonPositive(x[static_cast<size_t>(k) * num_anchors] - mx);
+    }
     w.prob[idx] = e0 / sum;
   }
 }
