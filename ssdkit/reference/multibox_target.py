@@ -80,14 +80,21 @@ def background_probability(cls_pred):
     Returns
     -------
     (N,) float32, computed as ``exp(x0 - max) / sum_k exp(xk - max)``, summed in class order.
+    Like the operator's vectorised exp (common/fast_exp.h), ``exp(d)`` is 0 for ``d < -87.3``
+    where float32 would go denormal.
     """
     x = np.asarray(cls_pred, dtype=np.float32)
     top = x.max(axis=0)
+
+    def exp(d):
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            return np.where(d < np.float32(-87.3), np.float32(0), np.exp(d)).astype(np.float32)
+
     total = np.zeros(x.shape[1], dtype=np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         for k in range(x.shape[0]):
-            total += np.exp(x[k] - top)
-        return np.exp(x[0] - top) / total
+            total += exp(x[k] - top)
+        return exp(x[0] - top) / total
 
 
 def sample_hard_negatives(match, best_iou, score, count, iou_threshold):

@@ -32,6 +32,13 @@
  *   - When fewer anchors qualify as negatives than k, all of them are taken (contrib fails a
  *     CHECK and raises).
  *   - A padding row needs only its class to be -1 (contrib also CHECKs that its box is -1).
+ *   - The background probability uses a vectorised exp (common/fast_exp.h, within 1 ulp of
+ *     libm's) that gives 0 below -87.3: anchors whose background logit is more than 87 below
+ *     their top logit all have probability 0 and rank by index, where contrib ranks their
+ *     denormal probabilities. Otherwise only probabilities within an ulp could rank differently.
+ *
+ * The CUDA kernels (multibox_target.cu) take the same steps; nvcc's FMA contraction can change
+ * IoUs and probabilities in the last bit, so exact ties may break differently than on the CPU.
  *
  * Defined behaviour on bad input (never a crash or hang):
  *   - A label row before the padding whose class is not in [0, C) (C = cls_pred channels - 1,
