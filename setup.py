@@ -70,9 +70,10 @@ setup(
     name="ssdkit",
     version="0.1.0",
     description="SSD and FPN object detection on Apache MXNet 1.9 with fast C++/CUDA operators",
-    python_requires=">=3.8",
+    python_requires=">=3.11",
     packages=_packages(),
     package_dir={"ssdkit.symbol": "symbol", "ssdkit.dataset": "dataset", "ssdkit.config": "config"},
+    package_data={"ssdkit.config": ["presets/*.toml"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildOperators},
     # A CUDA build pairs with mxnet-cu112 (the "gpu" extra) instead of the CPU wheel.

@@ -39,11 +39,15 @@ def library_path(cuda=None):
     return os.path.join(LIB_DIR, _build.CUDA_LIBRARY if cuda else _build.CPU_LIBRARY)
 
 
-def check_library(path):
+def check_library(path, source_dir=_SOURCE_DIR, mxnet_version=None):
     """Raise :class:`OperatorLibraryError` unless ``path`` exists, matches this MXNet and the sources.
 
-    The source check runs when the operator sources are beside the package (a development or
-    editable install); an installed wheel carries no sources and skips it.
+    Parameters
+    ----------
+    path : str, the library
+    source_dir : str, operator sources to compare with; checked only if the folder exists (a
+        development or editable install; an installed wheel carries no sources)
+    mxnet_version : str, the MXNet the library must be built for (default: the running one)
 
     Returns
     -------
@@ -54,17 +58,22 @@ def check_library(path):
         raise OperatorLibraryError(
             "ssdkit operator library not found at %s. Build it from the ssdkit checkout with: %s"
             % (path, _build.REBUILD_COMMAND))
-    handle = ctypes.CDLL(path)
-    handle.ssdkit_mxnet_version.restype = ctypes.c_char_p
+    try:
+        handle = ctypes.CDLL(path)
+        handle.ssdkit_mxnet_version.restype = ctypes.c_char_p
+    except (OSError, AttributeError) as err:
+        raise OperatorLibraryError("%s is not a usable ssdkit operator library (%s). Rebuild it with: %s"
+                                   % (path, err, _build.REBUILD_COMMAND)) from err
     handle.ssdkit_source_hash.restype = ctypes.c_char_p
+    mxnet_version = mxnet_version or mx.__version__
     built_for = handle.ssdkit_mxnet_version().decode()
-    if built_for != mx.__version__:
+    if built_for != mxnet_version:
         raise OperatorLibraryError(
             "%s was built against MXNet %s but MXNet %s is running. Rebuild it with: %s"
-            % (path, built_for, mx.__version__, _build.REBUILD_COMMAND))
-    if os.path.isdir(_SOURCE_DIR):
+            % (path, built_for, mxnet_version, _build.REBUILD_COMMAND))
+    if source_dir and os.path.isdir(source_dir):
         built_hash = handle.ssdkit_source_hash().decode()
-        current = _build.source_hash(_SOURCE_DIR)
+        current = _build.source_hash(source_dir)
         if built_hash != current:
             raise OperatorLibraryError(
                 "%s is stale: src/operators changed since it was built (built %s, sources %s). "

@@ -1,1 +1,1 @@
-"""numpy reference implementations of ssdkit operators, used by the tests."""
+"""Readable numpy reference implementations of ssdkit's operators, used by the tests."""

@@ -1,0 +1,122 @@
+"""Speed of ssdkit's operators against MXNet's built-in contrib operators.
+
+Both run on the same inputs in the same process; each timing is the median of ``--repeats``
+calls after one warm-up call. Run with the thread count fixed, e.g.::
+
+    OMP_NUM_THREADS=2 python bench/bench_ops.py --ops target --repeats 7
+
+Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget). A
+MultiBoxDetection section is added beside it as ``detection``.
+"""
+import argparse
+import math
+import time
+
+import mxnet as mx
+import numpy as np
+
+import ssdkit
+from ssdkit.anchors import ssd_anchors
+
+# Feature-map sizes and anchor shapes per location of the two SSD anchor sets we time.
+ANCHOR_SETS = {
+    8732: ((38, 19, 10, 5, 3, 1), (4, 6, 6, 6, 4, 4)),           # SSD300 (VGG16)
+    32756: ((64, 32, 16, 8, 4, 2, 1), (6, 6, 6, 6, 6, 4, 4)),    # SSD512-sized
+}
+
+
+def anchor_set(num_anchors):
+    """(1, N, 4) normalised SSD anchors of one of ``ANCHOR_SETS``."""
+    maps, shapes = ANCHOR_SETS[num_anchors]
+    layers = []
+    for i, (m, a) in enumerate(zip(maps, shapes)):
+        s = 0.1 + 0.8 * i / (len(maps) - 1)
+        ratios = (1, 2, 0.5) if a == 4 else (1, 2, 0.5, 3, 1 / 3)
+        layers.append(ssd_anchors(m, m, sizes=(s, math.sqrt(s * (s + 0.1))), ratios=ratios))
+    anchors = np.concatenate(layers)[None]
+    assert anchors.shape[1] == num_anchors, anchors.shape
+    return anchors
+
+
+def random_labels(rng, batch, max_gt, num_classes):
+    """(B, max_gt, 5) labels with 1..8 objects per image, padded with -1."""
+    label = -np.ones((batch, max_gt, 5), dtype=np.float32)
+    for b in range(batch):
+        k = rng.randint(1, 9)
+        xy = rng.uniform(0.1, 0.9, (k, 2))
+        wh = rng.uniform(0.05, 0.6, (k, 2))
+        label[b, :k, 0] = rng.randint(0, num_classes, k)
+        label[b, :k, 1:] = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+    return label
+
+
+def median_ms(fn, repeats):
+    """Median wall time of ``fn()`` in milliseconds (one warm-up call first)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def bench_target(repeats, quick=False):
+    """MultiBoxTarget (hard-negative mining on, ratio 3, as SSD trains) vs contrib.
+
+    Returns
+    -------
+    list of dict rows: N, B, C, contrib_ms, ours_ms, speedup
+    """
+    rows = []
+    configs = [(n, b, c) for n in (8732, 32756) for b in (8, 32) for c in (21, 81)]
+    if quick:
+        configs = configs[:1]
+    rng = np.random.RandomState(0)
+    for num_anchors, batch, channels in configs:
+        anchor = mx.nd.array(anchor_set(num_anchors))
+        label = mx.nd.array(random_labels(rng, batch, 20, channels - 1))
+        cls_pred = mx.nd.array(rng.randn(batch, channels, num_anchors).astype(np.float32))
+        kwargs = {"negative_mining_ratio": 3, "negative_mining_thresh": 0.5, "overlap_threshold": 0.5}
+
+        def ours():
+            mx.nd.MultiBoxTarget(anchor, label, cls_pred, **kwargs)[2].wait_to_read()
+
+        def contrib():
+            mx.nd.contrib.MultiBoxTarget(anchor, label, cls_pred, **kwargs)[2].wait_to_read()
+
+        ours_ms = median_ms(ours, repeats)
+        contrib_ms = median_ms(contrib, max(1, repeats // 2))
+        rows.append({"N": num_anchors, "B": batch, "C": channels, "contrib_ms": contrib_ms,
+                     "ours_ms": ours_ms, "speedup": contrib_ms / ours_ms})
+    return rows
+
+
+SECTIONS = {"target": ("MultiBoxTarget", bench_target)}
+
+
+def format_table(title, rows):
+    """A markdown table of ``rows`` (dicts with the same keys)."""
+    keys = list(rows[0])
+    lines = ["### " + title, "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = ["%.1f" % v if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", nargs="+", default=sorted(SECTIONS), choices=sorted(SECTIONS))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="one configuration per section")
+    args = parser.parse_args(argv)
+    print("ssdkit threads: %d (set OMP_NUM_THREADS to change)" % ssdkit.ops.num_threads())
+    for key in args.ops:
+        title, fn = SECTIONS[key]
+        print(format_table(title, fn(args.repeats, quick=args.quick)))
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""COCO instances-json reader (through pycocotools).
+
+Category ids are mapped, in increasing id order, to contiguous 0-based class ids; the names come from the
+json. COCO ``bbox = [x, y, w, h]`` becomes the corners ``(x, y, x + w, y + h)``. Crowd objects
+(``iscrowd = 1``) are skipped by default (``crowd="skip"``) or kept flagged difficult (``crowd="difficult"``);
+either way they are counted in the load report. A non-standard per-annotation key ``"difficult"`` (0/1), when
+present, sets the difficult flag (the synthetic dataset writes it so that its VOC and COCO forms agree).
+Images without annotations are kept. Other bad data is handled as in :mod:`ssdkit.dataset.validation`.
+"""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+
+from ssdkit.dataset.collection import DetectionDataset, concat_datasets
+from ssdkit.dataset.validation import LoadReport, RawAnnotation, build_records
+
+CROWD_MODES = ("skip", "difficult")
+
+
+def read_coco_json(path):
+    """Load and index a COCO instances file; raises ValueError naming the file when it cannot be parsed."""
+    from pycocotools.coco import COCO
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError("%s: not valid JSON (%s)" % (path, err)) from None
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError("%s: not a COCO instances file, missing key(s) %s" % (path, ", ".join(missing)))
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as err:
+            raise ValueError("%s: malformed COCO entry (%r)" % (path, err)) from None
+    return coco
+
+
+def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="decode", workers=2):
+    """Load one COCO instances file (see :func:`load_coco`)."""
+    if crowd not in CROWD_MODES:
+        raise ValueError("crowd=%r; expected one of %s" % (crowd, ", ".join(CROWD_MODES)))
+    coco = read_coco_json(annotation_file)
+    cat_ids = sorted(coco.getCatIds())
+    cat_index = {cid: i for i, cid in enumerate(cat_ids)}
+    names = tuple(coco.cats[cid]["name"] for cid in cat_ids)
+    report = LoadReport("coco:%s" % annotation_file)
+    raws = []
+    for image_id in sorted(coco.getImgIds()):
+        info = coco.imgs[image_id]
+        source = "%s image id %s" % (os.path.basename(annotation_file), image_id)
+        if "file_name" not in info:
+            report.add("bad_annotation", source, "image without file_name")
+            continue
+        boxes, classes, difficult = [], [], []
+        bad = None
+        for ann in coco.imgToAnns.get(image_id, []):
+            bbox, cid = ann.get("bbox"), ann.get("category_id")
+            if cid not in cat_index:
+                bad = "annotation %s has unknown category_id %r (known: %s)" % (ann.get("id"), cid, cat_ids)
+                break
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+                bad = "annotation %s has bbox %r, expected [x, y, w, h]" % (ann.get("id"), bbox)
+                break
+            is_crowd = bool(ann.get("iscrowd", 0))
+            if is_crowd:
+                report.add("crowd", source, "annotation %s %s" % (ann.get("id"), crowd))
+                if crowd == "skip":
+                    continue
+            x, y, w, h = (float(v) for v in bbox)
+            boxes.append((x, y, x + w, y + h))
+            classes.append(cat_index[cid])
+            difficult.append(is_crowd or bool(ann.get("difficult", 0)))
+        if bad is not None:
+            report.add("bad_annotation", source, bad)
+            continue
+        raws.append(RawAnnotation(path=os.path.join(image_dir, info["file_name"]), width=info.get("width"),
+                                  height=info.get("height"), boxes=np.array(boxes, np.float64).reshape(-1, 4),
+                                  classes=np.array(classes, np.int32), difficult=np.array(difficult, bool),
+                                  image_id=str(image_id), source=source))
+    records = build_records(raws, report, check_images=check_images, workers=workers)
+    report.log()
+    return DetectionDataset(name="coco:%s" % os.path.basename(annotation_file), records=tuple(records),
+                            class_names=names, reports=(report,))
+
+
+def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decode", workers=2):
+    """Load COCO instances files into records.
+
+    Parameters
+    ----------
+    annotation_files : str or sequence of str, ``instances_*.json`` files (concatenated in order; their
+        category lists must agree)
+    image_dirs : str or sequence of str (one per file), folders that ``file_name`` is relative to
+    crowd : ``skip`` (default) drops ``iscrowd`` objects, ``difficult`` keeps them flagged difficult
+    check_images : ``decode`` | ``header`` | ``none``, see :func:`ssdkit.dataset.image.inspect_image`
+    workers : int, threads checking images
+
+    Returns
+    -------
+    DetectionDataset, records in increasing image id, ``image_id`` the COCO id as a string.
+    """
+    if isinstance(annotation_files, (str, os.PathLike)):
+        annotation_files = [annotation_files]
+    if isinstance(image_dirs, (str, os.PathLike)):
+        image_dirs = [image_dirs] * len(annotation_files)
+    if len(image_dirs) != len(annotation_files):
+        raise ValueError("%d annotation files but %d image folders" % (len(annotation_files), len(image_dirs)))
+    parts = [load_coco_set(a, d, crowd=crowd, check_images=check_images, workers=workers)
+             for a, d in zip(annotation_files, image_dirs)]
+    return parts[0] if len(parts) == 1 else concat_datasets(parts)

@@ -1,0 +1,168 @@
+"""An ``mx.io.DataIter`` over raw image files (a list of :class:`~ssdkit.dataset.records.Record`),
+decoded and augmented with OpenCV / numpy in a thread pool (OpenCV releases the GIL).
+
+Every sample draws its randomness from its own generator seeded by ``(seed, epoch, position)``,
+so the output depends only on the seed, never on thread scheduling.
+"""
+import collections
+import concurrent.futures
+import warnings
+
+import mxnet as mx
+import numpy as np
+
+from ssdkit.dataset.augment import NO_AUGMENT, Normalization, augment_detection, to_chw_normalized
+from ssdkit.dataset.image import load_image_rgb
+from ssdkit.dataset.records import LABEL_WIDTH
+
+
+class FolderDetIter(mx.io.DataIter):
+    """Detection batches from image files.
+
+    Parameters
+    ----------
+    records : sequence of Record
+    batch_size : int, B
+    data_shape : (3, H, W) network input shape
+    max_objects : int or None, M; default the largest object count in ``records`` (at least 1)
+    augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform (resize only)
+    normalization : Normalization, ``(rgb - mean) / std``; ImageNet by default
+    shuffle : bool, reshuffle every epoch
+    seed : int, the only seed: fixes the order and every augmentation
+    num_workers : int, decoding / augmenting threads
+    last_batch : "pad" (fill the last batch by repeating its first samples and report ``pad``) or
+        "discard" (drop an incomplete last batch)
+    loader : callable ``path -> (H, W, 3) uint8 RGB`` raising on a bad file;
+        :func:`ssdkit.dataset.image.load_image_rgb` by default
+    data_name, label_name : names in ``provide_data`` / ``provide_label``
+
+    Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
+    ``[cls, xmin, ymin, xmax, ymax, difficult]`` normalised to [0, 1], padded with -1 rows.
+    An image that fails to decode is skipped with a warning and counted in ``num_skipped``.
+    """
+
+    def __init__(self, records, *, batch_size, data_shape, max_objects=None, augment=None,
+                 normalization=Normalization(), shuffle=False, seed=0, num_workers=2,
+                 last_batch="pad", loader=load_image_rgb, data_name="data", label_name="label"):
+        super().__init__(batch_size)
+        if not records:
+            raise ValueError("FolderDetIter needs at least one record")
+        if len(data_shape) != 3 or data_shape[0] != 3:
+            raise ValueError("data_shape must be (3, H, W), got %s" % (data_shape,))
+        if last_batch not in ("pad", "discard"):
+            raise ValueError("last_batch must be 'pad' or 'discard', got %r" % (last_batch,))
+        most = max(r.num_objects for r in records)
+        if max_objects is None:
+            max_objects = max(1, most)
+        elif most > max_objects:
+            worst = next(r for r in records if r.num_objects == most)
+            raise ValueError("record %s has %d objects but max_objects=%d; raise max_objects"
+                             % (worst.path, most, max_objects))
+        self.records = list(records)
+        self.data_shape = tuple(int(v) for v in data_shape)
+        self.max_objects = int(max_objects)
+        self.augment = NO_AUGMENT if augment is None else augment
+        self.normalization = normalization
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.last_batch = last_batch
+        self.loader = loader
+        self.data_name, self.label_name = data_name, label_name
+        self.num_skipped = 0
+        self.epoch = -1
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(num_workers)))
+        self._prefetch = 2 * batch_size
+        self.reset()
+
+    @property
+    def provide_data(self):
+        return [mx.io.DataDesc(self.data_name, (self.batch_size,) + self.data_shape, np.float32)]
+
+    @property
+    def provide_label(self):
+        return [mx.io.DataDesc(self.label_name, (self.batch_size, self.max_objects, LABEL_WIDTH),
+                               np.float32)]
+
+    def reset(self):
+        """Start the next epoch (a new order when shuffling)."""
+        self._drain()
+        self.epoch += 1
+        if self.shuffle:
+            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.records))
+        else:
+            self._order = np.arange(len(self.records))
+        self._next_pos = 0
+        self._pending = collections.deque()
+        self._top_up()
+
+    def close(self):
+        """Stop the worker threads (the iterator cannot be used afterwards)."""
+        self._drain()
+        self._pool.shutdown(wait=True)
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _drain(self):
+        for _, future in getattr(self, "_pending", ()):
+            future.cancel()
+        for _, future in getattr(self, "_pending", ()):
+            if not future.cancelled():
+                concurrent.futures.wait([future])
+        self._pending = collections.deque()
+
+    def _top_up(self):
+        while len(self._pending) < self._prefetch and self._next_pos < len(self._order):
+            pos = self._next_pos
+            self._next_pos += 1
+            self._pending.append((pos, self._pool.submit(self._load, pos)))
+
+    def _load(self, pos):
+        """One sample: ``((3, H, W) float32, (K, 6) float32 label)``; an exception for a bad image."""
+        record = self.records[self._order[pos]]
+        image = self.loader(record.path)
+        rng = np.random.default_rng([self.seed, self.epoch, pos])
+        out_size = (self.data_shape[2], self.data_shape[1])
+        image, boxes, keep = augment_detection(image, record.boxes, rng, self.augment, out_size,
+                                               fill=self.normalization.fill)
+        label = np.empty((len(keep), LABEL_WIDTH), np.float32)
+        label[:, 0] = record.classes[keep]
+        label[:, 1:5] = boxes
+        label[:, 5] = record.difficult[keep]
+        return to_chw_normalized(image, self.normalization), label
+
+    def _next_sample(self):
+        """The next good sample of the epoch, or None when the epoch is exhausted."""
+        while self._pending:
+            pos, future = self._pending.popleft()
+            self._top_up()
+            try:
+                return future.result()
+            except Exception as err:  # noqa: BLE001 - a bad sample must never end the epoch
+                self.num_skipped += 1
+                record = self.records[self._order[pos]]
+                warnings.warn("skipping image %s (%s); %d skipped so far"
+                              % (record.path, err, self.num_skipped), RuntimeWarning)
+        return None
+
+    def next(self):
+        data = np.empty((self.batch_size,) + self.data_shape, np.float32)
+        label = np.full((self.batch_size, self.max_objects, LABEL_WIDTH), -1.0, np.float32)
+        count = 0
+        while count < self.batch_size:
+            sample = self._next_sample()
+            if sample is None:
+                break
+            data[count], obj = sample
+            label[count, :len(obj)] = obj
+            count += 1
+        if count == 0 or (count < self.batch_size and self.last_batch == "discard"):
+            raise StopIteration
+        pad = self.batch_size - count
+        for i in range(pad):  # repeat the batch's first samples
+            data[count + i] = data[i % count]
+            label[count + i] = label[i % count]
+        return mx.io.DataBatch(data=[mx.nd.array(data)], label=[mx.nd.array(label)], pad=pad,
+                               provide_data=self.provide_data, provide_label=self.provide_label)

@@ -1,0 +1,149 @@
+"""Image decoding shared by the readers (load-time checks), the RecordIO packer and the iterators."""
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CHECK_MODES = ("decode", "header", "none")
+"""How readers check images at load time: full decode (nothing can fail later), header only, or existence."""
+
+
+class ImageError(ValueError):
+    """An image file is missing or cannot be decoded; ``path`` names it and ``reason`` is ``missing``/``corrupt``."""
+
+    def __init__(self, path, reason, detail=""):
+        self.path = path
+        self.reason = reason
+        what = "not found" if reason == "missing" else "cannot be decoded as an image"
+        super().__init__("image %s %s%s" % (path, what, ": " + detail if detail else ""))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a load-time check learned about an image file.
+
+    ``notes`` lists conversions :func:`load_image_rgb` applies (``grayscale``, ``alpha``, ``16-bit``) and the
+    container when it is not JPEG (e.g. ``png``); empty for an ordinary 8-bit RGB JPEG.
+    """
+
+    width: int
+    height: int
+    notes: tuple = ()
+
+
+def _read_bytes(path):
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ImageError(path, "missing") from None
+    except OSError as err:
+        raise ImageError(path, "corrupt", str(err)) from None
+    if data.size == 0:
+        raise ImageError(path, "corrupt", "empty file")
+    return data
+
+
+def _container(data):
+    head = data[:12].tobytes()
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"BM"):
+        return "bmp"
+    return "other"
+
+
+def _decode(path, data):
+    """(H, W, C) or (H, W) array as stored, and the conversions to RGB it needs."""
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ImageError(path, "corrupt")
+    notes = []
+    if img.ndim == 2 or img.shape[2] == 1:
+        notes.append("grayscale")
+    elif img.shape[2] == 4:
+        notes.append("alpha")
+    elif img.shape[2] != 3:
+        raise ImageError(path, "corrupt", "%d channels" % img.shape[2])
+    if img.dtype != np.uint8:
+        notes.append("16-bit" if img.dtype == np.uint16 else str(img.dtype))
+    container = _container(data)
+    if container != "jpeg":
+        notes.append(container)
+    return img, tuple(notes)
+
+
+def load_image_rgb(path):
+    """Decode an image file to RGB.
+
+    Grayscale, RGBA (alpha dropped), 16-bit (scaled to 8 bits), PNG and other formats OpenCV reads are
+    converted.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    (H, W, 3) uint8 RGB array.
+
+    Raises
+    ------
+    ImageError naming the file when it is missing or cannot be decoded.
+    """
+    img, _notes = _decode(path, _read_bytes(path))
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(img, code)
+
+
+def inspect_image(path, mode="decode"):
+    """Check an image file at load time.
+
+    Parameters
+    ----------
+    path : str
+    mode : one of :data:`CHECK_MODES`. ``decode`` decodes the whole image (a record that passes cannot fail
+        to decode later), ``header`` reads only the header with Pillow, ``none`` only tests that the file
+        exists (size then unknown: width = height = 0).
+
+    Returns
+    -------
+    ImageInfo
+
+    Raises
+    ------
+    ImageError naming the file.
+    """
+    if mode not in CHECK_MODES:
+        raise ValueError("check_images=%r; expected one of %s" % (mode, ", ".join(CHECK_MODES)))
+    if mode == "none":
+        if not os.path.isfile(path):
+            raise ImageError(path, "missing")
+        return ImageInfo(0, 0)
+    if mode == "header":
+        from PIL import Image, UnidentifiedImageError
+
+        if not os.path.isfile(path):
+            raise ImageError(path, "missing")
+        try:
+            with Image.open(path) as im:
+                width, height, pil_mode, fmt = im.width, im.height, im.mode, (im.format or "other").lower()
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ImageError(path, "corrupt", str(err)) from None
+        notes = {"L": ("grayscale",), "LA": ("grayscale", "alpha"), "RGBA": ("alpha",),
+                 "I;16": ("grayscale", "16-bit"), "P": ("palette",)}.get(pil_mode, ())
+        return ImageInfo(width, height, notes + (() if fmt == "jpeg" else (fmt,)))
+    img, notes = _decode(path, _read_bytes(path))
+    return ImageInfo(int(img.shape[1]), int(img.shape[0]), notes)

@@ -1,0 +1,191 @@
+/*!
+ * \file match.h
+ * \brief Anchor <-> ground-truth matching and hard-negative sampling (host code, std only).
+ *
+ * Matching and sampling are separate steps so that other target operators (an FPN RPN target
+ * with balanced sampling, a proposal target) can reuse the matcher with another sampler.
+ *
+ * The result of matching is one int per anchor:
+ *   >= 0         index of the ground truth the anchor is matched to (a positive),
+ *   kUnmatched   matched to nothing: a background candidate,
+ *   kIgnored     excluded from the losses (set by a sampler).
+ *
+ * Matching, as in SSD (Liu et al. 2016) and MXNet's contrib.MultiBoxTarget:
+ *  1. ScanOverlaps: for every anchor, its best ground truth (highest IoU, the lowest index on
+ *     ties) and, for every ground truth, its best anchor (highest IoU, lowest anchor index).
+ *  2. ClaimBestAnchors: bipartite step. Repeatedly the (anchor, ground truth) pair with the
+ *     highest IoU among free anchors and unclaimed ground truths is matched (ties: lowest anchor
+ *     index, then lowest ground-truth index), until every ground truth has claimed an anchor or
+ *     no pair has IoU > kMinClaimIoU.
+ *  3. MatchAboveThreshold: every other anchor whose best IoU is > threshold matches its best
+ *     ground truth.
+ * Sampling:
+ *  SelectHardNegatives: of the unmatched anchors whose best IoU is < a threshold, keep the
+ *  `count` with the lowest score (for SSD the background probability: the hardest negatives;
+ *  ties by lowest anchor index, NaN ranks last); every other unmatched anchor becomes kIgnored.
+ *
+ * IoU is BoxIoU(anchor, gt) of common/bbox.h; a NaN IoU never wins a comparison.
+ */
+#ifndef SSDKIT_COMMON_MATCH_H_
+#define SSDKIT_COMMON_MATCH_H_
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "common/bbox.h"
+
+namespace ssdkit {
+namespace match {
+
+constexpr int kUnmatched = -1;  //!< no ground truth: background candidate
+constexpr int kIgnored = -2;    //!< neither positive nor negative
+
+/*! \brief A ground truth claims an anchor only when their IoU is above this. */
+constexpr float kMinClaimIoU = 1e-6f;
+
+/*! \brief Best anchor of one ground truth: highest IoU, lowest anchor index on ties. */
+struct GtBest {
+  float iou = -1.f;
+  int anchor = -1;
+};
+
+/*! \brief Fold `other` (covering higher anchor indices) into `into`: the lower index wins ties. */
+inline void MergeGtBest(const GtBest& other, GtBest* into) {
+  if (other.iou > into->iou) *into = other;
+}
+
+/*!
+ * \brief Step 1 over anchors [begin, end).
+ * \param anchors   (N, 4) corners
+ * \param gts       (G, 4) corners of the valid ground truths
+ * \param best_iou  (N,) out: highest IoU of each anchor, -1 when G == 0
+ * \param best_gt   (N,) out: its ground truth (lowest index on ties), -1 when G == 0
+ * \param gt_best   (G,) out: best anchor of each ground truth within the range
+ */
+inline void ScanOverlaps(const float* anchors, int begin, int end, const float* gts, int num_gt,
+                         float* best_iou, int* best_gt, GtBest* gt_best) {
+  for (int g = 0; g < num_gt; ++g) gt_best[g] = GtBest();
+  for (int j = begin; j < end; ++j) {
+    const float* a = anchors + 4 * static_cast<size_t>(j);
+    float bi = -1.f;
+    int bg = -1;
+    for (int g = 0; g < num_gt; ++g) {
+      float iou = BoxIoU(a, gts + 4 * g);
+      if (iou > bi) {
+        bi = iou;
+        bg = g;
+      }
+      if (iou > gt_best[g].iou) {
+        gt_best[g].iou = iou;
+        gt_best[g].anchor = j;
+      }
+    }
+    best_iou[j] = bi;
+    best_gt[j] = bg;
+  }
+}
+
+/*!
+ * \brief Step 2, the bipartite claim.
+ * \param gt_best  (G,) best anchor of every ground truth over all N anchors (from ScanOverlaps);
+ *                 used as scratch and left undefined
+ * \param match    (N,) in: kUnmatched everywhere; out: claimed anchors hold their ground truth
+ * \return the number of anchors claimed
+ */
+inline int ClaimBestAnchors(const float* anchors, int num_anchors, const float* gts, int num_gt,
+                            GtBest* gt_best, int* match) {
+  std::vector<char> claimed(num_gt, 0);
+  int num_claimed = 0;
+  while (true) {
+    int pick = -1;
+    float pick_iou = kMinClaimIoU;
+    int pick_anchor = -1;
+    for (int g = 0; g < num_gt; ++g) {
+      if (claimed[g]) continue;
+      const GtBest& b = gt_best[g];
+      if (b.iou > pick_iou || (pick >= 0 && b.iou == pick_iou && b.anchor < pick_anchor)) {
+        pick = g;
+        pick_iou = b.iou;
+        pick_anchor = b.anchor;
+      }
+    }
+    if (pick < 0) break;
+    claimed[pick] = 1;
+    match[pick_anchor] = pick;
+    ++num_claimed;
+    // Ground truths whose best anchor was just taken look for their best free anchor.
+    for (int g = 0; g < num_gt; ++g) {
+      if (claimed[g] || gt_best[g].anchor != pick_anchor) continue;
+      GtBest b;
+      const float* box = gts + 4 * g;
+      for (int j = 0; j < num_anchors; ++j) {
+        if (match[j] >= 0) continue;
+        float iou = BoxIoU(anchors + 4 * static_cast<size_t>(j), box);
+        if (iou > b.iou) {
+          b.iou = iou;
+          b.anchor = j;
+        }
+      }
+      gt_best[g] = b;
+    }
+  }
+  return num_claimed;
+}
+
+/*!
+ * \brief Step 3: anchors not yet matched whose best IoU is > `threshold` match their best gt.
+ * \return the number of anchors matched here
+ */
+inline int MatchAboveThreshold(const float* best_iou, const int* best_gt, int num_anchors,
+                               float threshold, int* match) {
+  int count = 0;
+  for (int j = 0; j < num_anchors; ++j) {
+    if (match[j] < 0 && best_gt[j] >= 0 && best_iou[j] > threshold) {
+      match[j] = best_gt[j];
+      ++count;
+    }
+  }
+  return count;
+}
+
+/*! \brief Candidate of the negative sampler: (score, anchor index), compared lexicographically. */
+using ScoredAnchor = std::pair<float, int>;
+
+/*!
+ * \brief Sampling: keep the `count` hardest unmatched anchors as negatives, ignore the others.
+ * \param best_iou    (N,) best IoU of each anchor; only anchors with best_iou < iou_threshold
+ *                    are candidates
+ * \param score       (N,) lower = harder (e.g. background probability); NaN ranks last
+ * \param count       negatives wanted; fewer are kept when there are fewer candidates
+ * \param scratch     reused buffer (avoids an allocation per image)
+ * \param match       (N,) in: matching result; out: kept negatives stay kUnmatched, every other
+ *                    unmatched anchor becomes kIgnored, positives are untouched
+ * \return the number of negatives kept
+ */
+inline int SelectHardNegatives(const float* best_iou, const float* score, int num_anchors,
+                               float iou_threshold, int count, std::vector<ScoredAnchor>* scratch,
+                               int* match) {
+  std::vector<ScoredAnchor>& cand = *scratch;
+  cand.clear();
+  for (int j = 0; j < num_anchors; ++j) {
+    if (match[j] != kUnmatched) continue;
+    match[j] = kIgnored;
+    if (best_iou[j] < iou_threshold) {
+      float s = score[j];
+      cand.emplace_back(std::isnan(s) ? INFINITY : s, j);
+    }
+  }
+  int keep = std::max(0, std::min<int>(count, static_cast<int>(cand.size())));
+  if (keep < static_cast<int>(cand.size()) && keep > 0) {
+    std::nth_element(cand.begin(), cand.begin() + (keep - 1), cand.end());
+  }
+  for (int i = 0; i < keep; ++i) match[cand[i].second] = kUnmatched;
+  return keep;
+}
+
+}  // namespace match
+}  // namespace ssdkit
+
+#endif  // SSDKIT_COMMON_MATCH_H_

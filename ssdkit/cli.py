@@ -1,0 +1,84 @@
+"""Command-line flags of the scripts, mapped onto config keys (``section.key``).
+
+Flags only override what they name: a flag not given leaves the value of ``--config`` (or the
+default) alone. Every script parses with these helpers so flags mean the same everywhere.
+"""
+import argparse
+
+# flag -> (config key, argparse kwargs)
+_COMMON = {
+    "--network": ("model.network", dict(type=str, help="base network, e.g. tiny, vgg16_reduced, resnet50")),
+    "--data-shape": ("model.data_shape", dict(type=int, help="input size in pixels (square)")),
+    "--class-names": ("model.class_names", dict(type=lambda s: tuple(c.strip() for c in s.split(",") if c.strip()),
+                                                help="comma-separated class names")),
+    "--num-class": ("model.num_classes", dict(type=int, help="number of object classes")),
+    "--dataset": ("data.format", dict(choices=["voc", "coco", "list", "rec"], help="dataset format")),
+    "--data-root": ("data.root", dict(type=str, help="VOCdevkit folder / COCO image folder")),
+    "--val": ("data.val", dict(type=str, nargs="+", help="validation sets / files")),
+    "--batch-size": ("data.batch_size", dict(type=int, help="images per batch (per worker)")),
+    "--num-workers": ("data.num_workers", dict(type=int, help="data loading workers")),
+    "--gpus": ("runtime.gpus", dict(type=str, help="GPU ids, e.g. 0,1 (default: CPU)")),
+    "--cpus": ("runtime.cpus", dict(type=int, help="number of CPU contexts for data parallelism")),
+    "--nms-thresh": ("model.nms_thresh", dict(type=float, help="NMS IoU threshold")),
+}
+
+_TRAIN = {
+    "--train": ("data.train", dict(type=str, nargs="+", help="training sets / files")),
+    "--lr": ("solver.lr", dict(type=float, help="base learning rate")),
+    "--momentum": ("solver.momentum", dict(type=float, help="SGD momentum")),
+    "--wd": ("solver.wd", dict(type=float, help="weight decay")),
+    "--epochs": ("solver.epochs", dict(type=int, help="epochs to train")),
+    "--warmup-epochs": ("solver.warmup_epochs", dict(type=float, help="linear warm-up length")),
+    "--schedule": ("solver.schedule", dict(choices=["multistep", "cosine"], help="lr schedule")),
+    "--lr-steps": ("solver.lr_steps", dict(type=lambda s: tuple(float(v) for v in s.split(",")),
+                                           help="epochs where the lr is multiplied by lr_factor, e.g. 160,200")),
+    "--pretrained": ("model.pretrained", dict(type=str, help="ImageNet weights of the base network (file)")),
+    "--finetune": ("model.finetune", dict(type=str, help="detector weights to start from (file)")),
+    "--freeze": ("model.freeze", dict(type=str, nargs="+", help="regexes of parameter names to freeze")),
+    "--kv-store": ("runtime.kv_store", dict(choices=["local", "device", "dist_sync", "dist_async",
+                                                     "dist_device_sync"], help="gradient aggregation")),
+    "--prefix": ("runtime.prefix", dict(type=str, help="checkpoint prefix, e.g. output/ssd")),
+    "--seed": ("runtime.seed", dict(type=int, help="random seed")),
+    "--val-interval": ("runtime.val_interval", dict(type=int, help="validate every k epochs")),
+    "--resume": ("runtime.resume", dict(action="store_const", const=True,
+                                        help="continue from the last checkpoint of --prefix")),
+}
+
+
+def add_config_flags(parser, *, training):
+    """Add ``--config`` and the flags of :data:`_COMMON` (and :data:`_TRAIN` when ``training``)."""
+    parser.add_argument("--config", type=str, default=None,
+                        help="TOML config file or preset name (see ssdkit.config.list_presets())")
+    table = dict(_COMMON, **(_TRAIN if training else {}))
+    for flag, (key, kwargs) in table.items():
+        parser.add_argument(flag, dest=_dest(flag), default=None,
+                            **dict(kwargs, help="%s [config: %s]" % (kwargs.get("help", ""), key)))
+    return parser
+
+
+def overrides_from_args(args, *, training):
+    """``{"section.key": value}`` for every config flag given on the command line."""
+    table = dict(_COMMON, **(_TRAIN if training else {}))
+    out = {}
+    for flag, (key, _kwargs) in table.items():
+        value = getattr(args, _dest(flag), None)
+        if value is not None:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def config_from_args(args, *, training):
+    """Load ``--config`` (or defaults) and apply the flags given."""
+    from ssdkit.config import apply_overrides, load_config
+
+    return apply_overrides(load_config(args.config), overrides_from_args(args, training=training))
+
+
+def _dest(flag):
+    return flag.lstrip("-").replace("-", "_")
+
+
+def make_parser(description, *, training):
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_config_flags(parser, training=training)

@@ -1,0 +1,1 @@
+"""ssdkit.engine: the training loop, checkpoints, learning-rate schedules and run history."""

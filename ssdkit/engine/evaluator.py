@@ -1,0 +1,68 @@
+"""Run an inference graph over a labelled iterator and feed detections to metrics."""
+import mxnet as mx
+
+from ssdkit.engine.trainer import make_contexts
+
+
+def bind_inference(symbol, arg_params, aux_params, data_shapes, contexts):
+    """A Module for inference with the given weights (extra parameters, e.g. loss-only ones, ignored).
+
+    Parameters
+    ----------
+    symbol : mx.sym.Symbol whose only free input is ``data``
+    data_shapes : list of (name, shape), e.g. ``[("data", (B, 3, H, W))]``
+    """
+    mod = mx.mod.Module(symbol, data_names=[name for name, _ in data_shapes], label_names=None,
+                        context=contexts)
+    mod.bind(data_shapes=data_shapes, for_training=False)
+    mod.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
+    return mod
+
+
+def iterate_detections(mod, data_iter, progress=False, desc="evaluate"):
+    """Yield ``(detections (b, K, 6), labels (b, M, W), batch)`` per batch, padding rows removed.
+
+    Detections are rows ``[cls_id, score, xmin, ymin, xmax, ymax]`` normalised; labels as the iterator
+    gives them.
+    """
+    data_iter.reset()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+    for batch in data_iter:
+        mod.forward(mx.io.DataBatch(data=batch.data), is_train=False)
+        dets = mod.get_outputs()[0].asnumpy()
+        labels = batch.label[0].asnumpy()
+        keep = dets.shape[0] - (batch.pad or 0)
+        yield dets[:keep], labels[:keep], batch
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def evaluate_module(mod, data_iter, metrics, progress=False):
+    """Update every metric in ``metrics`` (objects with ``update(detections, labels)``) over the iterator."""
+    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress):
+        for metric in metrics:
+            metric.update(dets, labels)
+    return metrics
+
+
+def make_validator(symbol, data_iter, metric_factory, runtime, *, progress=False):
+    """``val_fn(arg_params, aux_params, epoch) -> {"mAP": value, ...}`` for :func:`ssdkit.engine.trainer.fit`.
+
+    ``metric_factory()`` returns a fresh metric with ``update`` and ``get() -> (names, values)``;
+    the last name/value pair is the headline (mAP).
+    """
+    contexts = make_contexts(runtime)
+
+    def val_fn(arg_params, aux_params, epoch):
+        mod = bind_inference(symbol, arg_params, aux_params, data_iter.provide_data, contexts)
+        metric = metric_factory()
+        evaluate_module(mod, data_iter, [metric], progress=progress)
+        names, values = metric.get()
+        return {str(names[-1]): float(values[-1])}
+
+    return val_fn

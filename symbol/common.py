@@ -1,0 +1,190 @@
+"""Blocks shared by every SSD graph: conv layers, the multi-scale feature list and the multibox heads.
+
+Naming (the weight importers in :mod:`ssdkit.weights` rely on it):
+
+* ``conv_act(name=n)`` creates ``n`` (Convolution), ``n_bn`` (BatchNorm, when asked) and
+  ``n_relu``.
+* Extra feature layer ``k`` of :func:`multi_layer_feature` is ``feat{k}_conv_1x1`` followed by
+  ``feat{k}_conv_3x3`` (the second one's kernel may be another size).
+* Head ``k`` of :func:`multibox_layer` owns ``feat{k}_scale`` (learned L2 normalisation scale),
+  ``feat{k}_loc_pred`` and ``feat{k}_cls_pred`` (3x3 convolutions) and ``feat{k}_anchors``
+  (``MultiBoxPrior``).
+
+Input contract of every ssdkit base network: ``data (B, 3, H, W)`` RGB normalised the ImageNet
+way, ``(pixel / 255 - IMAGENET_MEAN) / IMAGENET_STD`` (the GluonCV convention).
+"""
+import mxnet as mx
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""Per-channel RGB mean (in [0, 1] pixel units) subtracted from ``data`` by the data pipeline."""
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Per-channel RGB standard deviation ``data`` is divided by after the mean subtraction."""
+
+
+def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1), dilate=(1, 1),
+             num_group=1, use_bn=False, no_bias=None, bn_eps=1e-5, bn_fix_gamma=False, act="relu"):
+    """Convolution, optional BatchNorm and activation.
+
+    Parameters
+    ----------
+    data : mx.sym.Symbol, ``(B, C_in, H, W)``
+    name : str, name of the convolution; BatchNorm is ``name + '_bn'``, the activation
+        ``name + '_relu'``
+    num_filter : int, output channels
+    use_bn : bool, add BatchNorm after the convolution
+    no_bias : bool or None, None means "no bias exactly when BatchNorm follows"
+    act : str or None, activation type (None: no activation)
+
+    Returns
+    -------
+    mx.sym.Symbol, ``(B, num_filter, H', W')``
+    """
+    if no_bias is None:
+        no_bias = use_bn
+    out = mx.sym.Convolution(data=data, num_filter=num_filter, kernel=kernel, stride=stride,
+                             pad=pad, dilate=dilate, num_group=num_group, no_bias=no_bias, name=name)
+    if use_bn:
+        out = mx.sym.BatchNorm(data=out, eps=bn_eps, fix_gamma=bn_fix_gamma, name=name + "_bn")
+    if act is not None:
+        out = mx.sym.Activation(data=out, act_type=act, name=name + "_relu")
+    return out
+
+
+def _per_layer(value, num_layers, what):
+    """Broadcast a scalar to ``num_layers`` values, or check a sequence's length; returns a new list."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_layers:
+            raise ValueError("%s has %d values but there are %d feature layers: %r"
+                             % (what, len(value), num_layers, value))
+        return list(value)
+    return [value] * num_layers
+
+
+def multi_layer_feature(body, from_layers, num_filters, strides, pads, *, min_filter=128,
+                        transition_ratio=0.5, kernels=None, use_bn=False):
+    """Pick feature maps from a base network and append extra down-sampling layers.
+
+    Parameters
+    ----------
+    body : mx.sym.Symbol, the base network (any output; its internals are searched)
+    from_layers : sequence of str, one per feature layer: the name of a base-network layer (its
+        ``<name>_output`` internal) or ``''`` for a new extra layer built on the previous feature
+    num_filters : sequence of int, output channels of each extra layer (ignored, usually -1, for
+        base-network layers)
+    strides, pads : sequence of int, stride and padding of each extra layer's second convolution
+    min_filter : int, lower bound on the channels of an extra layer's 1x1 transition
+    transition_ratio : float, the 1x1 transition has ``max(min_filter, round(num_filter * ratio))``
+        channels (0.5: the classic MXNet SSD; GluonCV's resnet/mobilenet SSDs use 1.0)
+    kernels : sequence of int or None, kernel size of each extra layer's second convolution
+        (None: 3 for every layer)
+    use_bn : bool, BatchNorm after each extra convolution (GluonCV's FeatureExpander uses it,
+        with MXNet's symbolic BatchNorm defaults ``eps=1e-3``)
+
+    Returns
+    -------
+    list of mx.sym.Symbol, one ``(B, C_k, H_k, W_k)`` feature map per entry of ``from_layers``.
+    """
+    num_layers = len(from_layers)
+    num_filters = _per_layer(num_filters, num_layers, "num_filters")
+    strides = _per_layer(strides, num_layers, "strides")
+    pads = _per_layer(pads, num_layers, "pads")
+    kernels = _per_layer(3 if kernels is None else kernels, num_layers, "kernels")
+    internals = body.get_internals()
+    available = set(internals.list_outputs())
+    layers = []
+    for k, from_layer in enumerate(from_layers):
+        from_layer = from_layer.strip()
+        if from_layer:
+            key = from_layer + "_output"
+            if key not in available:
+                relus = sorted(n[:-len("_output")] for n in available if n.endswith("relu_output"))
+                raise ValueError("from_layers[%d] = %r is not a layer of the base network; its relu "
+                                 "layers are %s" % (k, from_layer, ", ".join(relus)))
+            layers.append(internals[key])
+            continue
+        if not layers:
+            raise ValueError("from_layers[0] must name a base-network layer; '' (an extra layer) "
+                             "needs a previous feature to build on")
+        if num_filters[k] <= 0:
+            raise ValueError("extra feature layer %d needs num_filters > 0, got %r" % (k, num_filters[k]))
+        num_trans = max(min_filter, int(round(num_filters[k] * transition_ratio)))
+        bn = dict(use_bn=use_bn, bn_eps=1e-3)
+        trans = conv_act(layers[-1], "feat%d_conv_1x1" % k, num_trans, kernel=(1, 1), pad=(0, 0), **bn)
+        ksz, s, p = int(kernels[k]), int(strides[k]), int(pads[k])
+        layers.append(conv_act(trans, "feat%d_conv_3x3" % k, num_filters[k], kernel=(ksz, ksz),
+                               stride=(s, s), pad=(p, p), **bn))
+    return layers
+
+
+def _format_list(values):
+    return "(" + ",".join("%r" % float(v) for v in values) + ")"
+
+
+def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1, num_channels=(),
+                   clip=False, steps=()):
+    """Attach L2 normalisation, class/box predictors and anchors to every feature map.
+
+    Parameters
+    ----------
+    from_layers : list of mx.sym.Symbol, feature maps ``(B, C_k, H_k, W_k)``
+    num_classes : int, object classes (background excluded; the heads predict ``num_classes + 1``)
+    sizes : sequence of sequences of float, anchor sizes per layer (fractions of the image)
+    ratios : sequence of sequences of float (or one sequence for every layer), width / height
+    normalization : float or sequence of float, > 0: L2-normalise the layer over channels and
+        multiply by a learned per-channel scale initialised to this value; <= 0: nothing
+    num_channels : sequence of int, channels of each layer (needed where normalization > 0)
+    clip : bool, clip anchors to [0, 1]
+    steps : sequence of float, anchor centre step per layer as a fraction of the image (empty:
+        ``1 / feature size``)
+
+    Returns
+    -------
+    loc_preds : mx.sym.Symbol, ``(B, N * 4)`` box regressions, anchor-major
+    cls_preds : mx.sym.Symbol, ``(B, num_classes + 1, N)`` class logits, channel 0 background
+    anchors : mx.sym.Symbol, ``(1, N, 4)`` normalised corner anchors
+    """
+    num_layers = len(from_layers)
+    if num_layers == 0:
+        raise ValueError("multibox_layer needs at least one feature layer")
+    if num_classes < 1:
+        raise ValueError("num_classes must be >= 1 (object classes, background excluded), got %r"
+                         % (num_classes,))
+    sizes = _per_layer(sizes, num_layers, "sizes")
+    if not isinstance(ratios[0], (list, tuple)):
+        ratios = [ratios] * num_layers
+    ratios = _per_layer(ratios, num_layers, "ratios")
+    normalization = _per_layer(normalization, num_layers, "normalizations")
+    steps = list(steps) if steps else []
+    if steps and len(steps) != num_layers:
+        raise ValueError("steps has %d values but there are %d feature layers" % (len(steps), num_layers))
+    num_channels = list(num_channels)
+
+    loc_layers, cls_layers, anchor_layers = [], [], []
+    for k, layer in enumerate(from_layers):
+        if normalization[k] > 0:
+            if k >= len(num_channels) or num_channels[k] <= 0:
+                raise ValueError("layer %d is L2-normalised, so num_channels[%d] (num_filters) must "
+                                 "give its channel count" % (k, k))
+            layer = mx.sym.L2Normalization(data=layer, mode="channel", eps=1e-5, name="feat%d_norm" % k)
+            scale = mx.sym.Variable("feat%d_scale" % k, shape=(1, num_channels[k], 1, 1),
+                                    init=mx.init.Constant(float(normalization[k])))
+            layer = mx.sym.broadcast_mul(layer, scale, name="feat%d_scaled" % k)
+        num_anchors = len(sizes[k]) + len(ratios[k]) - 1
+        loc = mx.sym.Convolution(data=layer, num_filter=num_anchors * 4, kernel=(3, 3), pad=(1, 1),
+                                 name="feat%d_loc_pred" % k)
+        loc_layers.append(mx.sym.flatten(mx.sym.transpose(loc, axes=(0, 2, 3, 1))))
+        cls = mx.sym.Convolution(data=layer, num_filter=num_anchors * (num_classes + 1), kernel=(3, 3),
+                                 pad=(1, 1), name="feat%d_cls_pred" % k)
+        cls_layers.append(mx.sym.flatten(mx.sym.transpose(cls, axes=(0, 2, 3, 1))))
+        step = (steps[k], steps[k]) if steps else (-1.0, -1.0)
+        anchors = mx.sym.MultiBoxPrior(layer, sizes=_format_list(sizes[k]), ratios=_format_list(ratios[k]),
+                                       clip=clip, steps=_format_list(step), name="feat%d_anchors" % k)
+        anchor_layers.append(mx.sym.flatten(anchors))
+
+    loc_preds = mx.sym.concat(*loc_layers, dim=1, name="multibox_loc_pred")
+    cls_preds = mx.sym.concat(*cls_layers, dim=1)
+    cls_preds = mx.sym.reshape(cls_preds, shape=(0, -1, num_classes + 1))
+    cls_preds = mx.sym.transpose(cls_preds, axes=(0, 2, 1), name="multibox_cls_pred")
+    anchors = mx.sym.concat(*anchor_layers, dim=1)
+    anchors = mx.sym.reshape(anchors, shape=(0, -1, 4), name="multibox_anchors")
+    return loc_preds, cls_preds, anchors

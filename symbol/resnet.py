@@ -1,0 +1,68 @@
+"""ResNet v1 base networks (18, 34, 50, 101 layers), the architecture of GluonCV's ``resnet*_v1``.
+
+v1 places the stride of a bottleneck unit on its first 1x1 convolution, and, like GluonCV, gives
+the two 1x1 convolutions of a bottleneck a bias (3x3 convolutions, the stem and the projection
+shortcut have none). BatchNorm uses ``eps=1e-5``.
+
+Layer names: stem ``conv0`` (+ ``conv0_bn``, ``conv0_relu``), ``pool0``; unit ``u`` (1-based) of
+stage ``s`` (1..4): ``stage{s}_unit{u}_conv{j}`` (+ ``_bn``, ``_relu``), the projection shortcut
+``stage{s}_unit{u}_sc`` (+ ``_bn``) and the unit output ``stage{s}_unit{u}_relu``.
+"""
+import mxnet as mx
+
+from ssdkit.symbol.common import conv_act
+
+SPECS = {
+    18: ("basic", (2, 2, 2, 2), (64, 128, 256, 512)),
+    34: ("basic", (3, 4, 6, 3), (64, 128, 256, 512)),
+    50: ("bottleneck", (3, 4, 6, 3), (256, 512, 1024, 2048)),
+    101: ("bottleneck", (3, 4, 23, 3), (256, 512, 1024, 2048)),
+}
+"""depth -> (unit type, units per stage, output channels per stage)."""
+
+
+def _unit(data, name, channels, stride, project, bottleneck):
+    bn = dict(use_bn=True)
+    if bottleneck:
+        mid = channels // 4
+        x = conv_act(data, name + "_conv1", mid, kernel=(1, 1), stride=(stride, stride), pad=(0, 0),
+                     no_bias=False, **bn)
+        x = conv_act(x, name + "_conv2", mid, **bn)
+        x = conv_act(x, name + "_conv3", channels, kernel=(1, 1), pad=(0, 0), no_bias=False, act=None, **bn)
+    else:
+        x = conv_act(data, name + "_conv1", channels, stride=(stride, stride), **bn)
+        x = conv_act(x, name + "_conv2", channels, act=None, **bn)
+    shortcut = data
+    if project:
+        shortcut = conv_act(data, name + "_sc", channels, kernel=(1, 1), stride=(stride, stride),
+                            pad=(0, 0), act=None, **bn)
+    x = mx.sym.elemwise_add(x, shortcut, name=name + "_plus")
+    return mx.sym.Activation(data=x, act_type="relu", name=name + "_relu")
+
+
+def get_symbol(num_classes=1000, num_layers=50, **kwargs):
+    """Build a ResNet v1 body.
+
+    Parameters
+    ----------
+    num_classes : int, unused (the body has no classifier)
+    num_layers : int, one of 18, 34, 50, 101
+
+    Returns
+    -------
+    mx.sym.Symbol, the last unit's output ``(B, C, H / 32, W / 32)`` (C = 512 or 2048).
+    """
+    del num_classes, kwargs
+    if num_layers not in SPECS:
+        raise ValueError("resnet num_layers must be one of %s, got %r" % (sorted(SPECS), num_layers))
+    unit_type, units, channels = SPECS[num_layers]
+    x = conv_act(mx.sym.Variable("data"), "conv0", 64, kernel=(7, 7), stride=(2, 2), pad=(3, 3), use_bn=True)
+    x = mx.sym.Pooling(data=x, pool_type="max", kernel=(3, 3), stride=(2, 2), pad=(1, 1), name="pool0")
+    in_channels = 64
+    for s, (num_units, out_channels) in enumerate(zip(units, channels), start=1):
+        for u in range(1, num_units + 1):
+            stride = 2 if (u == 1 and s > 1) else 1
+            project = u == 1 and (stride != 1 or in_channels != out_channels)
+            x = _unit(x, "stage%d_unit%d" % (s, u), out_channels, stride, project, unit_type == "bottleneck")
+            in_channels = out_channels
+    return x

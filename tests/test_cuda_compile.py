@@ -1,0 +1,41 @@
+"""Compile-only check of every CUDA source with nvcc (no GPU is needed, none is used)."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ssdkit import _build
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(REPO, "src", "operators")
+NVCC = shutil.which("nvcc")
+CU_FILES = _build.source_files(SRC, (".cu",))
+
+
+def test_there_are_cuda_sources():
+    assert any(p.endswith(os.path.join("multibox_prior", "multibox_prior.cu")) for p in CU_FILES)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH; CUDA sources cannot be compiled here")
+@pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: os.path.relpath(p, SRC))
+def test_nvcc_compiles(cu, tmp_path):
+    arch = _build.CUDA_ARCHS[0]
+    cmd = [NVCC, "-std=c++17", "-O2", "-Xcompiler", "-fPIC", "-I" + SRC, "-DSSDKIT_WITH_CUDA",
+           "-gencode", "arch=compute_%s,code=sm_%s" % (arch, arch), "-c", cu, "-o", str(tmp_path / "k.o")]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout
+    assert (tmp_path / "k.o").stat().st_size > 0
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH; CUDA sources cannot be compiled here")
+def test_glue_compiles_with_cuda_enabled(tmp_path):
+    """The .cc files with SSDKIT_WITH_CUDA defined (their GPU registration paths) compile with g++."""
+    mx_version, mx_root = _build.mxnet_root()
+    flags = ["-std=c++17", "-fPIC", "-fsyntax-only", "-I" + os.path.join(mx_root, "include"), "-I" + SRC,
+             "-DSSDKIT_WITH_CUDA", '-DSSDKIT_MXNET_VERSION="%s"' % mx_version, '-DSSDKIT_SOURCE_HASH="x"',
+             "-fopenmp"]
+    for cc in _build.source_files(SRC, (".cc",)):
+        proc = subprocess.run(["g++"] + flags + [cc], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, cc + "\n" + proc.stdout

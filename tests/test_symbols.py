@@ -1,0 +1,186 @@
+"""SSD graphs: presets build, anchor counts, output shapes, anchors vs numpy, training on one batch."""
+import copy
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from ssdkit.anchors import ssd_anchors
+from ssdkit.symbol import mobilenet, resnet, symbol_builder, symbol_factory, tiny, vgg16_reduced
+
+PRESETS = [("vgg16_reduced", 300, 8732), ("vgg16_reduced", 512, 24576), ("resnet50", 512, 6132),
+           ("resnet18", 300, None), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
+           ("mobilenet", 300, None), ("tiny", 64, 340)]
+
+
+def _multibox_shapes(config, data_shape, num_classes=20, batch=2):
+    sym = symbol_builder.get_multibox_outputs(num_classes=num_classes, **config)
+    _, out_shapes, _ = sym.infer_shape(data=(batch, 3, data_shape, data_shape))
+    return out_shapes
+
+
+def _expected_anchors(config, data_shape):
+    """Anchor count from the feature-map sizes the graph infers, and the preset's sizes/ratios."""
+    body = symbol_builder._base_network(
+        config["network"], 20, **{k: v for k, v in config.items() if k == "num_layers"})
+    feats = symbol_builder.multi_layer_feature(
+        body, config["from_layers"], config["num_filters"], config["strides"], config["pads"],
+        transition_ratio=config.get("transition_ratio", 0.5), use_bn=config.get("extra_bn", False))
+    total = 0
+    for k, feat in enumerate(feats):
+        _, (shape,), _ = feat.infer_shape(data=(1, 3, data_shape, data_shape))
+        total += shape[2] * shape[3] * (len(config["sizes"][k]) + len(config["ratios"][k]) - 1)
+    return total
+
+
+@pytest.mark.parametrize("network,data_shape,num_anchors", PRESETS)
+def test_presets_build_with_consistent_shapes(network, data_shape, num_anchors):
+    config = symbol_factory.get_config(network, data_shape)
+    loc, cls, anchors = _multibox_shapes(config, data_shape)
+    n = anchors[1]
+    assert anchors == (1, n, 4)
+    assert loc == (2, n * 4)
+    assert cls == (2, 21, n)
+    assert n == _expected_anchors(config, data_shape)
+    if num_anchors is not None:
+        assert n == num_anchors
+
+
+def test_vgg16_reduced_300_feature_sizes():
+    body = vgg16_reduced.get_symbol(20)
+    internals = body.get_internals()
+    for name, size, channels in [("relu4_3", 38, 512), ("relu7", 19, 1024)]:
+        _, (shape,), _ = internals[name + "_output"].infer_shape(data=(1, 3, 300, 300))
+        assert shape == (1, channels, size, size)
+
+
+@pytest.mark.parametrize("depth,channels", [(18, 512), (34, 512), (50, 2048), (101, 2048)])
+def test_resnet_depths(depth, channels):
+    body = resnet.get_symbol(20, num_layers=depth)
+    _, (shape,), _ = body.infer_shape(data=(1, 3, 224, 224))
+    assert shape == (1, channels, 7, 7)
+    convs = [a for a in body.list_arguments() if a.endswith("_weight")]
+    # depth = stem + 2 or 3 convolutions per unit + classifier (absent here) + projections
+    units = sum(resnet.SPECS[depth][1])
+    per_unit = 3 if depth >= 50 else 2
+    projections = sum(1 for a in convs if a.endswith("_sc_weight"))
+    assert len(convs) == 1 + units * per_unit + projections
+    assert 1 + units * per_unit + 1 == depth
+    assert projections == (4 if depth >= 50 else 3)
+
+
+def test_mobilenet_and_tiny_bodies():
+    _, (shape,), _ = mobilenet.get_symbol(20).infer_shape(data=(1, 3, 224, 224))
+    assert shape == (1, 1024, 7, 7)
+    internals = mobilenet.get_symbol(20).get_internals()
+    _, (shape,), _ = internals["conv_12_relu_output"].infer_shape(data=(1, 3, 224, 224))
+    assert shape == (1, 512, 14, 14)
+    _, (shape,), _ = tiny.get_symbol(20).infer_shape(data=(1, 3, 64, 64))
+    assert shape == (1, 128, 4, 4)
+
+
+def test_caller_lists_are_not_mutated():
+    config = symbol_factory.get_config("vgg16_reduced", 300)
+    before = copy.deepcopy(config)
+    symbol_builder.get_multibox_outputs(num_classes=3, **config)
+    symbol_factory.get_config("vgg16_reduced", 300)["sizes"][0].append(9.0)
+    assert config == before
+    assert symbol_factory.get_config("vgg16_reduced", 300) == before
+
+
+def test_l2_normalisation_scale_and_head_names():
+    sym = symbol_builder.get_multibox_outputs(num_classes=20, **symbol_factory.get_config("vgg16_reduced", 300))
+    args = sym.list_arguments()
+    assert "feat0_scale" in args and "feat1_scale" not in args
+    for k in range(6):
+        assert "feat%d_loc_pred_weight" % k in args and "feat%d_cls_pred_weight" % k in args
+    assert "feat2_conv_1x1_weight" in args and "feat5_conv_3x3_weight" in args
+    attrs = sym.attr_dict()["feat0_scale"]
+    assert "20" in attrs["__init__"] and attrs["__shape__"] == "(1, 512, 1, 1)"
+
+
+def test_anchors_match_numpy_reference():
+    config = symbol_factory.get_config("tiny", 64)
+    sym = symbol_builder.get_multibox_outputs(num_classes=2, **config)
+    exe = sym.simple_bind(mx.cpu(), data=(1, 3, 64, 64), grad_req="null")
+    anchors = exe.forward(is_train=False, data=mx.nd.zeros((1, 3, 64, 64)))[2].asnumpy()[0]
+    maps = [8, 4, 2, 1]
+    expected = np.concatenate([ssd_anchors(m, m, config["sizes"][k], config["ratios"][k])
+                               for k, m in enumerate(maps)])
+    np.testing.assert_allclose(anchors, expected, atol=1e-6)
+
+
+def test_bad_arguments_are_named():
+    config = symbol_factory.get_config("tiny", 64)
+    with pytest.raises(ValueError, match="not a layer of the base network"):
+        symbol_builder.get_multibox_outputs(num_classes=2, **dict(config, from_layers=["nope", "", "", ""]))
+    with pytest.raises(ValueError, match="unknown base network"):
+        symbol_builder.get_multibox_outputs(num_classes=2, **dict(config, network="vgg17"))
+    with pytest.raises(ValueError, match="sizes has 3 values"):
+        symbol_builder.get_multibox_outputs(num_classes=2, **dict(config, sizes=config["sizes"][:3]))
+    with pytest.raises(ValueError, match="no SSD preset"):
+        symbol_factory.get_config("vgg17", 300)
+
+
+def _tiny_batch(batch=2, size=64):
+    rng = np.random.RandomState(0)
+    data = rng.uniform(-1, 1, size=(batch, 3, size, size)).astype(np.float32)
+    label = np.full((batch, 3, 5), -1, dtype=np.float32)
+    label[0, 0] = [1, 0.1, 0.2, 0.5, 0.7]
+    label[0, 1] = [0, 0.55, 0.5, 0.95, 0.9]
+    label[1, 0] = [2, 0.3, 0.3, 0.8, 0.6]
+    return data, label
+
+
+def test_inference_symbol_outputs_detections():
+    sym = symbol_factory.get_symbol("tiny", 64, num_classes=3, max_detections=10)
+    assert sym.list_outputs() == ["detection_output"]
+    _, (shape,), _ = sym.infer_shape(data=(2, 3, 64, 64))
+    assert shape == (2, 10, 6)
+    sym = symbol_factory.get_symbol("vgg16_reduced", 300, num_classes=20)
+    _, (shape,), _ = sym.infer_shape(data=(1, 3, 300, 300))
+    assert shape == (1, 8732, 6)
+
+
+def test_train_and_inference_symbols_share_parameters():
+    train = symbol_factory.get_symbol_train("vgg16_reduced", 300, num_classes=20)
+    infer = symbol_factory.get_symbol("vgg16_reduced", 300, num_classes=20)
+    assert set(train.list_arguments()) - set(infer.list_arguments()) == {"label"}
+    assert set(train.list_auxiliary_states()) == set(infer.list_auxiliary_states())
+    assert train.list_outputs() == ["cls_prob_output", "loc_loss_output", "cls_label_output",
+                                    "det_out_output"]
+
+
+def test_training_symbol_overfits_one_batch():
+    mx.random.seed(0)
+    np.random.seed(0)
+    data, label = _tiny_batch()
+    sym = symbol_factory.get_symbol_train("tiny", 64, num_classes=3)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["label"], context=mx.cpu())
+    mod.bind(data_shapes=[("data", data.shape)], label_shapes=[("label", label.shape)])
+    mod.init_params(initializer=mx.init.Xavier(magnitude=2))
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.05, "momentum": 0.9})
+    batch = mx.io.DataBatch([mx.nd.array(data)], [mx.nd.array(label)])
+
+    def losses():
+        cls_prob, loc_loss, cls_label, det = [o.asnumpy() for o in mod.get_outputs()]
+        target = cls_label.astype(int)                                   # (B, N)
+        valid = target >= 0
+        picked = np.take_along_axis(cls_prob, np.maximum(target, 0)[:, None, :], axis=1)[:, 0]
+        return -np.log(picked[valid] + 1e-12).mean(), loc_loss.sum(), det
+
+    history = []
+    for _ in range(60):
+        mod.forward(batch, is_train=True)
+        history.append(losses())
+        mod.backward()
+        mod.update()
+    (cls0, loc0, _), (cls1, loc1, det) = history[0], history[-1]
+    assert np.isfinite(cls0) and np.isfinite(loc0)
+    assert cls1 < 0.3 * cls0, (cls0, cls1)
+    assert loc1 < 0.3 * loc0, (loc0, loc1)
+    # after overfitting, the best detection of image 0 is one of its objects, well placed
+    best = det[0][det[0][:, 0] >= 0][0]
+    assert best[0] in (0, 1) and best[1] > 0.5
+    gt = label[0][label[0, :, 0] == best[0]][0, 1:]
+    assert np.abs(best[2:] - gt).max() < 0.1, (best, gt)
