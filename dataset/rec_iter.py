@@ -135,7 +135,7 @@ class RecordDetIter(mx.io.DataIter):
         normalised to [0, 1])
     batch_size : int, B
     data_shape : (3, H, W)
-    max_objects : int, M (objects per image beyond M are dropped)
+    max_objects : int, M; a record with more objects makes the iterator raise
     augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform
     normalization : Normalization, the same ``(rgb - mean) / std`` as FolderDetIter
     shuffle : bool
@@ -145,8 +145,8 @@ class RecordDetIter(mx.io.DataIter):
     num_parts, part_index : shard the file (distributed training)
     data_name, label_name : names in ``provide_data`` / ``provide_label``
 
-    A record whose image cannot be decoded stops the C++ iterator: ``next`` then raises a
-    ``RuntimeError`` naming the file and the fix (files written by ``pack_recordio`` hold only
+    A record whose image cannot be decoded (or with more than M objects) stops the C++ iterator:
+    ``next`` then raises a ``RuntimeError`` naming the file and the fix (files written by ``pack_recordio`` hold only
     images that decoded when packed).
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
@@ -188,12 +188,17 @@ class RecordDetIter(mx.io.DataIter):
         try:
             return method()
         except mx.base.MXNetError as err:
-            raise RuntimeError(
-                "ImageDetRecordIter failed reading %s: %s\nThe C++ iterator cannot skip a record whose "
-                "image does not decode. Re-pack the file with ssdkit.dataset.recordio.pack_recordio "
-                "(it decodes every image first) or train from the image files with FolderDetIter, "
-                "which skips bad images with a counted warning."
-                % (self.kwargs["path_imgrec"], str(err).strip().splitlines()[-1])) from err
+            detail = str(err).strip().splitlines()[-1]
+            if "label_pad_width" in detail:
+                fix = ("A record holds more than max_objects=%d objects; raise max_objects."
+                       % self.max_objects)
+            else:
+                fix = ("The C++ iterator cannot skip a record whose image does not decode. Re-pack the "
+                       "file with ssdkit.dataset.recordio.pack_recordio (it decodes every image first) "
+                       "or train from the image files with FolderDetIter, which skips bad images with "
+                       "a counted warning.")
+            raise RuntimeError("ImageDetRecordIter failed reading %s: %s\n%s"
+                               % (self.kwargs["path_imgrec"], detail, fix)) from err
 
     def reset(self):
         self._call(self._iter.reset)

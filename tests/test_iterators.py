@@ -222,6 +222,12 @@ def test_record_iter_bad_image_raises_an_error_naming_the_fix(tmp_path):
         _epoch(RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2))
 
 
+def test_record_iter_too_many_objects_raises(dataset):
+    _, _, rec_path = dataset
+    with pytest.raises(RuntimeError, match="raise max_objects"):
+        _epoch(RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W), max_objects=3))
+
+
 # ---------------------------------------------------------------- the folder iterator
 def test_folder_iter_augments_and_keeps_boxes_on_objects(dataset):
     records, images, _ = dataset
