@@ -73,14 +73,18 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
                 report.add("crowd", source, "annotation %s %s" % (ann.get("id"), crowd))
                 if crowd == "skip":
                     continue
-            x, y, w, h = (float(v) for v in bbox)
+            try:
+                x, y, w, h = (float(v) for v in bbox)
+            except (TypeError, ValueError):
+                bad = "annotation %s has non-numeric bbox %r" % (ann.get("id"), bbox)
+                break
             boxes.append((x, y, x + w, y + h))
             classes.append(cat_index[cid])
             difficult.append(is_crowd or bool(ann.get("difficult", 0)))
         if bad is not None:
             report.add("bad_annotation", source, bad)
             continue
-        raws.append(RawAnnotation(path=os.path.join(image_dir, info["file_name"]), width=info.get("width"),
+        raws.append(RawAnnotation(path=os.path.join(os.path.abspath(image_dir), info["file_name"]), width=info.get("width"),
                                   height=info.get("height"), boxes=np.array(boxes, np.float64).reshape(-1, 4),
                                   classes=np.array(classes, np.int32), difficult=np.array(difficult, bool),
                                   image_id=str(image_id), source=source))

@@ -88,7 +88,7 @@ def _read_json(path):
                 if len(box) != 4:
                     raise ValueError("box %s is not [xmin, ymin, xmax, ymax]" % obj["box"])
                 objects.append((box, obj["class"], int(obj.get("difficult", 0))))
-        except (KeyError, TypeError, ValueError) as err:
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             error = "images[%d]: %s %r" % (index, type(err).__name__, err)
         entries.append((name or "images[%d]" % index, size, objects, error))
     return entries, data.get("classes")
@@ -111,7 +111,7 @@ def load_list_set(path, *, class_names=None, image_root=None, check_images="deco
         class_names = found
     names = resolve_class_names(class_names)
     class_index = {n: i for i, n in enumerate(names)}
-    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+    root = os.path.abspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
     report = LoadReport("list:%s" % path)
     raws = []
     for name, size, objects, error in entries:

@@ -59,7 +59,8 @@ def prepare_dataset(kind, target, *, train, val=(), root=None, train_image_dirs=
 
     Parameters
     ----------
-    kind, root, class_names, crowd, check_images, workers : see :func:`load_dataset`
+    kind, root, class_names, crowd, check_images : see :func:`load_dataset`
+    workers : int, threads checking, decoding and encoding images
     target : str, output prefix, e.g. ``data/voc/voc07``
     train, val : sequences of sources for :func:`load_dataset`; ``val`` may be empty
     train_image_dirs, val_image_dirs : image folders for coco / list sources
@@ -80,5 +81,5 @@ def prepare_dataset(kind, target, *, train, val=(), root=None, train_image_dirs=
     with open(target + "_classes.txt", "w") as f:
         f.write("".join(n + "\n" for n in loaded["train"].class_names))
     return {name: pack_recordio(data, "%s_%s" % (target, name), with_difficult=with_difficult, quality=quality,
-                                max_side=max_side)
+                                max_side=max_side, workers=workers)
             for name, data in loaded.items()}

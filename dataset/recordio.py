@@ -12,6 +12,7 @@ Images are decoded with :func:`ssdkit.dataset.image.load_image_rgb` (so gray, RG
 re-encoded as JPEG. The ``.lst`` file (im2rec's ``index \\t label ... \\t path``) lists the same labels.
 """
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -72,7 +73,24 @@ def write_lst(records, path, *, with_difficult=True):
             f.write("%d\t%s\t%s\n" % (index, "\t".join("%.6g" % v for v in label), rec.path))
 
 
-def pack_recordio(records, prefix, *, with_difficult=True, quality=95, max_side=None):
+def _encode_jpeg(record, quality, max_side):
+    """JPEG bytes of a record's image (RGB -> BGR for OpenCV), or the reason it cannot be packed."""
+    try:
+        image = load_image_rgb(record.path)
+    except ImageError as err:
+        return None, str(err)
+    if (image.shape[1], image.shape[0]) != (record.width, record.height):
+        return None, "%s is %dx%d but its record says %dx%d (changed since loading?)" % (
+            record.path, image.shape[1], image.shape[0], record.width, record.height)
+    if max_side and max(image.shape[:2]) > max_side:
+        scale = max_side / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return (jpeg.tobytes(), "") if ok else (None, "JPEG encoding failed for %s" % record.path)
+
+
+def pack_recordio(records, prefix, *, with_difficult=True, quality=95, max_side=None, workers=2):
     """Write ``prefix.lst``, ``prefix.rec`` and ``prefix.idx`` for a dataset.
 
     Parameters
@@ -82,44 +100,36 @@ def pack_recordio(records, prefix, *, with_difficult=True, quality=95, max_side=
     with_difficult : bool, pack the difficult flag as a 6th label column
     quality : int, JPEG quality of the re-encoded images
     max_side : int or None, downscale images whose longer side exceeds it (normalised labels are unchanged)
+    workers : int, threads decoding and encoding images (records are written in order)
 
     Returns
     -------
-    PackResult. An image that fails to decode (it passed loading, so it changed on disk since) is skipped
+    PackResult. An image that cannot be packed (it passed loading, so it changed on disk since) is skipped
     with a warning and listed in ``skipped``; record ids stay contiguous.
     """
     import mxnet as mx
 
     records = list(records)
-    folder = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     paths = {ext: prefix + ext for ext in (".lst", ".rec", ".idx")}
     written, skipped, num_objects = [], [], 0
     writer = mx.recordio.MXIndexedRecordIO(paths[".idx"], paths[".rec"], "w")
+    chunk = 64 * max(1, workers)  # bounds the encoded images held in memory
     try:
-        for rec in records:
-            try:
-                image = load_image_rgb(rec.path)
-            except ImageError as err:
-                logger.warning("pack_recordio: skipping %s", err)
-                skipped.append(rec.path)
-                continue
-            if (image.shape[1], image.shape[0]) != (rec.width, rec.height):
-                raise ValueError("%s is %dx%d but its record says %dx%d; reload the dataset"
-                                 % (rec.path, image.shape[1], image.shape[0], rec.width, rec.height))
-            if max_side and max(image.shape[:2]) > max_side:
-                scale = max_side / max(image.shape[:2])
-                size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-            if not ok:
-                raise RuntimeError("JPEG encoding failed for %s" % rec.path)
-            index = len(written)
-            label = detection_label(rec, with_difficult=with_difficult)
-            header = mx.recordio.IRHeader(flag=len(label), label=label, id=index, id2=0)
-            writer.write_idx(index, mx.recordio.pack(header, jpeg.tobytes()))
-            written.append(rec)
-            num_objects += rec.num_objects
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for start in range(0, len(records), chunk):
+                part = records[start:start + chunk]
+                for rec, (jpeg, error) in zip(part, pool.map(lambda r: _encode_jpeg(r, quality, max_side), part)):
+                    if jpeg is None:
+                        logger.warning("pack_recordio: skipping %s", error)
+                        skipped.append(rec.path)
+                        continue
+                    index = len(written)
+                    label = detection_label(rec, with_difficult=with_difficult)
+                    header = mx.recordio.IRHeader(flag=len(label), label=label, id=index, id2=0)
+                    writer.write_idx(index, mx.recordio.pack(header, jpeg))
+                    written.append(rec)
+                    num_objects += rec.num_objects
     finally:
         writer.close()
     write_lst(written, paths[".lst"], with_difficult=with_difficult)

@@ -86,7 +86,7 @@ class SyntheticDataset:
 
 
 def _unit_polygons(cls, rng):
-    """Outline(s) of one shape in unit coordinates: (outer (N, 2) float32, hole (N, 2) or None)."""
+    """Outline(s) of one shape in unit coordinates: (outer (N, 2) float, hole (N, 2) float or None)."""
     name = SYNTHETIC_CLASSES[cls]
     if name in ("circle", "ring"):
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)

@@ -2,7 +2,8 @@
 
 Readers parse their files into :class:`RawAnnotation` objects and hand them to :func:`build_records`, which
 checks every image, fixes what can be fixed and skips what cannot, counting each case in a
-:class:`LoadReport` that is logged (logger ``ssdkit.dataset``) when loading ends:
+:class:`LoadReport` that is logged (logger ``ssdkit.dataset``) when loading ends. Readers give records
+absolute image paths.
 
 ============================  ======================================================================
 case                          action
@@ -70,6 +71,10 @@ class LoadReport:
     def files(self, kind):
         """File names counted under ``kind``, in order (a file appears once per case)."""
         return [f for f, _ in self._items[kind]]
+
+    def entries(self, kind):
+        """``(file, detail)`` pairs counted under ``kind``, in order."""
+        return list(self._items[kind])
 
     @property
     def num_skipped(self):

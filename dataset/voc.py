@@ -76,7 +76,10 @@ def parse_voc_xml(path, class_index, *, keep_difficult=True):
         if name not in class_index:
             raise unknown_class_error(name, list(class_index), path)
         diff = obj.find("difficult")
-        is_difficult = diff is not None and (diff.text or "0").strip() not in ("0", "")
+        try:
+            is_difficult = diff is not None and int(float((diff.text or "0").strip() or 0)) != 0
+        except ValueError:
+            raise _AnnotationError("object %r has <difficult>%s</difficult>, expected 0 or 1" % (name, diff.text))
         if is_difficult and not keep_difficult:
             continue
         bnd = obj.find("bndbox")
@@ -104,6 +107,7 @@ def _image_path(image_dir, stem):
 def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, check_images="decode", workers=2):
     """Load one VOC image set (see :func:`load_voc`)."""
     year, name = parse_image_set(image_set)
+    root = os.path.abspath(root)
     names = resolve_class_names(class_names, VOC_CLASSES)
     class_index = {n: i for i, n in enumerate(names)}
     year_dir = os.path.join(root, "VOC" + year)

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from ssdkit.dataset.coco import load_coco
 from ssdkit.dataset.collection import read_class_names
 from ssdkit.dataset.synthetic import (SYNTHETIC_CLASSES, image_shape, make_synthetic_dataset, render_scene,
                                       scene_generator)
@@ -107,3 +108,36 @@ def test_boxes_enclose_the_drawn_object_pixels():
         classes.update(scene.classes.tolist())
     assert all(v > 0 for v in seen.values()), seen
     assert classes == set(range(len(SYNTHETIC_CLASSES)))
+
+
+def test_voc_xml_and_coco_json_describe_the_same_objects(synth):
+    for split in ("trainval", "test"):
+        voc = load_voc(synth.devkit, ["2007/" + split], class_names=synth.class_file)
+        coco = load_coco(synth.coco_annotations[split], synth.image_dir)
+        assert coco.class_names == voc.class_names == SYNTHETIC_CLASSES
+        assert len(voc) == len(coco) == (10 if split == "trainval" else 4)
+        for a, b in zip(voc, coco):
+            assert (a.path, a.width, a.height, int(a.image_id)) == (b.path, b.width, b.height, int(b.image_id))
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+            np.testing.assert_array_equal(a.classes, b.classes)
+            np.testing.assert_array_equal(a.difficult, b.difficult)
+        assert sum(r.num_objects for r in voc) > 0
+
+
+def test_voc_reader_agrees_with_gluoncv(synth):
+    """Second implementation: GluonCV's VOCDetection reads the same xml (its boxes are 0-based inclusive)."""
+    import mxnet  # noqa: F401  (gluoncv needs mxnet imported first)
+    from gluoncv.data import VOCDetection
+
+    class Shapes(VOCDetection):
+        CLASSES = SYNTHETIC_CLASSES
+
+    theirs = Shapes(root=synth.devkit, splits=[(2007, "trainval")])
+    ours = load_voc(synth.devkit, "2007/trainval", class_names=synth.class_file)
+    assert len(theirs) == len(ours) == 10
+    for index, rec in enumerate(ours):
+        label = theirs._load_label(index)  # (K, 6) [xmin, ymin, xmax, ymax, cls, difficult]
+        expected = rec.boxes - np.array([0, 0, 1, 1], np.float32)
+        np.testing.assert_array_equal(label[:, :4], expected)
+        np.testing.assert_array_equal(label[:, 4], rec.classes)
+        np.testing.assert_array_equal(label[:, 5], rec.difficult)
