@@ -144,6 +144,8 @@ class RecordDetIter(mx.io.DataIter):
     object_width : int, values per object in the records (6 with difficult, 5 without)
     num_parts, part_index : shard the file (distributed training)
     data_name, label_name : names in ``provide_data`` / ``provide_label``
+    extra : dict or None, further ImageDetRecordIter keywords (e.g. ``{"inter_method": 2}``),
+        checked against :func:`accepted_keywords` like every other keyword
 
     A record whose image cannot be decoded (or with more than M objects) stops the C++ iterator:
     ``next`` then raises a ``RuntimeError`` naming the file and the fix (files written by ``pack_recordio`` hold only
@@ -158,7 +160,7 @@ class RecordDetIter(mx.io.DataIter):
     def __init__(self, path_imgrec, *, batch_size, data_shape, max_objects, augment=None,
                  normalization=Normalization(), shuffle=False, seed=0, num_threads=2,
                  object_width=LABEL_WIDTH, num_parts=1, part_index=0,
-                 data_name="data", label_name="label"):
+                 data_name="data", label_name="label", extra=None):
         super().__init__(batch_size)
         augment = NO_AUGMENT if augment is None else augment
         self.max_objects = int(max_objects)
@@ -171,6 +173,7 @@ class RecordDetIter(mx.io.DataIter):
                       label_pad_value=-1.0, shuffle=bool(shuffle), seed=int(seed),
                       preprocess_threads=int(num_threads), num_parts=int(num_parts),
                       part_index=int(part_index), round_batch=False, verbose=False)
+        kwargs.update(extra or {})
         check_keywords(kwargs)
         self.kwargs = kwargs
         self._iter = self._call(lambda: mx.io.ImageDetRecordIter(**kwargs))

@@ -116,6 +116,9 @@ def test_record_iter_keywords_are_whitelisted():
     assert kw["min_crop_overlaps"] == (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     assert kw["rand_mirror_prob"] == 0.5 and kw["max_pad_scale"] == 4.0
     assert "rand_crop_prob" not in det_record_iter_kwargs(AugmentConfig(crop_samplers=()), NORM)
+    with pytest.raises(ValueError, match="rand_mirror"):
+        RecordDetIter("unused.rec", batch_size=2, data_shape=(3, 8, 8), max_objects=1,
+                      extra={"rand_mirror": 1})
 
 
 def test_strip_det_labels():
