@@ -95,7 +95,8 @@ def det_record_iter_kwargs(augment, normalization):
 
 
 def strip_det_labels(raw, max_objects, object_width=LABEL_WIDTH):
-    """ImageDetRecordIter batch labels -> ``(B, M, 6)`` rows ``[cls, xmin, ymin, xmax, ymax, difficult]``.
+    """ImageDetRecordIter batch labels -> ``(B, M, 6)`` rows
+    ``[cls, xmin, ymin, xmax, ymax, difficult]``.
 
     Parameters
     ----------
@@ -115,7 +116,8 @@ def strip_det_labels(raw, max_objects, object_width=LABEL_WIDTH):
         header_width, width = int(row[start]), int(row[start + 1])
         if width != object_width:
             raise ValueError("record object width %d, expected %d; pack .rec labels as "
-                             "[2, %d, cls, xmin, ymin, xmax, ymax, ...]" % (width, object_width, object_width))
+                             "[2, %d, cls, xmin, ymin, xmax, ymax, ...]"
+                             % (width, object_width, object_width))
         objects = row[start + header_width:start + header_width + max_objects * width]
         objects = objects.reshape(-1, width)
         objects = objects[objects[:, 0] >= 0]
@@ -148,8 +150,8 @@ class RecordDetIter(mx.io.DataIter):
         checked against :func:`accepted_keywords` like every other keyword
 
     A record whose image cannot be decoded (or with more than M objects) stops the C++ iterator:
-    ``next`` then raises a ``RuntimeError`` naming the file and the fix (files written by ``pack_recordio`` hold only
-    images that decoded when packed).
+    ``next`` then raises a ``RuntimeError`` naming the file and the fix (files written by
+    ``pack_recordio`` hold only images that decoded when packed).
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. Every epoch starts at the

@@ -96,8 +96,9 @@ def _assert_boxes_on_objects(data, labels, tol_px=2.0):
             box = row[1:5] * [w, h, w, h]
             assert box[2] > box[0] and box[3] > box[1]
             if len(xs):
-                assert xs.min() + 0.5 >= box[0] - tol_px and xs.max() + 0.5 <= box[2] + tol_px, (k, box, xs.min(), xs.max())
-                assert ys.min() + 0.5 >= box[1] - tol_px and ys.max() + 0.5 <= box[3] + tol_px, (k, box, ys.min(), ys.max())
+                lo = np.array([xs.min(), ys.min()]) + 0.5  # pixel centres
+                hi = np.array([xs.max(), ys.max()]) + 0.5
+                assert np.all(lo >= box[:2] - tol_px) and np.all(hi <= box[2:] + tol_px), (k, box, lo, hi)
                 checked += 1
     return checked
 
