@@ -6,7 +6,8 @@ heads decide how much post-processing there is: ``--heads trained-like`` shifts 
 background (bias +8, as with a trained detector only a few (anchor, class) pairs pass the 0.01
 score threshold); ``--heads random`` keeps random heads, so all 6132 x 20 pairs are candidates and
 GluonCV's per-class NMS sorts 122k rows. The two frameworks run alternately, one forward each per
-round (shared, noisy cores); times are medians over ``--repeat`` rounds after warm-up.
+round (shared, noisy cores); wall and process-CPU times are medians over ``--repeat`` rounds
+after warm-up.
 
 Usage::
 
@@ -29,17 +30,22 @@ SIZE = 512
 
 
 def _interleaved_median_ms(fns, repeat, warmup=2):
-    """Run the functions alternately; median milliseconds of each."""
+    """Run the functions alternately; per function, median wall and process-CPU milliseconds.
+
+    CPU time (all threads of this process) is less sensitive than wall time to other jobs on
+    shared cores, so both are reported.
+    """
     for _ in range(warmup):
         for fn in fns:
             fn()
-    times = [[] for _ in fns]
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeat):
-        for fn, t in zip(fns, times):
-            start = time.perf_counter()
+        for i, fn in enumerate(fns):
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            t.append(time.perf_counter() - start)
-    return [1000.0 * float(np.median(t)) for t in times]
+            wall[i].append(time.perf_counter() - start)
+            cpu[i].append(time.process_time() - start_cpu)
+    return [(1000.0 * float(np.median(w)), 1000.0 * float(np.median(c))) for w, c in zip(wall, cpu)]
 
 
 def _gluoncv_net(path, heads):
@@ -88,16 +94,18 @@ def main():
             def ours():
                 exe.forward(is_train=False)
                 exe.outputs[0].wait_to_read()
-            ours_ms, gluon_ms = _interleaved_median_ms([ours, gluon], args.repeat)
+            (ours_ms, ours_cpu), (gluon_ms, gluon_cpu) = _interleaved_median_ms([ours, gluon], args.repeat)
             n_theirs = int((net(x)[0].asnumpy()[..., 0] >= 0).sum())
             n_ours = int((exe.outputs[0].asnumpy()[..., 0] >= 0).sum())
-            rows.append((batch, ours_ms, gluon_ms, n_ours, n_theirs))
+            rows.append((batch, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs))
         print("heads: %s" % args.heads)
-        print("| batch | ssdkit ms | GluonCV ms | ssdkit / GluonCV | detections ssdkit / GluonCV |")
-        print("|---|---|---|---|---|")
-        for batch, ours_ms, gluon_ms, n_ours, n_theirs in rows:
-            print("| %d | %.1f | %.1f | %.2f | %d / %d |"
-                  % (batch, ours_ms, gluon_ms, ours_ms / gluon_ms, n_ours, n_theirs))
+        print("| batch | ssdkit wall ms | GluonCV wall ms | wall ratio | ssdkit CPU ms | GluonCV CPU ms "
+              "| CPU ratio | detections ssdkit / GluonCV |")
+        print("|---|---|---|---|---|---|---|---|")
+        for batch, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs in rows:
+            print("| %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %d / %d |"
+                  % (batch, ours_ms, gluon_ms, ours_ms / gluon_ms, ours_cpu, gluon_cpu, ours_cpu / gluon_cpu,
+                     n_ours, n_theirs))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ one warm-up call each. Run with the thread count fixed, e.g.::
 
     OMP_NUM_THREADS=2 python bench/bench_ops.py --ops target --repeats 7
 
-Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget). Another
-operator gets a ``bench_<name>(repeats, quick)`` function and an entry in ``SECTIONS``.
+Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget) and
+``detection`` (MultiBoxDetection).
 """
 import argparse
 import math
@@ -67,6 +67,11 @@ def interleaved_median_ms(fns, repeats):
     return [float(np.median(t)) for t in times]
 
 
+def median_ms(fn, repeats):
+    """Median wall time of ``fn()`` in milliseconds (one warm-up call first)."""
+    return interleaved_median_ms([fn], repeats)[0]
+
+
 def bench_target(repeats, quick=False):
     """MultiBoxTarget (hard-negative mining on, ratio 3, as SSD trains) vs contrib.
 
@@ -102,7 +107,71 @@ def bench_target(repeats, quick=False):
     return rows
 
 
-SECTIONS = {"target": ("MultiBoxTarget", bench_target)}
+def detection_inputs(rng, batch, channels, num_anchors, candidate_fraction):
+    """Inputs imitating a trained SSD: ``candidate_fraction`` of the anchors have one object class
+    with probability in [0.02, 0.95], every other object probability is below the 0.01 threshold.
+
+    Returns
+    -------
+    cls_prob : (B, C, N) probabilities, channel 0 background
+    loc_pred : (B, N*4) regressions ~ N(0, 0.5)
+    anchor : (1, N, 4) SSD anchors of ``ANCHOR_SETS``
+    """
+    prob = rng.uniform(0, 0.009 / channels, size=(batch, channels, num_anchors)).astype(np.float32)
+    b, n = np.nonzero(rng.uniform(size=(batch, num_anchors)) < candidate_fraction)
+    prob[b, rng.randint(1, channels, size=b.size), n] = rng.uniform(0.02, 0.95, size=b.size)
+    prob[:, 0] = np.maximum(0, 1 - prob[:, 1:].sum(axis=1))
+    loc = rng.normal(scale=0.5, size=(batch, num_anchors * 4)).astype(np.float32)
+    return prob, loc, anchor_set(num_anchors).astype(np.float32)
+
+
+# name: (fraction of anchors above the threshold, operator arguments)
+DETECTION_SETTINGS = {"topk400": (0.05, {"nms_topk": 400}), "all": (0.01, {})}
+
+
+def bench_detection(repeats, quick=False):
+    """MultiBoxDetection (threshold 0.01, class-aware NMS at 0.5) vs contrib, in two settings:
+    ``topk400`` (5% candidates, nms_topk=400 as SSD deploy graphs use) and ``all`` (1% candidates,
+    no top-k). ``ours_k100_ms`` times our op with ``max_detections=100`` (a (B, 100, 6) output).
+    Outputs of the two operators are checked equal first.
+
+    Returns
+    -------
+    list of dict rows: N, B, C, setting, cand_per_img, contrib_ms, ours_ms, ours_k100_ms, speedup
+    """
+    rows = []
+    configs = [(n, b, c, s) for n in (8732, 32756) for b in (8, 32) for c in (21, 81)
+               for s in DETECTION_SETTINGS]
+    if quick:
+        configs = configs[:1]
+    rng = np.random.RandomState(0)
+    for num_anchors, batch, channels, setting in configs:
+        fraction, kwargs = DETECTION_SETTINGS[setting]
+        arrays = [mx.nd.array(x) for x in detection_inputs(rng, batch, channels, num_anchors, fraction)]
+        ours_out = mx.nd.MultiBoxDetection(*arrays, **kwargs).asnumpy()
+        np.testing.assert_allclose(ours_out, mx.nd.contrib.MultiBoxDetection(*arrays, **kwargs).asnumpy(),
+                                   atol=1e-5)
+
+        def ours():
+            mx.nd.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
+
+        def ours_k100():
+            mx.nd.MultiBoxDetection(*arrays, max_detections=100, **kwargs).wait_to_read()
+
+        def contrib():
+            mx.nd.contrib.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
+
+        contrib_ms = median_ms(contrib, max(1, repeats // 2))
+        ours_ms = median_ms(ours, repeats)
+        rows.append({"N": num_anchors, "B": batch, "C": channels, "setting": setting,
+                     "cand_per_img": int(np.count_nonzero(ours_out[..., 1] >= 0.01) // batch),
+                     "contrib_ms": contrib_ms, "ours_ms": ours_ms,
+                     "ours_k100_ms": median_ms(ours_k100, repeats), "speedup": contrib_ms / ours_ms})
+    return rows
+
+
+SECTIONS = {"target": ("MultiBoxTarget", bench_target),
+            "detection": ("MultiBoxDetection", bench_detection)}
 
 
 def format_table(title, rows):

@@ -95,7 +95,8 @@ def det_record_iter_kwargs(augment, normalization):
 
 
 def strip_det_labels(raw, max_objects, object_width=LABEL_WIDTH):
-    """ImageDetRecordIter batch labels -> ``(B, M, 6)`` rows ``[cls, xmin, ymin, xmax, ymax, difficult]``.
+    """ImageDetRecordIter batch labels -> ``(B, M, 6)`` rows
+    ``[cls, xmin, ymin, xmax, ymax, difficult]``.
 
     Parameters
     ----------
@@ -115,7 +116,8 @@ def strip_det_labels(raw, max_objects, object_width=LABEL_WIDTH):
         header_width, width = int(row[start]), int(row[start + 1])
         if width != object_width:
             raise ValueError("record object width %d, expected %d; pack .rec labels as "
-                             "[2, %d, cls, xmin, ymin, xmax, ymax, ...]" % (width, object_width, object_width))
+                             "[2, %d, cls, xmin, ymin, xmax, ymax, ...]"
+                             % (width, object_width, object_width))
         objects = row[start + header_width:start + header_width + max_objects * width]
         objects = objects.reshape(-1, width)
         objects = objects[objects[:, 0] >= 0]
@@ -135,7 +137,7 @@ class RecordDetIter(mx.io.DataIter):
         normalised to [0, 1])
     batch_size : int, B
     data_shape : (3, H, W)
-    max_objects : int, M (objects per image beyond M are dropped)
+    max_objects : int, M; a record with more objects makes the iterator raise
     augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform
     normalization : Normalization, the same ``(rgb - mean) / std`` as FolderDetIter
     shuffle : bool
@@ -144,10 +146,12 @@ class RecordDetIter(mx.io.DataIter):
     object_width : int, values per object in the records (6 with difficult, 5 without)
     num_parts, part_index : shard the file (distributed training)
     data_name, label_name : names in ``provide_data`` / ``provide_label``
+    extra : dict or None, further ImageDetRecordIter keywords (e.g. ``{"inter_method": 2}``),
+        checked against :func:`accepted_keywords` like every other keyword
 
-    A record whose image cannot be decoded stops the C++ iterator: ``next`` then raises a
-    ``RuntimeError`` naming the file and the fix (files written by ``pack_recordio`` hold only
-    images that decoded when packed).
+    A record whose image cannot be decoded (or with more than M objects) stops the C++ iterator:
+    ``next`` then raises a ``RuntimeError`` naming the file and the fix (files written by
+    ``pack_recordio`` hold only images that decoded when packed).
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. Every epoch starts at the
@@ -158,7 +162,7 @@ class RecordDetIter(mx.io.DataIter):
     def __init__(self, path_imgrec, *, batch_size, data_shape, max_objects, augment=None,
                  normalization=Normalization(), shuffle=False, seed=0, num_threads=2,
                  object_width=LABEL_WIDTH, num_parts=1, part_index=0,
-                 data_name="data", label_name="label"):
+                 data_name="data", label_name="label", extra=None):
         super().__init__(batch_size)
         augment = NO_AUGMENT if augment is None else augment
         self.max_objects = int(max_objects)
@@ -171,6 +175,7 @@ class RecordDetIter(mx.io.DataIter):
                       label_pad_value=-1.0, shuffle=bool(shuffle), seed=int(seed),
                       preprocess_threads=int(num_threads), num_parts=int(num_parts),
                       part_index=int(part_index), round_batch=False, verbose=False)
+        kwargs.update(extra or {})
         check_keywords(kwargs)
         self.kwargs = kwargs
         self._iter = self._call(lambda: mx.io.ImageDetRecordIter(**kwargs))
@@ -188,12 +193,17 @@ class RecordDetIter(mx.io.DataIter):
         try:
             return method()
         except mx.base.MXNetError as err:
-            raise RuntimeError(
-                "ImageDetRecordIter failed reading %s: %s\nThe C++ iterator cannot skip a record whose "
-                "image does not decode. Re-pack the file with ssdkit.dataset.recordio.pack_recordio "
-                "(it decodes every image first) or train from the image files with FolderDetIter, "
-                "which skips bad images with a counted warning."
-                % (self.kwargs["path_imgrec"], str(err).strip().splitlines()[-1])) from err
+            detail = str(err).strip().splitlines()[-1]
+            if "label_pad_width" in detail:
+                fix = ("A record holds more than max_objects=%d objects; raise max_objects."
+                       % self.max_objects)
+            else:
+                fix = ("The C++ iterator cannot skip a record whose image does not decode. Re-pack the "
+                       "file with ssdkit.dataset.recordio.pack_recordio (it decodes every image first) "
+                       "or train from the image files with FolderDetIter, which skips bad images with "
+                       "a counted warning.")
+            raise RuntimeError("ImageDetRecordIter failed reading %s: %s\n%s"
+                               % (self.kwargs["path_imgrec"], detail, fix)) from err
 
     def reset(self):
         self._call(self._iter.reset)

@@ -104,9 +104,17 @@ def get_config(network, data_shape, **kwargs):
             strides=[-1, -1, 2, 2], pads=[-1, -1, 1, 1],
             sizes=[[.1, .16], [.25, .35], [.5, .6], [.8, .9]],
             ratios=[[1, 2, .5] for _ in range(4)], normalizations=-1, steps=[], extra_bn=True)
+    elif network == "small":
+        config = dict(
+            network="small",
+            from_layers=["conv3b_relu", "conv4b_relu", "", ""],
+            num_filters=[-1, -1, 128, 128],
+            strides=[-1, -1, 2, 2], pads=[-1, -1, 1, 1],
+            sizes=[[.06, .1], [.15, .25], [.35, .5], [.65, .85]],
+            ratios=[[1, 2, .5] for _ in range(4)], normalizations=-1, steps=[], extra_bn=True)
     else:
         raise ValueError("no SSD preset for network %r; presets: vgg16_reduced, resnet18, resnet34, "
-                         "resnet50, resnet101, mobilenet, tiny" % (network,))
+                         "resnet50, resnet101, mobilenet, tiny, small" % (network,))
     config.update(kwargs)
     return config
 

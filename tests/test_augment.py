@@ -56,8 +56,8 @@ def assert_boxes_enclose_objects(image, boxes, keep, tol_px=1.5):
         assert b[2] > b[0] and b[3] > b[1], "empty box kept for object %d" % k
         if len(pix) == 0:
             continue
-        assert pix[:, 0].min() >= b[0] - tol_px and pix[:, 0].max() <= b[2] + tol_px, (k, b, pix[:, 0].min(), pix[:, 0].max())
-        assert pix[:, 1].min() >= b[1] - tol_px and pix[:, 1].max() <= b[3] + tol_px, (k, b, pix[:, 1].min(), pix[:, 1].max())
+        lo, hi = pix.min(axis=0), pix.max(axis=0)  # (x, y) extents of the object's pixel centres
+        assert np.all(lo >= b[:2] - tol_px) and np.all(hi <= b[2:] + tol_px), (k, b, lo, hi)
 
 
 def test_boxes_enclose_object_pixels_under_geometric_augmentation():
@@ -167,7 +167,9 @@ def test_expand_fills_with_the_mean_and_shrinks_boxes():
         ox = out_boxes[0, 0] * 120 - boxes[0, 0] / scale
         oy = out_boxes[0, 1] * 90 - boxes[0, 1] / scale
         mask = np.ones((90, 120), bool)
-        mask[max(0, int(oy) - 1):int(oy + 90 / scale) + 2, max(0, int(ox) - 1):int(ox + 120 / scale) + 2] = False
+        rows = slice(max(0, int(oy) - 1), int(oy + 90 / scale) + 2)
+        cols = slice(max(0, int(ox) - 1), int(ox + 120 / scale) + 2)
+        mask[rows, cols] = False
         assert mask.sum() > 0
         assert np.all(out[mask] == FILL)
 

@@ -96,8 +96,9 @@ def _assert_boxes_on_objects(data, labels, tol_px=2.0):
             box = row[1:5] * [w, h, w, h]
             assert box[2] > box[0] and box[3] > box[1]
             if len(xs):
-                assert xs.min() + 0.5 >= box[0] - tol_px and xs.max() + 0.5 <= box[2] + tol_px, (k, box, xs.min(), xs.max())
-                assert ys.min() + 0.5 >= box[1] - tol_px and ys.max() + 0.5 <= box[3] + tol_px, (k, box, ys.min(), ys.max())
+                lo = np.array([xs.min(), ys.min()]) + 0.5  # pixel centres
+                hi = np.array([xs.max(), ys.max()]) + 0.5
+                assert np.all(lo >= box[:2] - tol_px) and np.all(hi <= box[2:] + tol_px), (k, box, lo, hi)
                 checked += 1
     return checked
 
@@ -116,6 +117,9 @@ def test_record_iter_keywords_are_whitelisted():
     assert kw["min_crop_overlaps"] == (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     assert kw["rand_mirror_prob"] == 0.5 and kw["max_pad_scale"] == 4.0
     assert "rand_crop_prob" not in det_record_iter_kwargs(AugmentConfig(crop_samplers=()), NORM)
+    with pytest.raises(ValueError, match="rand_mirror"):
+        RecordDetIter("unused.rec", batch_size=2, data_shape=(3, 8, 8), max_objects=1,
+                      extra={"rand_mirror": 1})
 
 
 def test_strip_det_labels():
@@ -220,6 +224,12 @@ def test_record_iter_bad_image_raises_an_error_naming_the_fix(tmp_path):
     writer.close()
     with pytest.raises(RuntimeError, match="(?s)bad.rec.*pack_recordio"):
         _epoch(RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2))
+
+
+def test_record_iter_too_many_objects_raises(dataset):
+    _, _, rec_path = dataset
+    with pytest.raises(RuntimeError, match="raise max_objects"):
+        _epoch(RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W), max_objects=3))
 
 
 # ---------------------------------------------------------------- the folder iterator
