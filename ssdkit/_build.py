@@ -108,7 +108,7 @@ def build_cuda(src_dir, out_path, jobs=2, nvcc="nvcc", archs=CUDA_ARCHS):
     nvcc_path = shutil.which(nvcc)
     if nvcc_path is None:
         raise RuntimeError("SSDKIT_WITH_CUDA=1 but nvcc is not on PATH")
-    cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc_path)))
+    lib_dir = cuda_library_dir(nvcc_path)
     flags = _common_flags(src_dir, mx_version, mx_root) + ["-DSSDKIT_WITH_CUDA"]
     gencode = []
     for arch in archs:
@@ -121,9 +121,37 @@ def build_cuda(src_dir, out_path, jobs=2, nvcc="nvcc", archs=CUDA_ARCHS):
         objects += _compile_parallel(nvcc_cmd, source_files(src_dir, (".cu",)), tmp, jobs, src_dir)
         lib = os.path.join(tmp, CUDA_LIBRARY)
         _run(["g++", "-shared", "-fopenmp", "-o", lib] + objects +
-             ["-L" + os.path.join(cuda_home, "lib64"), "-lcudart"], src_dir)
+             ["-L" + lib_dir, "-Wl,-rpath," + lib_dir, "-lcudart"], src_dir)
         _atomic_copy(lib, out_path)
     return out_path
+
+
+def cuda_library_dir(nvcc_path):
+    """The folder holding libcudart.so: $CUDA_HOME, the toolkit nvcc runs from, or /usr/local/cuda*.
+
+    ``nvcc`` may be a wrapper script (e.g. /usr/local/bin/nvcc exec'ing /usr/local/cuda-13.0/bin/nvcc),
+    so the toolkit is also found by asking nvcc itself (``nvcc --dryrun`` prints its TOP folder).
+    """
+    candidates = []
+    if os.environ.get("CUDA_HOME"):
+        candidates.append(os.environ["CUDA_HOME"])
+    candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc_path))))
+    try:
+        dry = subprocess.run([nvcc_path, "--dryrun", "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=60).stdout
+        for line in dry.splitlines():
+            if "TOP=" in line:
+                candidates.append(line.split("TOP=", 1)[1].strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    candidates += ["/usr/local/cuda"] + sorted(
+        (os.path.join("/usr/local", d) for d in os.listdir("/usr/local") if d.startswith("cuda-")), reverse=True)
+    for home in candidates:
+        for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+            folder = os.path.join(home, sub)
+            if os.path.exists(os.path.join(folder, "libcudart.so")):
+                return folder
+    raise RuntimeError("libcudart.so not found (looked in %s); set CUDA_HOME" % ", ".join(candidates))
 
 
 def _compile_parallel(cmd, sources, obj_dir, jobs, cwd):
