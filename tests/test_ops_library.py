@@ -107,3 +107,11 @@ def test_not_a_library_is_refused(tmp_path):
     bogus.write_bytes(b"not an ELF file")
     with pytest.raises(ops.OperatorLibraryError, match="not a usable"):
         ops.check_library(str(bogus))
+
+
+def test_cpu_library_never_needs_cuda():
+    proc = subprocess.run(["readelf", "-d", ops.library_path(cuda=False)], stdout=subprocess.PIPE, text=True,
+                          check=True)
+    needed = [line for line in proc.stdout.splitlines() if "NEEDED" in line]
+    assert any("libgomp" in line for line in needed)        # the check sees real dependencies
+    assert not any("cuda" in line for line in needed), needed
