@@ -9,7 +9,7 @@
  * Output
  *   (B, N, 6), or (B, K, 6) with max_detections=K: rows [cls_id, score, xmin, ymin, xmax, ymax]
  *
- * Algorithm (that of mx.contrib.nd.MultiBoxDetection, see README of the op in the .cc):
+ * Algorithm (that of mx.contrib.nd.MultiBoxDetection 1.9, learned from its source; CPU plan in the .cc):
  *  1. per anchor, the best object class: the first channel j != background_id with the largest
  *     probability p > -1 (NaN never wins); the anchor is a candidate unless p < threshold.
  *     Object class ids are 0-based: channel j becomes j - 1 above the background channel, j below it.
