@@ -13,7 +13,11 @@
 #define SSDKIT_COMMON_BBOX_H_
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
+#include "common/attrs.h"
 #include "common/macros.h"
 
 namespace ssdkit {
@@ -21,6 +25,28 @@ namespace ssdkit {
 struct Variances {
   float x = 0.1f, y = 0.1f, w = 0.2f, h = 0.2f;
 };
+
+/*! \brief The `variances` attribute (default (0.1, 0.1, 0.2, 0.2)): 4 finite values, and positive when
+ *  `require_positive` (encoding divides by them; decoding alone accepts any finite value, as contrib). */
+inline Variances ParseVariances(const AttrMap& attrs, bool require_positive) {
+  std::vector<double> v = ParseDoubleList("variances", AttrOr(attrs, "variances", "(0.1, 0.1, 0.2, 0.2)"));
+  if (v.size() != 4) {
+    throw std::invalid_argument("'variances' must have 4 values (vx, vy, vw, vh), got " +
+                                std::to_string(v.size()));
+  }
+  for (double x : v) {
+    if (!std::isfinite(x)) throw std::invalid_argument("'variances' must be finite");
+    if (require_positive && !(x > 0.0)) {
+      throw std::invalid_argument("every variance must be a positive finite number");
+    }
+  }
+  Variances out;
+  out.x = static_cast<float>(v[0]);
+  out.y = static_cast<float>(v[1]);
+  out.w = static_cast<float>(v[2]);
+  out.h = static_cast<float>(v[3]);
+  return out;
+}
 
 /*! \brief min / max as plain selects: inlined and vectorisable, unlike the libm calls fminf /
  *  fmaxf on the CPU. With a NaN argument they may return either argument. */

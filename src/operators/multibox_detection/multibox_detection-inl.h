@@ -69,19 +69,7 @@ struct MultiBoxDetectionParam {
     p.force_suppress = ParseBool("force_suppress", AttrOr(attrs, "force_suppress", "False"));
     p.nms_topk = ParseInt("nms_topk", AttrOr(attrs, "nms_topk", "-1"));
     p.max_detections = ParseInt("max_detections", AttrOr(attrs, "max_detections", "-1"));
-    std::vector<double> v =
-        ParseDoubleList("variances", AttrOr(attrs, "variances", "(0.1, 0.1, 0.2, 0.2)"));
-    if (v.size() != 4) {
-      throw std::invalid_argument("'variances' must have 4 values (vx, vy, vw, vh), got " +
-                                  std::to_string(v.size()));
-    }
-    for (double x : v) {
-      if (!std::isfinite(x)) throw std::invalid_argument("'variances' must be finite");
-    }
-    p.variances.x = static_cast<float>(v[0]);
-    p.variances.y = static_cast<float>(v[1]);
-    p.variances.w = static_cast<float>(v[2]);
-    p.variances.h = static_cast<float>(v[3]);
+    p.variances = ParseVariances(attrs, /*require_positive=*/false);
     if (std::isnan(p.threshold)) throw std::invalid_argument("'threshold' must not be NaN");
     if (std::isnan(p.nms_threshold)) throw std::invalid_argument("'nms_threshold' must not be NaN");
     if (p.background_id < -1) {

@@ -89,21 +89,7 @@ struct MultiBoxTargetParam {
         ParseDouble("negative_mining_thresh", AttrOr(attrs, "negative_mining_thresh", "0.5")));
     p.minimum_negative_samples =
         ParseInt("minimum_negative_samples", AttrOr(attrs, "minimum_negative_samples", "0"));
-    std::vector<double> v =
-        ParseDoubleList("variances", AttrOr(attrs, "variances", "(0.1, 0.1, 0.2, 0.2)"));
-    if (v.size() != 4) {
-      throw std::invalid_argument("'variances' must have 4 values (vx, vy, vw, vh), got " +
-                                  std::to_string(v.size()));
-    }
-    for (double x : v) {
-      if (!(x > 0.0) || !std::isfinite(x)) {
-        throw std::invalid_argument("every variance must be a positive finite number");
-      }
-    }
-    p.variances.x = static_cast<float>(v[0]);
-    p.variances.y = static_cast<float>(v[1]);
-    p.variances.w = static_cast<float>(v[2]);
-    p.variances.h = static_cast<float>(v[3]);
+    p.variances = ParseVariances(attrs, /*require_positive=*/true);
     if (std::isnan(p.overlap_threshold)) throw std::invalid_argument("'overlap_threshold' is NaN");
     if (!std::isfinite(p.negative_mining_ratio)) {
       throw std::invalid_argument("'negative_mining_ratio' must be finite (-1 disables mining)");
