@@ -11,7 +11,7 @@ from ssdkit.symbol.common import multi_layer_feature
 
 PRESETS = [("vgg16_reduced", 300, 8732), ("vgg16_reduced", 512, 24576), ("resnet50", 512, 6132),
            ("resnet18", 300, None), ("resnet34", 512, 6132), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
-           ("mobilenet", 300, None), ("tiny", 64, 340)]
+           ("mobilenet", 300, None), ("tiny", 64, 340), ("small", 64, 340)]
 
 
 def _multibox_shapes(config, data_shape, num_classes=20, batch=2):
