@@ -220,8 +220,8 @@ class GluonCVSide:
     def stats(self):
         # anchor_generators.*.anchors are constant anchor tables stored as parameters (no gradient);
         # ssdkit computes them with MultiBoxPrior instead, so they are left out of the count
-        params = sum(p.data().size for name, p in self.net.collect_params().items()
-                     if "anchor_generator" not in name)
+        constant = set(self.net.anchor_generators.collect_params())
+        params = sum(p.data().size for name, p in self.net.collect_params().items() if name not in constant)
         return self.anchors.shape[1], params
 
     def close(self):
