@@ -19,11 +19,12 @@ size, with SGD (lr 1e-3, momentum 0.9, wd 5e-4) and the same number of data work
 
 Three measurements per batch size, each the median images/s over several timed windows:
 
-* ``end-to-end``: data loading + training step. Each framework runs in blocks of consecutive
-  windows after untimed warm-up batches (so prefetch queues are in steady state), blocks in
-  A B B A order to share drifting machine load fairly;
-* ``compute``: the training step on one fixed in-memory batch (windows interleaved);
-* ``data``: the loader alone (windows interleaved).
+* ``end-to-end``: data loading + training step;
+* ``compute``: the training step on one fixed in-memory batch;
+* ``data``: the loader alone.
+
+Windows of the four (side, measurement) pairs of the first two run in turn, round after round,
+so machine load drifting over time hits all of them alike; the ``data`` windows follow.
 
 ``OMP_NUM_THREADS`` is set by this script (``--threads``) before mxnet is imported.
 ``--profile N`` also prints MXNet's per-operator aggregate times for N compute steps of each
@@ -50,10 +51,8 @@ def _parse_args():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--images", type=int, default=256, help="synthetic training images")
     parser.add_argument("--iters", type=int, default=3, help="batches per timed window")
-    parser.add_argument("--windows", type=int, default=3, help="timed windows per block / per measurement")
-    parser.add_argument("--warmup", type=int, default=4,
-                        help="untimed batches before each end-to-end block (>= GluonCV's prefetch of "
-                             "2 x workers batches)")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows (rounds) per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each kind first")
     parser.add_argument("--workers", type=int, default=2, help="data workers (threads / processes)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS")
     parser.add_argument("--skip", nargs="*", default=[], choices=["e2e", "compute", "data"])
@@ -239,16 +238,6 @@ def _timed(fn, count):
     return time.perf_counter() - start
 
 
-def _e2e_block(side, batch_size, args):
-    """Images/s of ``args.windows`` consecutive windows of loader + training step."""
-
-    def one():
-        side.step(next(side.batches))
-
-    _timed(one, args.warmup)
-    return [args.iters * batch_size / _timed(one, args.iters) for _ in range(args.windows)]
-
-
 def _interleaved(fns, batch_size, args, warmup=1):
     """Images/s of each function over ``args.windows`` interleaved windows of ``args.iters`` calls."""
     for fn in fns:
@@ -261,21 +250,32 @@ def _interleaved(fns, batch_size, args, warmup=1):
 
 
 def _measure(sides, batch_size, args):
-    """{measurement: [median images/s per side]}."""
-    results = {}
+    """{measurement: [median images/s per side]}; every window's rate is printed too.
+
+    End-to-end and compute windows of both sides run in turn within each round, so that load from
+    other processes on the shared cores hits all four alike. The loaders deliver batches far faster
+    than a training step consumes them (see ``data``), so their prefetch queues are full at the start
+    of every window in steady state as well: interleaving does not favour either side.
+    """
+    fns, names = [], []
     if "e2e" not in args.skip:
-        rates = [[] for _ in sides]
-        for index in (0, 1, 1, 0):   # A B B A
-            rates[index] += _e2e_block(sides[index], batch_size, args)
-        results["end-to-end"] = [statistics.median(r) for r in rates]
+        fns += [lambda s=s: s.step(next(s.batches)) for s in sides]
+        names.append("end-to-end")
     if "compute" not in args.skip:
-        fns = [lambda s=s: s.step(s.fixed) for s in sides]
-        results["compute"] = [statistics.median(r) for r in _interleaved(fns, batch_size, args)]
+        fns += [lambda s=s: s.step(s.fixed) for s in sides]
+        names.append("compute")
+    rates = _interleaved(fns, batch_size, args, warmup=args.warmup) if fns else []
     if "data" not in args.skip:
-        fns = [lambda s=s: s.wait(next(s.batches)) for s in sides]
         data_args = argparse.Namespace(**vars(args))
         data_args.iters = max(args.iters, 8)
-        results["data"] = [statistics.median(r) for r in _interleaved(fns, batch_size, data_args, warmup=4)]
+        rates += _interleaved([lambda s=s: s.wait(next(s.batches)) for s in sides], batch_size,
+                              data_args, warmup=4)
+        names.append("data")
+    results = {}
+    for k, name in enumerate(names):
+        for side, r in zip(sides, rates[2 * k:2 * k + 2]):
+            print("  %-10s %-8s windows: %s img/s" % (name, side.name, " ".join("%.2f" % v for v in r)))
+        results[name] = [statistics.median(r) for r in rates[2 * k:2 * k + 2]]
     return results
 
 
