@@ -23,7 +23,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from ssdkit.dataset.augment import AugmentConfig, Normalization
+from ssdkit.dataset.augment import AugmentConfig
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.rec_iter import RecordDetIter
 from ssdkit.dataset.recordio import pack_recordio

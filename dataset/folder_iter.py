@@ -13,10 +13,11 @@ import numpy as np
 
 from ssdkit.dataset.augment import NO_AUGMENT, Normalization, augment_detection, to_chw_normalized
 from ssdkit.dataset.image import load_image_rgb
+from ssdkit.dataset.det_iter import DetectionIter
 from ssdkit.dataset.records import LABEL_WIDTH
 
 
-class FolderDetIter(mx.io.DataIter):
+class FolderDetIter(DetectionIter):
     """Detection batches from image files.
 
     Parameters
@@ -73,15 +74,6 @@ class FolderDetIter(mx.io.DataIter):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(num_workers)))
         self._prefetch = 2 * batch_size
         self.reset()
-
-    @property
-    def provide_data(self):
-        return [mx.io.DataDesc(self.data_name, (self.batch_size,) + self.data_shape, np.float32)]
-
-    @property
-    def provide_label(self):
-        return [mx.io.DataDesc(self.label_name, (self.batch_size, self.max_objects, LABEL_WIDTH),
-                               np.float32)]
 
     def reset(self):
         """Start the next epoch (a new order when shuffling)."""

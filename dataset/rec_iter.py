@@ -15,6 +15,7 @@ import mxnet as mx
 import numpy as np
 
 from ssdkit.dataset.augment import NO_AUGMENT, Normalization
+from ssdkit.dataset.det_iter import DetectionIter
 from ssdkit.dataset.records import LABEL_WIDTH
 
 
@@ -128,7 +129,7 @@ def strip_det_labels(raw, max_objects, object_width=LABEL_WIDTH):
     return out
 
 
-class RecordDetIter(mx.io.DataIter):
+class RecordDetIter(DetectionIter):
     """Detection batches from a ``.rec`` file via ``mx.io.ImageDetRecordIter``.
 
     Parameters
@@ -179,15 +180,6 @@ class RecordDetIter(mx.io.DataIter):
         check_keywords(kwargs)
         self.kwargs = kwargs
         self._iter = self._call(lambda: mx.io.ImageDetRecordIter(**kwargs))
-
-    @property
-    def provide_data(self):
-        return [mx.io.DataDesc(self.data_name, (self.batch_size,) + self.data_shape, np.float32)]
-
-    @property
-    def provide_label(self):
-        return [mx.io.DataDesc(self.label_name, (self.batch_size, self.max_objects, LABEL_WIDTH),
-                               np.float32)]
 
     def _call(self, method):
         try:

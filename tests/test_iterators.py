@@ -2,7 +2,6 @@
 MXNet's ImageDetRecordIter): shapes and -1 padding, identical normalisation, no-aug output equal to
 the raw records, augmentation really happening (and keeping boxes on their objects), determinism,
 bad images skipped."""
-import os
 import warnings
 
 import cv2
