@@ -110,6 +110,16 @@ SSDKIT_HD bool IsCandidate(int best, float score, float threshold) {
   return best >= 0 && !(score < threshold);
 }
 
+/*! \brief Write one output row [cls_id, score, xmin, ymin, xmax, ymax] (CPU and CUDA). */
+SSDKIT_HD void WriteDetectionRow(float* row, float cls, float score, const float* box) {
+  row[0] = cls;
+  row[1] = score;
+  row[2] = box[0];
+  row[3] = box[1];
+  row[4] = box[2];
+  row[5] = box[3];
+}
+
 #ifdef SSDKIT_WITH_CUDA
 /*! \brief Device scratch bytes MultiBoxDetectionForwardGPU needs (multibox_detection.cu). */
 size_t MultiBoxDetectionGPUWorkspace(int batch, int num_channels, int num_anchors);

@@ -81,6 +81,17 @@ void CheckShapes(const Shape& cls, const Shape& loc, const Shape& anchor, int ba
 
 Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
+struct InputDims {
+  int batch, channels, n;
+};
+
+/*! \brief Forward-time shape check of (cls_prob, loc_pred, anchor); returns (B, C+1, N). */
+InputDims CheckInputs(const MultiBoxDetectionParam& p, const std::vector<MXTensor>& inputs) {
+  unsigned int ub, uc, un;
+  CheckShapes(ShapeOf(inputs[0]), ShapeOf(inputs[1]), ShapeOf(inputs[2]), p.background_id, &ub, &uc, &un);
+  return {static_cast<int>(ub), static_cast<int>(uc), static_cast<int>(un)};
+}
+
 MXReturnValue DetParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
   return Guard("MultiBoxDetection", [&]() {
     MultiBoxDetectionParam::Parse(attrs);
@@ -146,15 +157,6 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
   }
 }
 
-inline void WriteRow(float* row, float cls, float score, const float* box) {
-  row[0] = cls;
-  row[1] = score;
-  row[2] = box[0];
-  row[3] = box[1];
-  row[4] = box[2];
-  row[5] = box[3];
-}
-
 /*! \brief Pass 2 for one image: candidates -> ranked, suppressed rows in `out` (rows, 6). */
 void DetectImage(const MultiBoxDetectionParam& p, int n, int num_classes, const int* best_class,
                  const float* best_score, const float* loc, const float* anchor, float* out, int rows,
@@ -178,7 +180,7 @@ void DetectImage(const MultiBoxDetectionParam& p, int n, int num_classes, const 
   int written = 0;
   auto row = [&](int r) { return out + 6 * static_cast<size_t>(r); };
   auto emit = [&](int c, bool alive) {
-    WriteRow(row(written++), alive ? static_cast<float>(s->classes[c]) : -1.f, s->scores[c],
+    WriteDetectionRow(row(written++), alive ? static_cast<float>(s->classes[c]) : -1.f, s->scores[c],
              s->boxes.data() + 4 * static_cast<size_t>(c));
   };
   if (!p.nms_enabled()) {
@@ -212,10 +214,8 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                             std::vector<MXTensor>* outputs, const OpResource&) {
   return Guard("MultiBoxDetection", [&]() {
     MultiBoxDetectionParam p = MultiBoxDetectionParam::Parse(attrs);
-    unsigned int ub, uc, un;
-    CheckShapes(ShapeOf((*inputs)[0]), ShapeOf((*inputs)[1]), ShapeOf((*inputs)[2]), p.background_id,
-                &ub, &uc, &un);
-    const int batch = static_cast<int>(ub), channels = static_cast<int>(uc), n = static_cast<int>(un);
+    const InputDims dims = CheckInputs(p, *inputs);
+    const int batch = dims.batch, channels = dims.channels, n = dims.n;
     const int num_classes = channels - (p.background_id >= 0 ? 1 : 0);
     const int rows = static_cast<int>((*outputs)[0].shape[1]);
     const float* prob = (*inputs)[0].data<float>();
@@ -269,10 +269,8 @@ MXReturnValue DetForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                             std::vector<MXTensor>* outputs, const OpResource& res) {
   return Guard("MultiBoxDetection", [&]() {
     MultiBoxDetectionParam p = MultiBoxDetectionParam::Parse(attrs);
-    unsigned int ub, uc, un;
-    CheckShapes(ShapeOf((*inputs)[0]), ShapeOf((*inputs)[1]), ShapeOf((*inputs)[2]), p.background_id,
-                &ub, &uc, &un);
-    const int batch = static_cast<int>(ub), channels = static_cast<int>(uc), n = static_cast<int>(un);
+    const InputDims dims = CheckInputs(p, *inputs);
+    const int batch = dims.batch, channels = dims.channels, n = dims.n;
     void* workspace = res.alloc_gpu(MultiBoxDetectionGPUWorkspace(batch, channels, n));
     MultiBoxDetectionForwardGPU(p, batch, channels, n, (*inputs)[0].data<float>(),
                                 (*inputs)[1].data<float>(), (*inputs)[2].data<float>(),

@@ -137,15 +137,6 @@ __global__ void NmsKernel(int num_anchors, float nms_threshold, bool force_suppr
   // writes only the first max_keep alive rows, which were all examined.
 }
 
-__device__ __forceinline__ void WriteRowDev(float* row, float cls, float score, const float* box) {
-  row[0] = cls;
-  row[1] = score;
-  row[2] = box[0];
-  row[3] = box[1];
-  row[4] = box[2];
-  row[5] = box[3];
-}
-
 __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, bool capped,
                             DetWorkspace w, float* __restrict__ out) {
   using BlockScan = cub::BlockScan<int, kThreads>;
@@ -172,7 +163,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
       BlockScan(scan_storage).ExclusiveSum(keep, pos, total);
       pos += running;
       if (keep && pos < rows) {
-        WriteRowDev(o + 6 * static_cast<size_t>(pos), static_cast<float>(classes[ids[r]]), keys[r],
+        WriteDetectionRow(o + 6 * static_cast<size_t>(pos), static_cast<float>(classes[ids[r]]), keys[r],
                     boxes + 4 * static_cast<size_t>(ids[r]));
       }
       __syncthreads();
@@ -186,7 +177,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
     const int ranked = nms ? top : 0;
     for (int r = threadIdx.x; r < ranked; r += blockDim.x) {
       const int id = ids[r];
-      WriteRowDev(o + 6 * static_cast<size_t>(r), w.alive[base + r] ? static_cast<float>(classes[id]) : -1.f,
+      WriteDetectionRow(o + 6 * static_cast<size_t>(r), w.alive[base + r] ? static_cast<float>(classes[id]) : -1.f,
                   keys[r], boxes + 4 * static_cast<size_t>(id));
     }
     if (threadIdx.x == 0) running = 0;
@@ -200,7 +191,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
       if (is_candidate && pos >= ranked) {
         // contrib stores the candidate's probability; the sort key is the same value
         float score = w.keys[base + i];
-        WriteRowDev(o + 6 * static_cast<size_t>(pos), nms ? -1.f : static_cast<float>(classes[i]), score,
+        WriteDetectionRow(o + 6 * static_cast<size_t>(pos), nms ? -1.f : static_cast<float>(classes[i]), score,
                     boxes + 4 * static_cast<size_t>(i));
       }
       __syncthreads();
