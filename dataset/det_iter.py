@@ -9,8 +9,11 @@ class DetectionIter(mx.io.DataIter):
     """Base of the detection iterators.
 
     Subclasses set ``batch_size``, ``data_shape`` ``(3, H, W)``, ``max_objects`` (M), ``data_name`` and
-    ``label_name``; batches are ``data (B, 3, H, W)`` and ``label (B, M, 6)`` float32.
+    ``label_name``; batches are ``data (B, 3, H, W)`` and ``label (B, M, 6)`` float32. They may define
+    ``num_batches`` (batches per epoch, or None when unknown) so a trainer need not run an epoch to count.
     """
+
+    num_batches = None
 
     @property
     def provide_data(self):

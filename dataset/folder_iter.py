@@ -75,6 +75,12 @@ class FolderDetIter(DetectionIter):
         self._prefetch = 2 * batch_size
         self.reset()
 
+    @property
+    def num_batches(self):
+        """Batches per epoch (images that fail to decode at run time make an epoch shorter)."""
+        full, rest = divmod(len(self.records), self.batch_size)
+        return full + (1 if rest and self.last_batch == "pad" else 0)
+
     def reset(self):
         """Start the next epoch (a new order when shuffling)."""
         self._drain()

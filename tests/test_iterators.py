@@ -326,3 +326,14 @@ def test_iterators_agree_on_a_packed_synthetic_dataset(tmp_path):
     # same pixels up to the JPEG re-encoding of the .rec and resize rounding (0-255 scale)
     diff = np.abs(d1 - d2) * np.array(NORM.std)[:, None, None]
     assert diff.mean() < 3.0
+
+
+def test_folder_iter_knows_its_batch_count(tmp_path):
+    from ssdkit.dataset.records import Record
+
+    path = str(tmp_path / "a.png")
+    cv2.imwrite(path, np.zeros((20, 30, 3), np.uint8))
+    records = [Record(path=path, width=30, height=20)] * 5
+    for last_batch, expected in (("pad", 3), ("discard", 2)):
+        it = FolderDetIter(records, batch_size=2, data_shape=(3, 16, 16), last_batch=last_batch, num_workers=1)
+        assert it.num_batches == expected == sum(1 for _ in it)

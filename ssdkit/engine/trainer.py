@@ -93,7 +93,8 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
     arg_params, aux_params : dict, initial weights (pretrained or fine-tuning)
     fixed_param_names : list of str, parameters kept frozen
     initializer : mx.init.Initializer for parameters not given (default Xavier)
-    iters_per_epoch : int, batches per epoch (default: counted from ``train_iter``)
+    iters_per_epoch : int, batches per epoch (default: ``train_iter.num_batches`` when it knows it,
+        else counted by running through ``train_iter`` once)
     kvstore : ``"auto"`` (from ``config.runtime``, see :func:`make_kvstore`), a KVStore or None
 
     Gradients are rescaled by ``1 / (devices * workers)``: the losses must be normalised per device
@@ -140,7 +141,7 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
                     arg_params=arg_params, aux_params=aux_params, allow_missing=True,
                     allow_extra=True, force_init=True)
 
-    iters = iters_per_epoch or _count_batches(train_iter)
+    iters = iters_per_epoch or getattr(train_iter, "num_batches", None) or _count_batches(train_iter)
     optimizer = mx.optimizer.create(
         solver.optimizer, learning_rate=solver.lr, wd=solver.wd,
         lr_scheduler=build_lr_scheduler(solver, iters),
