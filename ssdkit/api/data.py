@@ -11,13 +11,19 @@ from ssdkit.dataset.rec_iter import RecordDetIter
 log = logging.getLogger("ssdkit.data")
 
 
-def class_names_of(config, dataset=None):
-    """Class names: ``model.class_names`` (names, or one entry naming a file), else the dataset's."""
+def configured_class_names(config):
+    """``model.class_names`` as a tuple (one entry naming an existing file is read), or None if empty."""
     names = config.model.class_names
     if len(names) == 1 and os.path.isfile(names[0]):
-        names = resolve_class_names(names[0])
+        return resolve_class_names(names[0])
+    return tuple(names) or None
+
+
+def class_names_of(config, dataset=None):
+    """Class names: ``model.class_names`` (names, or one entry naming a file), else the dataset's."""
+    names = configured_class_names(config)
     if names:
-        return tuple(names)
+        return names
     if dataset is not None:
         return tuple(dataset.class_names)
     if config.model.num_classes:
@@ -32,15 +38,9 @@ def load_split(config, split):
     sources = data.train if split == "train" else data.val
     if not sources or data.format == "rec":
         return None
-    names = config.model.class_names
-    class_arg = None
-    if len(names) == 1 and os.path.isfile(names[0]):
-        class_arg = names[0]
-    elif names:
-        class_arg = list(names)
-    image_dirs = data.root or None
-    return load_dataset(data.format, sources, root=data.root or None, image_dirs=image_dirs,
-                        class_names=class_arg if data.format != "coco" else None,
+    names = configured_class_names(config)
+    return load_dataset(data.format, sources, root=data.root or None, image_dirs=data.root or None,
+                        class_names=list(names) if names and data.format != "coco" else None,
                         workers=max(1, data.num_workers))
 
 

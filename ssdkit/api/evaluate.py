@@ -1,4 +1,5 @@
 """Evaluate a trained or deployed detector: VOC07 / VOC12 / COCO mAP, per-class AP, PR curves."""
+import dataclasses
 import json
 import logging
 import os
@@ -35,8 +36,6 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     """
     symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy)
     class_names = tuple(meta["class_names"])
-    import dataclasses
-
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, data_shape=int(meta["data_shape"]),
                                           class_names=class_names),
