@@ -67,7 +67,7 @@ Dims CheckShapes(const Shape& a, const Shape& l, const Shape& info) {
 
 Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
-MXReturnValue RPNTargetParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
+MXReturnValue RpnParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
   return Guard("RPNTarget", [&]() {
     RPNTargetParam::Parse(attrs);
     *num_in = 3;
@@ -76,11 +76,11 @@ MXReturnValue RPNTargetParseAttrs(const Attrs& attrs, int* num_in, int* num_out)
   });
 }
 
-MXReturnValue RPNTargetInferType(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
+MXReturnValue RpnInferType(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
   return InferFloat32("RPNTarget", in_types, out_types);
 }
 
-MXReturnValue RPNTargetInferShape(const Attrs& attrs, std::vector<Shape>* in_shapes,
+MXReturnValue RpnInferShape(const Attrs& attrs, std::vector<Shape>* in_shapes,
                                   std::vector<Shape>* out_shapes) {
   return Guard("RPNTarget", [&]() {
     RPNTargetParam::Parse(attrs);
@@ -204,7 +204,7 @@ void SampleImage(const Problem& pb, int b, std::mt19937* rng, std::vector<int>* 
   for (int i = 0; i < kept_neg; ++i) cls[(*neg)[i]] = 0.f;
 }
 
-MXReturnValue RPNTargetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
+MXReturnValue RpnForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                                   std::vector<MXTensor>* outputs, const OpResource& res) {
   return Guard("RPNTarget", [&]() {
     Problem pb;
@@ -253,7 +253,7 @@ MXReturnValue RPNTargetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
 }
 
 #ifdef SSDKIT_WITH_CUDA
-MXReturnValue RPNTargetForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
+MXReturnValue RpnForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                                   std::vector<MXTensor>* outputs, const OpResource& res) {
   return Guard("RPNTarget", [&]() {
     RPNTargetParam p = RPNTargetParam::Parse(attrs);
@@ -280,13 +280,13 @@ MXReturnValue RPNTargetForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inp
 }  // namespace ssdkit
 
 REGISTER_OP(RPNTarget)
-    .setParseAttrs(ssdkit::RPNTargetParseAttrs)
-    .setInferType(ssdkit::RPNTargetInferType)
-    .setInferShape(ssdkit::RPNTargetInferShape)
-    .setForward(ssdkit::RPNTargetForwardCPU, "cpu")
+    .setParseAttrs(ssdkit::RpnParseAttrs)
+    .setInferType(ssdkit::RpnInferType)
+    .setInferShape(ssdkit::RpnInferShape)
+    .setForward(ssdkit::RpnForwardCPU, "cpu")
     .setBackward(ssdkit::ZeroBackwardCPU, "cpu")
 #ifdef SSDKIT_WITH_CUDA
-    .setForward(ssdkit::RPNTargetForwardGPU, "gpu")
+    .setForward(ssdkit::RpnForwardGPU, "gpu")
     .setBackward(ssdkit::ZeroBackwardGPU, "gpu")
 #endif
     ;
