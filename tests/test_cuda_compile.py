@@ -18,6 +18,11 @@ def test_there_are_cuda_sources():
     assert any(p.endswith(os.path.join("common", "anchor_grid.cu")) for p in CU_FILES)
 
 
+def test_fpn_target_kernels_are_among_the_compiled_sources():
+    for name in ("common/anchor_grid.cu", "rpn_target/rpn_target.cu", "proposal_target/proposal_target.cu"):
+        assert os.path.join(SRC, *name.split("/")) in CU_FILES, name
+
+
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH; CUDA sources cannot be compiled here")
 @pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: os.path.relpath(p, SRC))
 def test_nvcc_compiles(cu, tmp_path):
