@@ -274,6 +274,22 @@ def test_thread_counts_give_identical_samples():
         np.testing.assert_array_equal(a, b)
 
 
+def test_more_images_than_cpu_random_states():
+    # 1030 images > 1024 states: images b and b + 1024 share a state and run in order.
+    label = np.repeat(HAND_LABEL[:1], 1030, axis=0)
+    rois = np.concatenate([np.concatenate([np.full((7, 1), b), HAND_ROIS[:, 1:]], axis=1)
+                           for b in range(1030)]).astype(np.float32)
+    kwargs = dict(num_classes=3, batch_rois=4, fg_fraction=0.5)
+    mx.random.seed(31)
+    got = run_op(rois, label, **kwargs)
+    mx.random.seed(31)
+    again = run_op(rois, label, **kwargs)
+    check_against_reference(got, rois, label, 3, batch_rois=4, fg_fraction=0.5)
+    for a, b in zip(got, again):
+        np.testing.assert_array_equal(a, b)
+    assert len({tuple(r.ravel()) for r in got[0].reshape(1030, 4, 5)[:, :, 1:]}) > 1   # different samples
+
+
 # ---------------------------------------------------------------------------------------------
 # Robustness and errors
 # ---------------------------------------------------------------------------------------------

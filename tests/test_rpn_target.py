@@ -233,6 +233,25 @@ def test_thread_counts_give_identical_samples():
         np.testing.assert_array_equal(a, b)
 
 
+def test_more_images_than_cpu_random_states():
+    # 1030 images > 1024 states: images b and b + 1024 share a state and run in order.
+    rng = np.random.default_rng(17)
+    anchor = HAND_ANCHORS
+    label = np.repeat(HAND_LABEL, 1030, axis=0)
+    info = np.repeat(np.array([[20, 20, 1]], np.float32), 1030, axis=0)
+    kwargs = {"batch_size_per_image": 2, "allowed_border": -1}
+    mx.random.seed(int(rng.integers(1000)))
+    first = run_op(anchor, label, info, **kwargs)
+    mx.random.seed(99)
+    second = run_op(anchor, label, info, **kwargs)
+    mx.random.seed(99)
+    again = run_op(anchor, label, info, **kwargs)
+    check_against_reference(first, anchor, label, info, **kwargs)
+    for a, b in zip(second, again):
+        np.testing.assert_array_equal(a, b)
+    assert len({tuple(row) for row in second[0]}) > 1          # images draw different samples
+
+
 def test_negatives_are_chosen_uniformly():
     # 20 negative candidates, 5 kept per call: over 400 seeded calls each is kept ~100 times
     # (binomial sd 8.7); a biased sampler (e.g. always the first ones) fails the bounds.
