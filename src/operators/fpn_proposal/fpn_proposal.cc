@@ -122,12 +122,27 @@ MXReturnValue ProposalParseAttrs(const Attrs& attrs, int* num_in, int* num_out) 
 }
 
 MXReturnValue ProposalInferType(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
-  return InferFloat32("FPNProposal", in_types, out_types);
+  return InferFloat32FillUnknown("FPNProposal", in_types, out_types);
+}
+
+/*!
+ * \brief Fill in input shapes MXNet does not know yet (empty) but the others determine: the anchor
+ *  (1, sum(level_sizes), 4), e.g. when anchors are a fixed parameter of a Module, and im_info (B, 3).
+ */
+void CompleteShapes(const FPNProposalParam& p, std::vector<Shape>* in) {
+  unsigned int n = 0, batch = 0;
+  for (int s : p.level_sizes) n += static_cast<unsigned int>(s);
+  for (int i : {0, 1, 3}) {
+    if (!(*in)[i].empty() && batch == 0) batch = (*in)[i][0];
+  }
+  if ((*in)[2].empty()) (*in)[2] = {1u, n, 4u};
+  if ((*in)[3].empty() && batch > 0) (*in)[3] = {batch, 3u};
 }
 
 MXReturnValue ProposalInferShape(const Attrs& attrs, std::vector<Shape>* in_shapes, std::vector<Shape>* out_shapes) {
   return Guard("FPNProposal", [&]() {
     FPNProposalParam p = FPNProposalParam::Parse(attrs);
+    CompleteShapes(p, in_shapes);
     unsigned int batch, n;
     CheckFPNProposalShapes(p, (*in_shapes)[0], (*in_shapes)[1], (*in_shapes)[2], (*in_shapes)[3], &batch, &n);
     const unsigned int rows = batch * static_cast<unsigned int>(p.post_nms_top_n);
