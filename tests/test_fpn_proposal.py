@@ -117,6 +117,8 @@ def hand_fixture():
     (dict(nms_threshold=0.5, pre_nms_top_n=2), [0, 4]),  # level 0 ranks a0, a1; level 1 a5 (dropped), a4
     (dict(nms_threshold=0.5, min_size=6), [0, 4, 2]),    # a1 (5 high) and clipped a3 (5 x 5) too small
     (dict(nms_threshold=0.7, post_nms_top_n=2), [0, 1]),
+    (dict(nms_threshold=0.7, min_size=5), [0, 1, 4, 3, 2]),     # exactly min_size: kept
+    (dict(nms_threshold=0.7, min_size=5.001), [0, 4, 2]),
 ])
 def test_hand_computed_fixture(kwargs, expected):
     cls, bbox, anchor, im_info = hand_fixture()
