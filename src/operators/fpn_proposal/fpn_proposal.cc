@@ -4,14 +4,18 @@
  *
  * CPU plan, for B images and L levels:
  *  1. one task per (image, level), largest levels first, dynamically scheduled, so that a batch of
- *     one still spreads its levels over the threads: rank the level (partial sort, common/topk.h),
- *     decode and clip only the top pre_nms_top_n, greedy NMS (common/nms.h) stopping at P kept.
+ *     one still spreads its levels over the threads: rank the level (partial sort of packed integer
+ *     (score, index) keys, the order of common/topk.h), decode and clip only the top pre_nms_top_n,
+ *     greedy NMS (common/nms.h GreedyNmsSoA) stopping at P kept.
  *  2. one task per image: merge the levels' kept proposals (top P by score) and write the rows.
  */
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <unordered_map>
@@ -40,15 +44,35 @@ struct LevelResult {
 
 /*! \brief Per-thread buffers, reused across tasks. */
 struct Scratch {
-  std::vector<float> keys;   // (level size,) score, NaN for non-finite scores (ranks last)
-  std::vector<int> order;    // ranked positions within the level
-  std::vector<float> boxes;  // (C, 4) candidates that passed the size test, rank order
-  std::vector<int> cand;     // (C,) their position within the level
-  std::vector<int> visit;    // 0..C-1
-  std::vector<int> keep;     // kept candidate positions
-  NmsScratch nms;
+  std::vector<uint64_t> ranked;  // (level size,) packed (score key, anchor) of step 1
+  std::vector<float> boxes;      // (C, 4) candidates that passed the size test, rank order
+  std::vector<int> cand;         // (C,) their position within the level
+  std::vector<int> visit;        // 0..C-1
+  std::vector<int> keep;         // kept candidate positions
+  NmsSoAScratch nms;
   std::vector<float> merged_scores;  // per image: kept scores of all levels, level order
+  std::vector<int> order;            // per image: merged ranking
 };
+
+/*!
+ * \brief Step 1 as integers: an order-preserving key of the score (larger score, larger key; -0 as
+ *  +0; 0 for non-finite scores, below every finite one) in the high 32 bits and the complement of
+ *  the anchor's position in the low 32 bits. Descending packed values are then exactly the
+ *  common/topk.h order (descending score, ascending index), compared as plain integers.
+ */
+inline uint64_t PackRank(float score, int position) {
+  uint32_t key = 0;
+  if (IsFiniteF(score)) {
+    const float s = score + 0.f;
+    uint32_t u;
+    std::memcpy(&u, &s, sizeof(u));
+    key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  }
+  return (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(position));
+}
+
+inline int UnpackPosition(uint64_t packed) { return static_cast<int>(~static_cast<uint32_t>(packed)); }
+inline bool PackedIsCandidate(uint64_t packed) { return (packed >> 32) != 0; }
 
 Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
@@ -59,14 +83,16 @@ void ProposeLevel(const FPNProposalParam& p, const FPNLevelPlan& plan, int level
   const int size = plan.anchor_begin[level + 1] - begin;
   const int top = p.level_top(level);
   const float* score = cls + begin;
-  s->keys.resize(static_cast<size_t>(size));
-  for (int i = 0; i < size; ++i) s->keys[i] = IsFiniteF(score[i]) ? score[i] : NAN;
-  TopKDescending(s->keys.data(), size, top, &s->order);
+  s->ranked.resize(static_cast<size_t>(size));
+  for (int i = 0; i < size; ++i) s->ranked[i] = PackRank(score[i], i);
+  const auto first = s->ranked.begin(), cut = first + top;
+  if (top < size) std::nth_element(first, cut, s->ranked.end(), std::greater<uint64_t>());
+  std::sort(first, cut, std::greater<uint64_t>());
   s->boxes.resize(4 * static_cast<size_t>(top));
   s->cand.clear();
   for (int r = 0; r < top; ++r) {
-    const int i = s->order[r];
-    if (std::isnan(s->keys[i])) break;  // non-finite scores rank last: none after this one either
+    if (!PackedIsCandidate(s->ranked[r])) break;  // non-finite scores rank last: none after this one either
+    const int i = UnpackPosition(s->ranked[r]);
     const size_t a = static_cast<size_t>(begin + i);
     float* box = s->boxes.data() + 4 * s->cand.size();
     if (MakeProposal(anchor + 4 * a, bbox + 4 * a, p.stds, im_height, im_width, p.min_size, box)) {
@@ -79,7 +105,7 @@ void ProposeLevel(const FPNProposalParam& p, const FPNLevelPlan& plan, int level
   NmsOptions opt;
   opt.iou_threshold = p.nms_threshold;
   opt.max_keep = p.post_nms_top_n;
-  GreedyNms(s->boxes.data(), nullptr, 0, s->visit.data(), count, opt, &s->keep, &s->nms);
+  GreedyNmsSoA(s->boxes.data(), s->visit.data(), count, opt, &s->keep, &s->nms);
   out->anchors.clear();
   out->scores.clear();
   out->boxes.clear();

@@ -6,7 +6,7 @@
  *  1. serial pass: the valid roi rows of each image, ascending.
  *  2. one task per (image, class), dynamically scheduled (a batch of one still uses every thread):
  *     candidates above the threshold, decoded and clipped, ranked (common/topk.h), greedy NMS
- *     (common/nms.h) stopping at K kept.
+ *     (common/nms.h GreedyNmsSoA) stopping at K kept.
  *  3. one task per image: merge the classes' kept detections (top K by score), write the rows.
  */
 #include <omp.h>
@@ -43,7 +43,7 @@ struct Scratch {
   std::vector<float> boxes;   // (candidates, 4)
   std::vector<int> order;     // ranked candidates
   std::vector<int> keep;
-  NmsScratch nms;
+  NmsSoAScratch nms;
 };
 
 Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
@@ -79,7 +79,7 @@ void DetectClass(const RCNNDetectionParam& p, const Dims& d, const std::vector<i
   NmsOptions opt;
   opt.iou_threshold = p.nms_threshold;
   opt.max_keep = p.max_detections;
-  GreedyNms(s->boxes.data(), nullptr, 0, s->order.data(), count, opt, &s->keep, &s->nms);
+  GreedyNmsSoA(s->boxes.data(), s->order.data(), count, opt, &s->keep, &s->nms);
   out->scores.clear();
   out->boxes.clear();
   for (int c : s->keep) {
