@@ -37,7 +37,6 @@ using Shape = std::vector<unsigned int>;
 
 /*! \brief Kept proposals of one (image, level), in NMS (rank) order. */
 struct LevelResult {
-  std::vector<int> anchors;   // (K,) anchor index within the image (all levels)
   std::vector<float> scores;  // (K,)
   std::vector<float> boxes;   // (K, 4)
 };
@@ -106,12 +105,10 @@ void ProposeLevel(const FPNProposalParam& p, const FPNLevelPlan& plan, int level
   opt.iou_threshold = p.nms_threshold;
   opt.max_keep = p.post_nms_top_n;
   GreedyNmsSoA(s->boxes.data(), s->visit.data(), count, opt, &s->keep, &s->nms);
-  out->anchors.clear();
   out->scores.clear();
   out->boxes.clear();
   for (int c : s->keep) {
     const int i = s->cand[c];
-    out->anchors.push_back(begin + i);
     out->scores.push_back(score[i]);
     out->boxes.insert(out->boxes.end(), s->boxes.begin() + 4 * c, s->boxes.begin() + 4 * c + 4);
   }
