@@ -111,7 +111,9 @@ def get_config(network, data_shape, **kwargs):
             from_layers=["stage3_unit3_pw_relu", "stage4_unit3_pw_relu", "", ""],
             num_filters=[-1, -1, 128, 128],
             strides=[-1, -1, 2, 2], pads=[-1, -1, 1, 1],
-            sizes=[[.1, .16], [.25, .35], [.5, .6], [.8, .9]],
+            # the synthetic shapes are 0.03-0.67 of the image (median 0.13): with these sizes 91 % of
+            # them have an anchor of IoU >= 0.5 (75 % with tiny's sizes)
+            sizes=[[.05, .08, .12], [.18, .26], [.36, .5], [.65, .85]],
             ratios=[[1, 2, .5] for _ in range(4)], normalizations=-1, steps=[], extra_bn=True)
     elif network == "small":
         config = dict(
