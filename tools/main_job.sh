@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup_env.sh
 PY="${SSDKIT_VENV:-.venv}/bin/python"
-PRESET="${SSDKIT_PRESET:-tiny_256_synthetic}"
+PRESET="${SSDKIT_PRESET:-lite_256_synthetic}"
 DATA=data/synthetic
 OUT=output/main_job
 if [ ! -f "$DATA/classes.txt" ]; then

@@ -179,9 +179,10 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
                         prefix, checkpoint.latest_epoch(prefix), solver.lr))
             samples += batch.data[0].shape[0]
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix({str(n): "%.4f" % v for n, v in zip(names, values)},
+                # refresh=False: update() redraws, at most every mininterval (see engine/progress.py)
+                bar.set_postfix({str(n): "%.4f" % v for n, v in zip(names, values)}, refresh=False,
                                 samples_per_s="%.1f" % (samples / max(time.time() - tic, 1e-9)))
+                bar.update(1)
         if bar is not None:
             bar.close()
         elapsed = time.time() - tic
