@@ -14,6 +14,7 @@ Input contract of every ssdkit base network: ``data (B, 3, H, W)`` RGB normalise
 way, ``(pixel / 255 - IMAGENET_MEAN) / IMAGENET_STD`` (the GluonCV convention).
 """
 import mxnet as mx
+import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel RGB mean (in [0, 1] pixel units) subtracted from ``data`` by the data pipeline."""
@@ -192,3 +193,48 @@ def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1,
     anchors = mx.sym.concat(*anchor_layers, dim=1)
     anchors = mx.sym.reshape(anchors, shape=(0, -1, 4), name="multibox_anchors")
     return loc_preds, cls_preds, anchors
+
+
+def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01):
+    """Initializer for an SSD graph trained from scratch (or with a pretrained body).
+
+    Every multibox head (``feat{k}_loc_pred``, ``feat{k}_cls_pred``) starts with small Gaussian
+    weights (``head_sigma``) so the first losses are not dominated by random head outputs, and the
+    class bias gives the background channel a prior probability ``background_prior`` (the object
+    channels share the rest); other parameters use MSRA/He Xavier initialisation.
+
+    Parameters
+    ----------
+    num_classes : int, object classes (background excluded)
+
+    Returns
+    -------
+    mx.init.Initializer
+    """
+    if not 0.0 < background_prior < 1.0:
+        raise ValueError("background_prior must be in (0, 1), got %r" % (background_prior,))
+    # softmax(b, 0, ..., 0)[0] = prior  <=>  b = log(prior * C / (1 - prior))
+    bias = float(np.log(background_prior * num_classes / (1.0 - background_prior)))
+    return mx.init.Mixed(
+        [r".*_cls_pred_bias$", r".*_loc_pred_bias$", r".*_pred_weight$", ".*"],
+        [_BackgroundBias(bias, num_classes + 1), mx.init.Zero(), mx.init.Normal(head_sigma),
+         mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)])
+
+
+class _BackgroundBias(mx.init.Initializer):
+    """Class-head bias: ``value`` on the background channel of every anchor, 0 elsewhere.
+
+    The head's output channels are ``anchor * (C + 1) + class`` (see :func:`multibox_layer`).
+    """
+
+    def __init__(self, value, channels):
+        super().__init__(value=value, channels=channels)
+        self._value, self._channels = float(value), int(channels)
+
+    def _init_weight(self, name, arr):
+        bias = np.zeros(arr.shape, dtype=np.float32)
+        bias[::self._channels] = self._value
+        arr[:] = bias
+
+    _init_bias = _init_weight
+    _init_default = _init_weight

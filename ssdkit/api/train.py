@@ -2,8 +2,6 @@
 import logging
 import re
 
-import mxnet as mx
-
 from ssdkit.api.data import class_names_of, load_split, make_iterator
 from ssdkit.api.model_files import write_meta
 from ssdkit.engine.checkpoint import load_params
@@ -11,6 +9,7 @@ from ssdkit.engine.evaluator import make_validator
 from ssdkit.engine.ssd_metric import MultiBoxMetric
 from ssdkit.engine.trainer import fit, make_contexts, make_kvstore
 from ssdkit.metrics.voc import VOCMeanAP
+from ssdkit.symbol.common import multibox_initializer
 
 log = logging.getLogger("ssdkit.train")
 
@@ -101,6 +100,6 @@ def train_detector(config, *, progress=True):
     result = fit(train_sym, train_iter, config, train_metric=MultiBoxMetric(), data_names=("data",),
                  label_names=("label",), val_fn=val_fn, arg_params=arg, aux_params=aux,
                  fixed_param_names=fixed, progress=progress, kvstore=kvstore,
-                 initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2))
+                 initializer=multibox_initializer(len(class_names)))
     result["class_names"] = class_names
     return result

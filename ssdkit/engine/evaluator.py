@@ -1,6 +1,7 @@
 """Run an inference graph over a labelled iterator and feed detections to metrics."""
 import mxnet as mx
 
+from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.trainer import make_contexts
 
 
@@ -26,10 +27,7 @@ def iterate_detections(mod, data_iter, progress=False, desc="evaluate"):
     gives them.
     """
     data_iter.reset()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+    bar = progress_bar(desc=desc, enabled=progress)
     for batch in data_iter:
         mod.forward(mx.io.DataBatch(data=batch.data), is_train=False)
         dets = mod.get_outputs()[0].asnumpy()

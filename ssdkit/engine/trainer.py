@@ -15,6 +15,7 @@ import numpy as np
 
 from ssdkit.engine import atomic, checkpoint, module_state
 from ssdkit.engine.history import History
+from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.schedule import build_lr_scheduler
 
 log = logging.getLogger("ssdkit.train")
@@ -67,13 +68,6 @@ def _count_batches(data_iter):
     n = sum(1 for _ in data_iter)
     data_iter.reset()
     return n
-
-
-def _progress(total, desc, enabled):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
 
 
 def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label_names=("label",),
@@ -165,7 +159,7 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
         train_metric.reset()
         train_iter.reset()
         tic = time.time()
-        bar = _progress(iters, "epoch %d/%d" % (epoch + 1, solver.epochs), progress and rank == 0)
+        bar = progress_bar(iters, "epoch %d/%d" % (epoch + 1, solver.epochs), progress and rank == 0)
         samples = 0
         for nbatch, batch in enumerate(train_iter):
             mod.forward_backward(batch)
