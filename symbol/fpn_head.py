@@ -9,9 +9,12 @@ Parameter names (stable, for checkpoints and weight import):
   (1x1, 4A);
 * box head: ``rcnn_fc6``, ``rcnn_fc7``, ``rcnn_cls_score`` (C + 1), ``rcnn_bbox_pred`` (4 (C + 1)).
 
-Predictor weights start from small Gaussians (std 0.01, box regressors of the R-CNN 0.001; biases 0)
-through the variables' ``__init__`` attribute, which ``Module.init_params`` honours whatever its
-default initializer is.
+Initialisation (Detectron's) is attached to the variables through their ``__init__`` attribute, which
+``Module.init_params`` honours whatever its default initializer is: the neck convolutions and the two
+fully connected layers use "Xavier fill" (uniform, fan-in, ``magnitude=3``), the predictors small
+Gaussians (std 0.01, box regressors of the R-CNN 0.001), all their biases 0. A fan-out Xavier on
+``rcnn_fc6`` (fan-in 256 * 7 * 7, fan-out 1024) would amplify its input about 7 times and makes
+training from scratch diverge.
 """
 import mxnet as mx
 
@@ -51,8 +54,11 @@ def fpn_neck(stages, channels):
     """
     if len(stages) != 4:
         raise ValueError("fpn_neck takes the 4 stages C2..C5, got %d" % len(stages))
-    laterals = [mx.sym.Convolution(c, num_filter=channels, kernel=(1, 1), name="fpn_lateral%d" % level)
-                for level, c in zip((2, 3, 4, 5), stages)]
+    laterals = []
+    for level, c in zip((2, 3, 4, 5), stages):
+        weight, bias = _weight("fpn_lateral%d" % level)
+        laterals.append(mx.sym.Convolution(c, weight=weight, bias=bias, num_filter=channels, kernel=(1, 1),
+                                           name="fpn_lateral%d" % level))
     merged = [None, None, None, laterals[3]]
     for i in (2, 1, 0):
         level = i + 2
@@ -60,15 +66,20 @@ def fpn_neck(stages, channels):
                                name="fpn_upsample%d" % level)
         up = mx.sym.slice_like(up, laterals[i], axes=(2, 3), name="fpn_crop%d" % level)
         merged[i] = mx.sym.elemwise_add(laterals[i], up, name="fpn_merge%d" % level)
-    outputs = [mx.sym.Convolution(m, num_filter=channels, kernel=(3, 3), pad=(1, 1), name="fpn_output%d" % level)
-               for level, m in zip((2, 3, 4, 5), merged)]
+    outputs = []
+    for level, m in zip((2, 3, 4, 5), merged):
+        weight, bias = _weight("fpn_output%d" % level)
+        outputs.append(mx.sym.Convolution(m, weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
+                                          pad=(1, 1), name="fpn_output%d" % level))
     p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
     return outputs + [p6]
 
 
-def _weight(name, std):
-    return (mx.sym.Variable(name + "_weight", init=mx.init.Normal(std)),
-            mx.sym.Variable(name + "_bias", init=mx.init.Zero()))
+def _weight(name, std=None):
+    """Weight and bias variables of layer ``name``: Normal(std) weights, or Xavier fill (uniform,
+    fan-in, magnitude 3) when ``std`` is None; zero biases."""
+    init = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=3) if std is None else mx.init.Normal(std)
+    return mx.sym.Variable(name + "_weight", init=init), mx.sym.Variable(name + "_bias", init=mx.init.Zero())
 
 
 def rpn_head(features, num_anchors, channels):
@@ -135,6 +146,10 @@ def multilevel_roi_align(features, rois, levels, *, strides, pooled_size, sample
     cannot skip RoIs: rows with batch index -1 are left unwritten and it zeroes entries of other rows
     instead; ``tests/test_fpn_symbol.py`` checks the result against one RoIAlign per RoI.)
 
+    Aligned RoIAlign aborts the process on a RoI of zero width or height, which the padding rows of
+    ``FPNProposal`` / ``ProposalTarget`` are (``[b, 0, 0, 0, 0]``), so every RoI is pooled with its far
+    corner at least 1 pixel beyond the near one; only sub-pixel RoIs change.
+
     Parameters
     ----------
     features : list of symbols ``(B, C, H_l, W_l)``, one per entry of ``feature_levels``
@@ -151,6 +166,10 @@ def multilevel_roi_align(features, rois, levels, *, strides, pooled_size, sample
     ``[i, i + 1)``, the continuous box convention).
     """
     rois = mx.sym.BlockGrad(rois)
+    near = mx.sym.slice_axis(rois, axis=1, begin=0, end=3)                 # [b, x0, y0]
+    far = mx.sym.maximum(mx.sym.slice_axis(rois, axis=1, begin=3, end=5),
+                         mx.sym.slice_axis(rois, axis=1, begin=1, end=3) + 1.0)
+    rois = mx.sym.concat(near, far, dim=1, name="roi_align_rois")
     levels = mx.sym.reshape(mx.sym.BlockGrad(levels), shape=(-1,))
     pooled = None
     for level, feat, stride in zip(feature_levels, features, strides):
@@ -178,10 +197,10 @@ def box_head(pooled, num_classes, fc_dim):
     bbox_pred : (R, 4 (C + 1)) deltas, 4 per class column (background's unused)
     """
     x = mx.sym.flatten(pooled, name="rcnn_flatten")
-    x = mx.sym.Activation(mx.sym.FullyConnected(x, num_hidden=fc_dim, name="rcnn_fc6"), act_type="relu",
-                          name="rcnn_fc6_relu")
-    x = mx.sym.Activation(mx.sym.FullyConnected(x, num_hidden=fc_dim, name="rcnn_fc7"), act_type="relu",
-                          name="rcnn_fc7_relu")
+    for name in ("rcnn_fc6", "rcnn_fc7"):
+        weight, bias = _weight(name)
+        x = mx.sym.FullyConnected(x, weight=weight, bias=bias, num_hidden=fc_dim, name=name)
+        x = mx.sym.Activation(x, act_type="relu", name=name + "_relu")
     cls_w, cls_b = _weight("rcnn_cls_score", 0.01)
     box_w, box_b = _weight("rcnn_bbox_pred", 0.001)
     cls_score = mx.sym.FullyConnected(x, weight=cls_w, bias=cls_b, num_hidden=num_classes + 1, name="rcnn_cls_score")
