@@ -14,7 +14,7 @@ import mxnet as mx
 
 # importing any ssdkit module loads the operator library (MultiBoxPrior/Target/Detection)
 from ssdkit.boxes import VARIANCES
-from ssdkit.symbol import mobilenet, resnet, tiny, vgg16_reduced
+from ssdkit.symbol import lite, mobilenet, resnet, tiny, vgg16_reduced
 from ssdkit.symbol.common import multi_layer_feature, multibox_layer
 
 BASE_NETWORKS = {
@@ -22,6 +22,7 @@ BASE_NETWORKS = {
     "resnet": resnet.get_symbol,
     "mobilenet": mobilenet.get_symbol,
     "tiny": tiny.get_symbol,
+    "lite": lite.get_symbol,
     "small": tiny.get_small_symbol,
 }
 """Base-network name -> ``get_symbol(num_classes, **kwargs)`` returning the feature body."""

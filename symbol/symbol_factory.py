@@ -10,7 +10,8 @@
 * ``mobilenet`` @512: GluonCV's ``ssd_512_mobilenet1.0`` layout (BatchNorm extra layers with
   1x1 transitions as wide as the output, pixel sizes 51.2 .. 492 and steps 16 .. 512); @300: the
   same layers with the classic 300 sizes.
-* ``tiny``: the small CPU network (any input size, e.g. 64 or 128).
+* ``tiny``: the small CPU network (any input size, e.g. 64 or 128), fast but too shallow to learn
+  much from scratch; ``lite``: the depthwise-separable CPU network of the main job (any input size).
 """
 import logging
 
@@ -104,6 +105,14 @@ def get_config(network, data_shape, **kwargs):
             strides=[-1, -1, 2, 2], pads=[-1, -1, 1, 1],
             sizes=[[.1, .16], [.25, .35], [.5, .6], [.8, .9]],
             ratios=[[1, 2, .5] for _ in range(4)], normalizations=-1, steps=[], extra_bn=True)
+    elif network == "lite":
+        config = dict(
+            network="lite",
+            from_layers=["stage3_unit3_pw_relu", "stage4_unit3_pw_relu", "", ""],
+            num_filters=[-1, -1, 128, 128],
+            strides=[-1, -1, 2, 2], pads=[-1, -1, 1, 1],
+            sizes=[[.1, .16], [.25, .35], [.5, .6], [.8, .9]],
+            ratios=[[1, 2, .5] for _ in range(4)], normalizations=-1, steps=[], extra_bn=True)
     elif network == "small":
         config = dict(
             network="small",
@@ -114,7 +123,7 @@ def get_config(network, data_shape, **kwargs):
             ratios=[[1, 2, .5] for _ in range(4)], normalizations=-1, steps=[], extra_bn=True)
     else:
         raise ValueError("no SSD preset for network %r; presets: vgg16_reduced, resnet18, resnet34, "
-                         "resnet50, resnet101, mobilenet, tiny, small" % (network,))
+                         "resnet50, resnet101, mobilenet, tiny, lite, small" % (network,))
     config.update(kwargs)
     return config
 

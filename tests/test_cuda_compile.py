@@ -14,7 +14,13 @@ CU_FILES = _build.source_files(SRC, (".cu",))
 
 
 def test_there_are_cuda_sources():
-    assert any(p.endswith(os.path.join("multibox_prior", "multibox_prior.cu")) for p in CU_FILES)
+    # The anchor grid kernel (MultiBoxPrior, RPNAnchors) lives in common/anchor_grid.cu.
+    assert any(p.endswith(os.path.join("common", "anchor_grid.cu")) for p in CU_FILES)
+
+
+def test_fpn_target_kernels_are_among_the_compiled_sources():
+    for name in ("common/anchor_grid.cu", "rpn_target/rpn_target.cu", "proposal_target/proposal_target.cu"):
+        assert os.path.join(SRC, *name.split("/")) in CU_FILES, name
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH; CUDA sources cannot be compiled here")

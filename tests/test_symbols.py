@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from ssdkit.anchors import ssd_anchors
-from ssdkit.symbol import mobilenet, resnet, symbol_builder, symbol_factory, tiny, vgg16_reduced
+from ssdkit.symbol import lite, mobilenet, resnet, symbol_builder, symbol_factory, tiny, vgg16_reduced
 from ssdkit.symbol.common import multi_layer_feature
 
 PRESETS = [("vgg16_reduced", 300, 8732), ("vgg16_reduced", 512, 24576), ("resnet50", 512, 6132),
            ("resnet18", 300, None), ("resnet34", 512, 6132), ("resnet101", 512, 6132), ("mobilenet", 512, 6132),
-           ("mobilenet", 300, None), ("tiny", 64, 340), ("small", 64, 340)]
+           ("mobilenet", 300, None), ("tiny", 64, 340), ("small", 64, 340), ("lite", 256, None)]
 
 
 def _multibox_shapes(config, data_shape, num_classes=20, batch=2):
@@ -78,6 +78,14 @@ def test_mobilenet_and_tiny_bodies():
     assert shape == (1, 512, 14, 14)
     _, (shape,), _ = tiny.get_symbol(20).infer_shape(data=(1, 3, 64, 64))
     assert shape == (1, 128, 4, 4)
+    internals = lite.get_symbol(20).get_internals()
+    for name, expected in (("stage3_unit3_pw_relu", (1, 64, 32, 32)), ("stage4_unit3_pw_relu", (1, 128, 16, 16))):
+        _, (shape,), _ = internals[name + "_output"].infer_shape(data=(1, 3, 256, 256))
+        assert shape == expected
+    args = lite.get_symbol(20).list_arguments()
+    assert "stage2_unit1_dw_weight" in args and "stage4_unit3_pw_bn_gamma" in args
+    with pytest.raises(ValueError, match="lite needs"):
+        lite.get_symbol(20, units=(2, 0, 3))
 
 
 def test_extra_layer_options():

@@ -48,6 +48,27 @@ inline Variances ParseVariances(const AttrMap& attrs, bool require_positive) {
   return out;
 }
 
+/*! \brief A box-coding attribute named `name` holding 4 positive finite values (like the `stds`
+ *  of the FPN operators: RPN (1, 1, 1, 1), R-CNN (0.1, 0.1, 0.2, 0.2)); `fallback` when absent. */
+inline Variances ParseBoxStds(const AttrMap& attrs, const std::string& name, const std::string& fallback) {
+  std::vector<double> v = ParseDoubleList(name, AttrOr(attrs, name, fallback));
+  if (v.size() != 4) {
+    throw std::invalid_argument("'" + name + "' must have 4 values (x, y, w, h), got " +
+                                std::to_string(v.size()));
+  }
+  for (double x : v) {
+    if (!std::isfinite(x) || !(x > 0.0)) {
+      throw std::invalid_argument("every value of '" + name + "' must be a positive finite number");
+    }
+  }
+  Variances out;
+  out.x = static_cast<float>(v[0]);
+  out.y = static_cast<float>(v[1]);
+  out.w = static_cast<float>(v[2]);
+  out.h = static_cast<float>(v[3]);
+  return out;
+}
+
 /*! \brief min / max as plain selects: inlined and vectorisable, unlike the libm calls fminf /
  *  fmaxf on the CPU. With a NaN argument they may return either argument. */
 SSDKIT_HD float MinF(float a, float b) { return a < b ? a : b; }

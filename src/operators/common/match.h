@@ -1,6 +1,7 @@
 /*!
  * \file match.h
- * \brief Anchor <-> ground-truth matching and hard-negative sampling (host code, std only).
+ * \brief Anchor <-> ground-truth matching and hard-negative sampling (std only; the Faster R-CNN
+ *        steps are host/device functions).
  *
  * Matching and sampling are separate steps so that other target operators (an FPN RPN target
  * with balanced sampling, a proposal target) can reuse the matcher with another sampler.
@@ -23,6 +24,9 @@
  *  SelectHardNegatives: of the unmatched anchors whose best IoU is < a threshold, keep the
  *  `count` with the lowest score (for SSD the background probability: the hardest negatives;
  *  ties by lowest anchor index, NaN ranks last); every other unmatched anchor becomes kIgnored.
+ *
+ * Faster R-CNN matching (RPNTarget): ScanBestOverlaps and AssignByIoU, described at their
+ * definitions below.
  *
  * IoU is BoxIoU(anchor, gt) of common/bbox.h; a NaN IoU never wins a comparison.
  */
@@ -183,6 +187,93 @@ inline int SelectHardNegatives(const float* best_iou, const float* score, int nu
   }
   for (int i = 0; i < keep; ++i) match[cand[i].second] = kUnmatched;
   return keep;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faster R-CNN (RPN) matching: IoU thresholds plus every ground truth's best anchors.
+//  1. ScanBestOverlaps: over the usable anchors, each anchor's best ground truth (highest IoU,
+//     lowest index on ties) and each ground truth's highest IoU (gt_max).
+//  2. AssignByIoU, per anchor: positive (matched to its best ground truth) if its best IoU is
+//     >= positive_iou, or if it is one of the best anchors of some ground truth (IoU equal to
+//     that gt_max, every tie, when gt_max > 0: the "low-quality" matches of Detectron); else a
+//     negative candidate (kUnmatched) if its best IoU is < negative_iou; else kIgnored.
+//     Unusable anchors (e.g. crossing the image border) are kIgnored and take part in nothing.
+//  A positive's box target is its own best ground truth, also when it became positive as the best
+//  anchor of another one (as Detectron, torchvision and GluonCV do).
+// ---------------------------------------------------------------------------------------------
+
+/*!
+ * \brief Step 1 over anchors [begin, end).
+ * \param usable    (N,) nonzero for anchors that take part in matching
+ * \param best_iou  (N,) out: an anchor's highest IoU (0 when G == 0), -1 if not usable
+ * \param best_gt   (N,) out: its ground truth (lowest index on ties), -1 if none
+ * \param gt_max    (G,) out: highest IoU of each ground truth over the usable anchors of the range
+ *                  (-1 if the range has none); a NaN IoU never wins
+ */
+SSDKIT_HD void ScanBestOverlaps(const float* anchors, const unsigned char* usable, int begin, int end,
+                                const float* gts, int num_gt, float* best_iou, int* best_gt,
+                                float* gt_max) {
+  for (int g = 0; g < num_gt; ++g) gt_max[g] = -1.f;
+  for (int j = begin; j < end; ++j) {
+    if (!usable[j]) {
+      best_iou[j] = -1.f;
+      best_gt[j] = -1;
+      continue;
+    }
+    const float* a = anchors + 4 * static_cast<size_t>(j);
+    float bi = num_gt > 0 ? -1.f : 0.f;
+    int bg = -1;
+    for (int g = 0; g < num_gt; ++g) {
+      const float iou = BoxIoU(a, gts + 4 * g);
+      if (iou > bi) {
+        bi = iou;
+        bg = g;
+      }
+      if (iou > gt_max[g]) gt_max[g] = iou;
+    }
+    if (bg < 0) bi = 0.f;  // every IoU was NaN
+    best_iou[j] = bi;
+    best_gt[j] = bg;
+  }
+}
+
+/*! \brief One usable anchor's best ground truth, the values ScanBestOverlaps writes for it:
+ *  highest IoU (a NaN IoU never wins), lowest index on ties; (0, -1) when there is none. */
+SSDKIT_HD void BestOverlap(const float* anchor, const float* gts, int num_gt, float* best_iou, int* best_gt) {
+  float bi = -1.f;
+  int bg = -1;
+  for (int g = 0; g < num_gt; ++g) {
+    const float iou = BoxIoU(anchor, gts + 4 * g);
+    if (iou > bi) {
+      bi = iou;
+      bg = g;
+    }
+  }
+  *best_iou = bg < 0 ? 0.f : bi;
+  *best_gt = bg;
+}
+
+/*! \brief True if `anchor` (best IoU `best_iou`) is a best anchor of some ground truth: its IoU
+ *  with ground truth g equals gt_max[g] > 0. */
+SSDKIT_HD bool IsBestAnchorOfSomeGt(const float* anchor, float best_iou, const float* gts, int num_gt,
+                                    const float* gt_max) {
+  for (int g = 0; g < num_gt; ++g) {
+    const float m = gt_max[g];
+    if (m > 0.f && m <= best_iou && BoxIoU(anchor, gts + 4 * g) == m) return true;
+  }
+  return false;
+}
+
+/*! \brief Step 2 for one anchor: its ground truth (>= 0), kUnmatched or kIgnored (see above). */
+SSDKIT_HD int AssignByIoU(const float* anchor, bool usable, float best_iou, int best_gt,
+                          const float* gts, int num_gt, const float* gt_max, float positive_iou,
+                          float negative_iou) {
+  if (!usable) return kIgnored;
+  if (best_gt >= 0 &&
+      (best_iou >= positive_iou || IsBestAnchorOfSomeGt(anchor, best_iou, gts, num_gt, gt_max))) {
+    return best_gt;
+  }
+  return best_iou < negative_iou ? kUnmatched : kIgnored;
 }
 
 }  // namespace match

@@ -1,6 +1,6 @@
 /*!
  * \file multibox_prior-inl.h
- * \brief MultiBoxPrior: parameters, shape rule and the per-anchor formula shared by CPU and CUDA.
+ * \brief MultiBoxPrior: parameters, shape rule and the table of anchor shapes.
  *
  * Semantics follow mx.contrib.nd.MultiBoxPrior. For a feature map (B, C, H, W) the output is
  * (1, H*W*A, 4) corner boxes (xmin, ymin, xmax, ymax) normalised to [0, 1], A = len(sizes) +
@@ -9,7 +9,8 @@
  *   a >= len(sizes): size = sizes[0],  ratio = ratios[a - len(sizes) + 1]
  * with half width  = size * H / W * sqrt(ratio) / 2 and half height = size / sqrt(ratio) / 2,
  * centred at ((c + offsets[1]) * step_x, (r + offsets[0]) * step_y), step = steps or 1 / map size.
- * Standard library only: included by the .cc (g++) and the .cu (nvcc).
+ * The grid itself is the shared one of common/anchor_grid.h (also used by RPNAnchors); this
+ * operator only supplies its table of anchor shapes (Grid()).
  */
 #ifndef SSDKIT_MULTIBOX_PRIOR_INL_H_
 #define SSDKIT_MULTIBOX_PRIOR_INL_H_
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/anchor_grid.h"
 #include "common/attrs.h"
 #include "common/macros.h"
 
@@ -69,36 +71,29 @@ struct MultiBoxPriorParam {
     p.offset_x = static_cast<float>(offsets[1]);
     return p;
   }
-};
 
-/*!
- * \brief Write anchor `a` of location (r, c) to out[0..3].
- * \param sizes, ratios  the parameter lists (device pointers on the GPU)
- */
-SSDKIT_HD void MultiBoxPriorAnchor(int r, int c, int a, int height, int width,
-                                   const float* sizes, int num_sizes, const float* ratios,
-                                   float step_y, float step_x, float offset_y, float offset_x,
-                                   bool clip, float* out) {
-  float cy = (r + offset_y) * step_y;
-  float cx = (c + offset_x) * step_x;
-  float size = a < num_sizes ? sizes[a] : sizes[0];
-  float ratio = a < num_sizes ? ratios[0] : ratios[a - num_sizes + 1];
-  float sr = sqrtf(ratio);
-  float hw = size * height / width * sr / 2;
-  float hh = size / sr / 2;
-  float box[4] = {cx - hw, cy - hh, cx + hw, cy + hh};
-  for (int k = 0; k < 4; ++k) {
-    float v = box[k];
-    if (clip) v = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
-    out[k] = v;
+  /*! \brief The anchor grid of an H x W map: steps default to 1 / map size; the half sizes are
+   *  computed in float32 in the order of the formula above. */
+  AnchorGrid Grid(int height, int width) const {
+    AnchorGrid g;
+    g.height = height;
+    g.width = width;
+    g.step_y = step_y > 0 ? step_y : 1.f / height;
+    g.step_x = step_x > 0 ? step_x : 1.f / width;
+    g.offset_y = offset_y;
+    g.offset_x = offset_x;
+    g.clip = clip;
+    const int num_sizes = static_cast<int>(sizes.size());
+    for (int a = 0; a < num_anchors(); ++a) {
+      float size = a < num_sizes ? sizes[a] : sizes[0];
+      float ratio = a < num_sizes ? ratios[0] : ratios[a - num_sizes + 1];
+      float sr = sqrtf(ratio);
+      g.half.push_back(size * height / width * sr / 2);
+      g.half.push_back(size / sr / 2);
+    }
+    return g;
   }
-}
-
-#ifdef SSDKIT_WITH_CUDA
-/*! \brief CUDA launcher (multibox_prior.cu). `sizes`/`ratios` are host arrays; stream is cudaStream_t. */
-void MultiBoxPriorForwardGPU(const MultiBoxPriorParam& p, int height, int width, float* out,
-                             void* stream);
-#endif
+};
 
 }  // namespace ssdkit
 

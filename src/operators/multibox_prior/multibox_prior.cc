@@ -1,17 +1,15 @@
 /*!
  * \file multibox_prior.cc
- * \brief MultiBoxPrior registration and CPU kernel (OpenMP over locations).
+ * \brief MultiBoxPrior registration; the kernels are the shared anchor grid (common/anchor_grid.h).
  *  Input  data   : (B, C, H, W) feature map, only its H and W are read.
  *  Output anchors: (1, H*W*A, 4) corner boxes, see multibox_prior-inl.h.
  */
-#include <omp.h>
-
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/anchor_grid.h"
 #include "common/lib_glue.h"
-#include "common/parallel.h"
 #include "multibox_prior/multibox_prior-inl.h"
 
 namespace ssdkit {
@@ -54,28 +52,8 @@ MXReturnValue PriorForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                               std::vector<MXTensor>* outputs, const OpResource&) {
   return Guard("MultiBoxPrior", [&]() {
     MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
-    const int height = static_cast<int>((*inputs)[0].shape[2]);
-    const int width = static_cast<int>((*inputs)[0].shape[3]);
-    const int num_anchors = p.num_anchors();
-    const float step_y = p.step_y > 0 ? p.step_y : 1.f / height;
-    const float step_x = p.step_x > 0 ? p.step_x : 1.f / width;
-    float* out = (*outputs)[0].data<float>();
-    const int num_sizes = static_cast<int>(p.sizes.size());
-    const int locations = height * width;
-#pragma omp parallel num_threads(NumThreads())
-    {
-#pragma omp single
-      RecordThreadsUsed(omp_get_num_threads());
-#pragma omp for schedule(static)
-      for (int loc = 0; loc < locations; ++loc) {
-        const int r = loc / width, c = loc % width;
-        for (int a = 0; a < num_anchors; ++a) {
-          MultiBoxPriorAnchor(r, c, a, height, width, p.sizes.data(), num_sizes, p.ratios.data(),
-                              step_y, step_x, p.offset_y, p.offset_x, p.clip,
-                              out + 4 * (static_cast<size_t>(loc) * num_anchors + a));
-        }
-      }
-    }
+    AnchorGrid grid = p.Grid(static_cast<int>((*inputs)[0].shape[2]), static_cast<int>((*inputs)[0].shape[3]));
+    FillAnchorGridCPU(grid, (*outputs)[0].data<float>());
     return mxnet::ext::MX_SUCCESS;
   });
 }
@@ -85,9 +63,8 @@ MXReturnValue PriorForwardGPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                               std::vector<MXTensor>* outputs, const OpResource& res) {
   return Guard("MultiBoxPrior", [&]() {
     MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
-    MultiBoxPriorForwardGPU(p, static_cast<int>((*inputs)[0].shape[2]),
-                            static_cast<int>((*inputs)[0].shape[3]), (*outputs)[0].data<float>(),
-                            res.get_cuda_stream());
+    AnchorGrid grid = p.Grid(static_cast<int>((*inputs)[0].shape[2]), static_cast<int>((*inputs)[0].shape[3]));
+    FillAnchorGridGPU(grid, (*outputs)[0].data<float>(), res.get_cuda_stream());
     return mxnet::ext::MX_SUCCESS;
   });
 }

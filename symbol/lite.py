@@ -1,0 +1,66 @@
+"""``lite``: a depthwise-separable body for training SSD from scratch on the CPU (main job, demos).
+
+``conv1`` (3x3, stride 2) then MobileNet-style units (3x3 depthwise + 1x1 pointwise convolution,
+each followed by BatchNorm and ReLU); the first unit of a stage has stride 2. With the default
+widths ``(16, 32, 64, 128)`` and units ``(2, 3, 3)``:
+
+=========================  ======  ========  ===============
+layer                      stride  channels  receptive field
+=========================  ======  ========  ===============
+conv1_relu                 2       16        3 px
+stage2_unit2_pw_relu       4       32        15 px
+stage3_unit3_pw_relu       8       64        55 px
+stage4_unit3_pw_relu       16      128       135 px
+=========================  ======  ========  ===============
+
+The receptive fields are several times the anchor sizes placed on those layers, which is what lets
+a network this small tell the synthetic shapes from the clutter around them; ``tiny`` (plain 3x3
+convolutions, 15 px at stride 8) cannot, and stays at the background prior.
+"""
+import mxnet as mx
+
+from ssdkit.symbol.common import conv_act
+
+WIDTHS = (16, 32, 64, 128)
+UNITS = (2, 3, 3)
+
+
+def separable_unit(data, name, in_channels, out_channels, stride):
+    """3x3 depthwise (``name_dw``) + 1x1 pointwise (``name_pw``) convolution, BN + ReLU after each.
+
+    Parameters
+    ----------
+    data : mx.sym.Symbol, ``(B, in_channels, H, W)``
+
+    Returns
+    -------
+    mx.sym.Symbol, ``(B, out_channels, ceil(H / stride), ceil(W / stride))``
+    """
+    x = conv_act(data, name + "_dw", in_channels, stride=(stride, stride), num_group=in_channels, use_bn=True)
+    return conv_act(x, name + "_pw", out_channels, kernel=(1, 1), pad=(0, 0), use_bn=True)
+
+
+def get_symbol(num_classes=1000, widths=WIDTHS, units=UNITS, **kwargs):
+    """Build the ``lite`` body.
+
+    Parameters
+    ----------
+    num_classes : int, unused (the body has no classifier)
+    widths : (conv1, stage2, stage3, stage4) output channels
+    units : separable units in stages 2, 3 and 4
+
+    Returns
+    -------
+    mx.sym.Symbol, the last unit's ReLU, ``(B, widths[3], H / 16, W / 16)`` (ceil); its internals
+    ``stage{s}_unit{u}_pw_relu`` (``u`` from 1) are the feature layers of the ``lite`` preset.
+    """
+    del num_classes, kwargs
+    if len(widths) != 4 or len(units) != 3 or min(units) < 1:
+        raise ValueError("lite needs 4 widths and 3 unit counts >= 1, got widths=%r units=%r" % (widths, units))
+    x = conv_act(mx.sym.Variable("data"), "conv1", int(widths[0]), stride=(2, 2), use_bn=True)
+    channels = int(widths[0])
+    for stage, (width, count) in enumerate(zip(widths[1:], units), start=2):
+        for unit in range(1, count + 1):
+            x = separable_unit(x, "stage%d_unit%d" % (stage, unit), channels, int(width), 2 if unit == 1 else 1)
+            channels = int(width)
+    return x
