@@ -45,3 +45,9 @@ def test_glue_compiles_with_cuda_enabled(tmp_path):
         proc = subprocess.run(["g++"] + flags + [cc], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=600)
         assert proc.returncode == 0, cc + "\n" + proc.stdout
+
+
+def test_two_stage_cuda_sources_are_compiled():
+    """FPNProposal and RCNNDetection have CUDA kernels, compiled above (never run here: no GPU)."""
+    for rel in (os.path.join("fpn_proposal", "fpn_proposal.cu"), os.path.join("rcnn_detection", "rcnn_detection.cu")):
+        assert os.path.join(SRC, rel) in CU_FILES

@@ -120,6 +120,44 @@ SSDKIT_HD void BoxDecode(const float* anchor, const float* t, const Variances& v
   }
 }
 
+/*! \brief log(1000 / 16): Detectron's clamp of decoded log-size deltas (t_w * v_w, t_h * v_h), which
+ *  keeps exp() from overflowing on wild regressions (a box at most 62.5 times its anchor's size). */
+constexpr float kDetectronLogSizeClamp = 4.135166556742356f;
+
+/*!
+ * \brief BoxDecode without clipping, with the log-size deltas clamped from above: a value of
+ *  `t[2] * v.w` (`t[3] * v.h`) above `max_log_size` is replaced by max_log_size (Detectron style,
+ *  kDetectronLogSizeClamp); NaN stays NaN. For deltas below the clamp the result is bit for
+ *  bit that of BoxDecode(anchor, t, v, false, out): the same operations in the same order.
+ */
+SSDKIT_HD void BoxDecodeLogClamped(const float* anchor, const float* t, const Variances& v,
+                                   float max_log_size, float* out) {
+  float aw = anchor[2] - anchor[0], ah = anchor[3] - anchor[1];
+  float ax = (anchor[0] + anchor[2]) * 0.5f, ay = (anchor[1] + anchor[3]) * 0.5f;
+  float ox = t[0] * v.x * aw + ax;
+  float oy = t[1] * v.y * ah + ay;
+  float lw = t[2] * v.w, lh = t[3] * v.h;
+  if (lw > max_log_size) lw = max_log_size;
+  if (lh > max_log_size) lh = max_log_size;
+  float ow = expf(lw) * aw * 0.5f;
+  float oh = expf(lh) * ah * 0.5f;
+  out[0] = ox - ow;
+  out[1] = oy - oh;
+  out[2] = ox + ow;
+  out[3] = oy + oh;
+}
+
+/*! \brief `x` limited to [lo, hi]; NaN stays NaN (unlike fminf / fmaxf, which drop it). */
+SSDKIT_HD float ClampKeepNaN(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+/*! \brief Clip a pixel corner box in place to the image [0, width] x [0, height]; NaN stays NaN. */
+SSDKIT_HD void ClipBoxToImage(float* box, float width, float height) {
+  box[0] = ClampKeepNaN(box[0], 0.f, width);
+  box[1] = ClampKeepNaN(box[1], 0.f, height);
+  box[2] = ClampKeepNaN(box[2], 0.f, width);
+  box[3] = ClampKeepNaN(box[3], 0.f, height);
+}
+
 }  // namespace ssdkit
 
 #endif  // SSDKIT_COMMON_BBOX_H_

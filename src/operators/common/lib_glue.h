@@ -54,6 +54,16 @@ inline MXReturnValue InferFloat32(const char* op, std::vector<int>* in_types,
   return mxnet::ext::MX_SUCCESS;
 }
 
+/*! \brief InferFloat32, but inputs whose type MXNet does not know yet (-1, e.g. a parameter of a
+ *  Module before its first value) are declared float32 instead of refused. */
+inline MXReturnValue InferFloat32FillUnknown(const char* op, std::vector<int>* in_types,
+                                             std::vector<int>* out_types) {
+  for (auto& t : *in_types) {
+    if (t == -1) t = mxnet::ext::kFloat32;
+  }
+  return InferFloat32(op, in_types, out_types);
+}
+
 /*! \brief Backward of operators without a gradient: zeros for every input gradient.
  *  Inputs of a backward call are (out grads..., inputs..., outputs...); outputs are the input grads. */
 MXReturnValue ZeroBackwardCPU(const std::unordered_map<std::string, std::string>& attrs,
