@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Tuple
 
 from ssdkit.dataset.augment import IMAGENET_MEAN, IMAGENET_STD
+from ssdkit.symbol.fpn_config import FPNConfig
 
 
 def _check(cond, key, message):
@@ -22,10 +23,16 @@ class ModelConfig:
     ``finetune``: a whole detector to start from (``prefix-NNNN.params`` of ssdkit or a GluonCV SSD
     zoo file), heads of another class count are re-initialised; ``freeze``: regular expressions of
     parameter names kept fixed.
+
+    ``data_shape`` is the square input of SSD networks; two-stage (``fpn_*``) networks resize each
+    image keeping its aspect so the short side is ``resize_short`` and the long side at most
+    ``resize_long`` (see :mod:`ssdkit.dataset.two_stage`), and ignore ``data_shape``.
     """
 
     network: str = "tiny"
     data_shape: int = 256
+    resize_short: int = 800
+    resize_long: int = 1333
     class_names: Tuple[str, ...] = ()
     nms_thresh: float = 0.45
     nms_topk: int = 400
@@ -41,6 +48,8 @@ class ModelConfig:
                "model.num_classes", "is %d but class_names lists %d names"
                % (self.num_classes, len(self.class_names)))
         _check(self.data_shape >= 32, "model.data_shape", "must be >= 32, got %r" % self.data_shape)
+        _check(32 <= self.resize_short <= self.resize_long, "model.resize_short",
+               "need 32 <= resize_short <= resize_long, got %r and %r" % (self.resize_short, self.resize_long))
         _check(0 < self.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1], got %r" % self.nms_thresh)
         _check(self.nms_topk == -1 or self.nms_topk > 0, "model.nms_topk", "must be > 0 or -1")
         _check(len(set(self.class_names)) == len(self.class_names), "model.class_names",
@@ -125,7 +134,10 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Optimiser and learning-rate schedule (warm-up, then multi-step or cosine)."""
+    """Optimiser and learning-rate schedule (warm-up, then multi-step or cosine).
+
+    The linear warm-up lasts ``warmup_iters`` updates if that is > 0, else ``warmup_epochs`` epochs.
+    """
 
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -133,6 +145,7 @@ class SolverConfig:
     wd: float = 5e-4
     epochs: int = 240
     warmup_epochs: float = 0.0
+    warmup_iters: int = 0
     schedule: str = "multistep"
     lr_steps: Tuple[float, ...] = (160.0, 200.0)
     lr_factor: float = 0.1
@@ -143,6 +156,9 @@ class SolverConfig:
         _check(self.lr > 0, "solver.lr", "must be > 0, got %r" % self.lr)
         _check(self.epochs > 0, "solver.epochs", "must be > 0")
         _check(self.warmup_epochs >= 0, "solver.warmup_epochs", "must be >= 0")
+        _check(self.warmup_iters >= 0, "solver.warmup_iters", "must be >= 0")
+        _check(not (self.warmup_iters > 0 and self.warmup_epochs > 0), "solver.warmup_iters",
+               "give warmup_iters or warmup_epochs, not both")
         _check(self.schedule in ("multistep", "cosine"), "solver.schedule",
                "must be multistep or cosine, got %r" % self.schedule)
         _check(list(self.lr_steps) == sorted(self.lr_steps), "solver.lr_steps", "must be increasing")
@@ -186,7 +202,11 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole run: one field per section; the TOML files use the same section names."""
+    """A whole run: one field per section; the TOML files use the same section names.
+
+    ``fpn`` holds the two-stage detector's settings (:class:`ssdkit.symbol.fpn_config.FPNConfig`);
+    SSD networks ignore it.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -194,3 +214,4 @@ class Config:
     solver: SolverConfig = field(default_factory=SolverConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)

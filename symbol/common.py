@@ -23,7 +23,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1), dilate=(1, 1),
-             num_group=1, use_bn=False, no_bias=None, bn_eps=1e-5, bn_fix_gamma=False, act="relu"):
+             num_group=1, use_bn=False, no_bias=None, bn_eps=1e-5, bn_fix_gamma=False,
+             bn_global_stats=False, act="relu"):
     """Convolution, optional BatchNorm and activation.
 
     Parameters
@@ -34,6 +35,8 @@ def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1)
     num_filter : int, output channels
     use_bn : bool, add BatchNorm after the convolution
     no_bias : bool or None, None means "no bias exactly when BatchNorm follows"
+    bn_global_stats : bool, BatchNorm normalises with its stored moving statistics also in
+        training (``use_global_stats``; "frozen" BatchNorm for fine-tuning with small batches)
     act : str or None, activation type (None: no activation)
 
     Returns
@@ -45,7 +48,8 @@ def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1)
     out = mx.sym.Convolution(data=data, num_filter=num_filter, kernel=kernel, stride=stride,
                              pad=pad, dilate=dilate, num_group=num_group, no_bias=no_bias, name=name)
     if use_bn:
-        out = mx.sym.BatchNorm(data=out, eps=bn_eps, fix_gamma=bn_fix_gamma, name=name + "_bn")
+        frozen = {"use_global_stats": True} if bn_global_stats else {}
+        out = mx.sym.BatchNorm(data=out, eps=bn_eps, fix_gamma=bn_fix_gamma, name=name + "_bn", **frozen)
     if act is not None:
         out = mx.sym.Activation(data=out, act_type=act, name=name + "_relu")
     return out

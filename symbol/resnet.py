@@ -21,8 +21,8 @@ SPECS = {
 """depth -> (unit type, units per stage, output channels per stage)."""
 
 
-def _unit(data, name, channels, stride, project, bottleneck):
-    bn = dict(use_bn=True)
+def _unit(data, name, channels, stride, project, bottleneck, global_stats):
+    bn = dict(use_bn=True, bn_global_stats=global_stats)
     if bottleneck:
         mid = channels // 4
         x = conv_act(data, name + "_conv1", mid, kernel=(1, 1), stride=(stride, stride), pad=(0, 0),
@@ -40,29 +40,41 @@ def _unit(data, name, channels, stride, project, bottleneck):
     return mx.sym.Activation(data=x, act_type="relu", name=name + "_relu")
 
 
-def get_symbol(num_classes=1000, num_layers=50, **kwargs):
+def stage_output_names(num_layers):
+    """Names of the outputs of stages 1..4 (C2..C5, strides 4, 8, 16, 32): the last unit's relu,
+    e.g. ``stage3_unit6_relu`` for resnet50; ``internals[name + "_output"]`` is the feature map."""
+    units = SPECS[num_layers][1]
+    return ["stage%d_unit%d_relu" % (s, n) for s, n in enumerate(units, start=1)]
+
+
+def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, **kwargs):
     """Build a ResNet v1 body.
 
     Parameters
     ----------
     num_classes : int, unused (the body has no classifier)
     num_layers : int, one of 18, 34, 50, 101
+    bn_global_stats : bool, every BatchNorm uses its moving statistics also in training
+        ("frozen" BatchNorm, for fine-tuning with few images per device)
 
     Returns
     -------
-    mx.sym.Symbol, the last unit's output ``(B, C, H / 32, W / 32)`` (C = 512 or 2048).
+    mx.sym.Symbol, the last unit's output ``(B, C, H / 32, W / 32)`` (C = 512 or 2048); the
+    outputs of all four stages are internals named by :func:`stage_output_names`.
     """
     del num_classes, kwargs
     if num_layers not in SPECS:
         raise ValueError("resnet num_layers must be one of %s, got %r" % (sorted(SPECS), num_layers))
     unit_type, units, channels = SPECS[num_layers]
-    x = conv_act(mx.sym.Variable("data"), "conv0", 64, kernel=(7, 7), stride=(2, 2), pad=(3, 3), use_bn=True)
+    x = conv_act(mx.sym.Variable("data"), "conv0", 64, kernel=(7, 7), stride=(2, 2), pad=(3, 3), use_bn=True,
+                 bn_global_stats=bn_global_stats)
     x = mx.sym.Pooling(data=x, pool_type="max", kernel=(3, 3), stride=(2, 2), pad=(1, 1), name="pool0")
     in_channels = 64
     for s, (num_units, out_channels) in enumerate(zip(units, channels), start=1):
         for u in range(1, num_units + 1):
             stride = 2 if (u == 1 and s > 1) else 1
             project = u == 1 and (stride != 1 or in_channels != out_channels)
-            x = _unit(x, "stage%d_unit%d" % (s, u), out_channels, stride, project, unit_type == "bottleneck")
+            x = _unit(x, "stage%d_unit%d" % (s, u), out_channels, stride, project, unit_type == "bottleneck",
+                      bn_global_stats)
             in_channels = out_channels
     return x

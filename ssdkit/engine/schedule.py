@@ -11,7 +11,7 @@ def build_lr_scheduler(solver, iters_per_epoch):
 
     Parameters
     ----------
-    solver : SolverConfig (lr, epochs, warmup_epochs, schedule, lr_steps, lr_factor)
+    solver : SolverConfig (lr, epochs, warmup_epochs or warmup_iters, schedule, lr_steps, lr_factor)
     iters_per_epoch : int, optimizer updates per epoch
 
     Returns
@@ -20,7 +20,7 @@ def build_lr_scheduler(solver, iters_per_epoch):
     """
     if iters_per_epoch < 1:
         raise ValueError("iters_per_epoch must be >= 1, got %r" % iters_per_epoch)
-    warmup = int(round(solver.warmup_epochs * iters_per_epoch))
+    warmup = solver.warmup_iters or int(round(solver.warmup_epochs * iters_per_epoch))
     total = solver.epochs * iters_per_epoch
     if solver.schedule == "cosine":
         return mx.lr_scheduler.CosineScheduler(max_update=max(total, warmup + 1), base_lr=solver.lr,

@@ -1,0 +1,205 @@
+"""Two-stage (FPN / Faster R-CNN) input transform: aspect-preserving resize, flip, normalise, pad.
+
+An image of ``W x H`` pixels is resized by one factor ``scale = min(short / min(W, H), long / max(W, H))``
+to ``w x h = round(W * scale) x round(H * scale)`` (the short side becomes ``short`` unless the long
+side would exceed ``long``), optionally mirrored and photometrically distorted, normalised, and placed
+at the top-left of a zero batch slot of the fixed size :func:`batch_shape` (zero is the mean colour
+after normalisation). The geometry and the box handling (clip to the image, drop boxes whose centre
+is outside, mirror) are those of :func:`ssdkit.dataset.augment.augment_detection` with expansion and
+cropping off, so a box follows its object exactly: pixel corners map as ``x' = x * w / W`` and
+``y' = y * h / H`` (then ``x' -> w - x'`` when mirrored).
+
+Per image the graph also gets ``im_info = [h, w, scale]``: the valid (unpadded) height and width in the
+batch tensor and the resize factor. Labels are rows ``[cls, x0, y0, x1, y1, difficult]`` in pixels of
+the resized image, padded with -1 rows (the FPN label convention of ``notes/fpn_spec.md``).
+"""
+import dataclasses
+
+import numpy as np
+
+from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
+from ssdkit.dataset.records import LABEL_WIDTH
+
+SIZE_DIVISOR = 64
+"""Padded batch sides are multiples of this (the largest FPN stride, P6), so every level's map is exact."""
+
+
+def resize_scale(width, height, short, long):
+    """The aspect-preserving resize of an image.
+
+    Parameters
+    ----------
+    width, height : int, source image size in pixels
+    short : int, target length of the shorter side
+    long : int, upper bound on the longer side (``long >= short``)
+
+    Returns
+    -------
+    scale : float, ``min(short / min(W, H), long / max(W, H))``
+    out_w, out_h : int, ``round(W * scale)``, ``round(H * scale)`` (at least 1), ``max <= long``
+    """
+    if width < 1 or height < 1:
+        raise ValueError("image size must be positive, got %dx%d" % (width, height))
+    if not 0 < short <= long:
+        raise ValueError("need 0 < short <= long, got short=%r long=%r" % (short, long))
+    scale = min(float(short) / min(width, height), float(long) / max(width, height))
+    out_w = max(1, min(int(round(width * scale)), int(long)))
+    out_h = max(1, min(int(round(height * scale)), int(long)))
+    return scale, out_w, out_h
+
+
+def batch_shape(short, long, divisor=SIZE_DIVISOR):
+    """``(H, W)`` of the padded batch that holds any resize of :func:`resize_scale`.
+
+    Either side of a resized image may be the long one, so the batch is square with side ``long``
+    rounded up to a multiple of ``divisor`` (``short`` when ``short == long``). E.g. 800/1333 ->
+    (1344, 1344), 256/256 -> (256, 256).
+    """
+    if not 0 < short <= long:
+        raise ValueError("need 0 < short <= long, got short=%r long=%r" % (short, long))
+    side = -(-int(long) // divisor) * divisor
+    return side, side
+
+
+def two_stage_augment(config):
+    """Check that an :class:`~ssdkit.dataset.augment.AugmentConfig` suits the two-stage transform.
+
+    The two-stage transform keeps the aspect ratio and the whole image: only mirroring and the
+    photometric distortion apply. Zoom-out and crops raise ValueError instead of being ignored.
+
+    Returns
+    -------
+    AugmentConfig, ``NO_AUGMENT`` for None.
+    """
+    if config is None:
+        return NO_AUGMENT
+    if config.expand_prob > 0 or config.crop_samplers:
+        raise ValueError("the two-stage (FPN) transform resizes whole images keeping their aspect; it has "
+                         "no zoom-out or crops: set expand_prob = 0 and crop samplers to () "
+                         "(augment.expand_prob = 0.0, augment.crop_min_ious = [] in a config), got "
+                         "expand_prob=%r and %d crop samplers" % (config.expand_prob, len(config.crop_samplers)))
+    return config
+
+
+def transform_two_stage(image, boxes, rng, *, short, long, augment=NO_AUGMENT):
+    """Resize (keeping aspect), mirror and distort one image and its boxes.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 RGB
+    boxes : (K, 4) pixel corners ``(x0, y0, x1, y1)`` in ``image``
+    rng : np.random.Generator, the only source of randomness
+    short, long : see :func:`resize_scale`
+    augment : AugmentConfig without zoom-out and crops (see :func:`two_stage_augment`);
+        ``NO_AUGMENT`` is the validation / inference transform
+
+    Returns
+    -------
+    image : (h, w, 3) uint8 RGB, the resized image
+    boxes : (K', 4) float32 pixel corners in the resized image, clipped to it
+    keep : (K',) int64 indices of the input boxes kept (centre inside the image), in input order
+    scale : float, the resize factor (``im_info[2]``)
+    """
+    augment = two_stage_augment(augment)
+    height, width = image.shape[:2]
+    scale, out_w, out_h = resize_scale(width, height, short, long)
+    out, unit_boxes, keep = augment_detection(image, boxes, rng, augment, (out_w, out_h))
+    pixel_boxes = unit_boxes * np.array([out_w, out_h, out_w, out_h], np.float32)
+    return out, pixel_boxes.astype(np.float32), keep, scale
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoStageSample:
+    """One transformed image, ready to be placed in a batch.
+
+    Attributes
+    ----------
+    data : (3, h, w) float32 normalised image (unpadded)
+    im_info : (3,) float32 ``[h, w, scale]``
+    label : (K, 6) float32 rows ``[cls, x0, y0, x1, y1, difficult]`` in pixels of the resized image
+    """
+
+    data: np.ndarray
+    im_info: np.ndarray
+    label: np.ndarray
+
+
+def make_sample(image, boxes, classes, difficult, rng, *, short, long, normalization, augment=NO_AUGMENT):
+    """:func:`transform_two_stage` plus normalisation, ``im_info`` and the label rows.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 RGB
+    boxes : (K, 4) pixel corners; classes : (K,) int 0-based; difficult : (K,) bool
+    rng, short, long, augment : see :func:`transform_two_stage`
+    normalization : :class:`ssdkit.dataset.augment.Normalization`
+
+    Returns
+    -------
+    TwoStageSample
+    """
+    out, out_boxes, keep, scale = transform_two_stage(image, boxes, rng, short=short, long=long,
+                                                      augment=augment)
+    label = np.empty((len(keep), LABEL_WIDTH), np.float32)
+    label[:, 0] = np.asarray(classes)[keep]
+    label[:, 1:5] = out_boxes
+    label[:, 5] = np.asarray(difficult)[keep]
+    h, w = out.shape[:2]
+    return TwoStageSample(to_chw_normalized(out, normalization),
+                          np.array([h, w, scale], np.float32), label)
+
+
+def pad_batch(samples, data_shape, max_objects):
+    """Stack samples into fixed-shape batch arrays.
+
+    Parameters
+    ----------
+    samples : list of TwoStageSample (at most the batch size; the caller repeats samples for padding)
+    data_shape : (3, H, W) padded image shape; every sample's ``(h, w)`` must fit
+    max_objects : int, M
+
+    Returns
+    -------
+    data : (B, 3, H, W) float32, images at the top-left, zeros (the mean colour) elsewhere
+    im_info : (B, 3) float32 ``[h, w, scale]``
+    label : (B, M, 6) float32, rows past each image's objects filled with -1
+    """
+    _, height, width = data_shape
+    data = np.zeros((len(samples),) + tuple(data_shape), np.float32)
+    im_info = np.zeros((len(samples), 3), np.float32)
+    label = np.full((len(samples), max_objects, LABEL_WIDTH), -1.0, np.float32)
+    for i, sample in enumerate(samples):
+        _, h, w = sample.data.shape
+        if h > height or w > width:
+            raise ValueError("resized image %d is %dx%d but the batch holds %dx%d; use batch_shape(short, long)"
+                             % (i, w, h, width, height))
+        if len(sample.label) > max_objects:
+            raise ValueError("image %d has %d objects but the batch holds %d; raise max_objects"
+                             % (i, len(sample.label), max_objects))
+        data[i, :, :h, :w] = sample.data
+        im_info[i] = sample.im_info
+        label[i, :len(sample.label)] = sample.label
+    return data, im_info, label
+
+
+def normalized_labels(label, im_info):
+    """Pixel labels of the resized images -> corners normalised to [0, 1] of each image.
+
+    This is the label format of the SSD iterators, which the VOC / COCO metrics read; FPN detections
+    (``RCNNDetection`` with ``normalize=1``) are normalised the same way.
+
+    Parameters
+    ----------
+    label : (B, M, W) rows ``[cls, x0, y0, x1, y1, ...]`` in pixels, padding rows -1
+    im_info : (B, 3) ``[h, w, scale]``
+
+    Returns
+    -------
+    (B, M, W) float32, a new array; padding rows stay -1.
+    """
+    label = np.array(label, dtype=np.float32, copy=True)
+    im_info = np.asarray(im_info, dtype=np.float32)
+    size = np.stack([im_info[:, 1], im_info[:, 0], im_info[:, 1], im_info[:, 0]], axis=1)  # (B, 4) w h w h
+    valid = label[:, :, 0] >= 0
+    label[:, :, 1:5] = np.where(valid[:, :, None], label[:, :, 1:5] / size[:, None, :], label[:, :, 1:5])
+    return label

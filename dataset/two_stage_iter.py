@@ -1,0 +1,93 @@
+"""Batches for the two-stage (FPN) detector: ``data``, ``im_info`` and pixel ``label``.
+
+:class:`TwoStageIter` is :class:`~ssdkit.dataset.folder_iter.FolderDetIter` (thread pool, per-sample
+generators seeded by ``(seed, epoch, position)``, bad images skipped with a counted warning, ``pad``
+/ ``discard`` last batch) with the transform of :mod:`ssdkit.dataset.two_stage` instead of the SSD one.
+"""
+import mxnet as mx
+import numpy as np
+
+from ssdkit.dataset.augment import Normalization
+from ssdkit.dataset.folder_iter import FolderDetIter
+from ssdkit.dataset.image import load_image_rgb
+from ssdkit.dataset.two_stage import batch_shape, make_sample, pad_batch, resize_scale, two_stage_augment
+
+
+class TwoStageIter(FolderDetIter):
+    """FPN batches from image files.
+
+    Parameters
+    ----------
+    records : sequence of Record
+    batch_size : int, B
+    short, long : int, resize: short side ``short``, long side at most ``long``
+        (see :func:`ssdkit.dataset.two_stage.resize_scale`)
+    data_shape : (3, H, W) or None, the padded batch shape; default ``(3,) + batch_shape(short, long)``
+        (a smaller one, e.g. landscape-only data, is checked against the records' sizes)
+    max_objects : int or None, M (default: the largest object count in ``records``, at least 1)
+    augment : AugmentConfig or None; mirror and photometric settings only (zoom-out and crops raise,
+        see :func:`ssdkit.dataset.two_stage.two_stage_augment`); None is the validation transform
+    normalization, shuffle, seed, num_workers, last_batch, loader : as for FolderDetIter
+    data_name, im_info_name, label_name : names in ``provide_data`` / ``provide_label``
+
+    Batches hold ``data (B, 3, H, W)`` float32 (images top-left, zero padding), ``im_info (B, 3)``
+    float32 ``[h, w, scale]`` and ``label (B, M, 6)`` float32 rows ``[cls, x0, y0, x1, y1, difficult]``
+    in pixels of the resized image, padded with -1 rows. Padding samples of a last batch (``pad``)
+    repeat the batch's first samples.
+    """
+
+    def __init__(self, records, *, batch_size, short, long, data_shape=None, max_objects=None,
+                 augment=None, normalization=Normalization(), shuffle=False, seed=0, num_workers=2,
+                 last_batch="pad", loader=load_image_rgb, data_name="data", im_info_name="im_info",
+                 label_name="label"):
+        needed = batch_shape(short, long)
+        if data_shape is None:
+            data_shape = (3,) + needed
+        if len(data_shape) != 3 or data_shape[0] != 3:
+            raise ValueError("data_shape must be (3, H, W), got %s" % (data_shape,))
+        for record in records:  # sizes known from the readers (0 when unchecked): fail now, not mid-epoch
+            if record.width > 0 and record.height > 0:
+                _, w, h = resize_scale(record.width, record.height, short, long)
+                if h > data_shape[1] or w > data_shape[2]:
+                    raise ValueError("record %s resizes to %dx%d, larger than data_shape %s; use (3,) + "
+                                     "batch_shape(short, long) = %s" % (record.path, w, h, tuple(data_shape),
+                                                                        (3,) + needed))
+        self.short, self.long = int(short), int(long)
+        self.im_info_name = im_info_name
+        augment = two_stage_augment(augment)
+        super().__init__(records, batch_size=batch_size, data_shape=data_shape, max_objects=max_objects,
+                         augment=augment, normalization=normalization, shuffle=shuffle, seed=seed,
+                         num_workers=num_workers, last_batch=last_batch, loader=loader,
+                         data_name=data_name, label_name=label_name)
+
+    @property
+    def provide_data(self):
+        return [mx.io.DataDesc(self.data_name, (self.batch_size,) + self.data_shape, np.float32),
+                mx.io.DataDesc(self.im_info_name, (self.batch_size, 3), np.float32)]
+
+    def _load(self, pos):
+        """One :class:`~ssdkit.dataset.two_stage.TwoStageSample`, or the loader's exception (returned)."""
+        record = self.records[self._order[pos]]
+        try:
+            image = self.loader(record.path)
+        except Exception as err:  # noqa: BLE001 - any loader failure marks a bad image
+            return err
+        rng = np.random.default_rng([self.seed, self.epoch, pos])
+        return make_sample(image, record.boxes, record.classes, record.difficult, rng, short=self.short,
+                           long=self.long, normalization=self.normalization, augment=self.augment)
+
+    def next(self):
+        samples = []
+        while len(samples) < self.batch_size:
+            sample = self._next_sample()
+            if sample is None:
+                break
+            samples.append(sample)
+        count = len(samples)
+        if count == 0 or (count < self.batch_size and self.last_batch == "discard"):
+            raise StopIteration
+        pad = self.batch_size - count
+        samples += [samples[i % count] for i in range(pad)]  # repeat the batch's first samples
+        data, im_info, label = pad_batch(samples, self.data_shape, self.max_objects)
+        return mx.io.DataBatch(data=[mx.nd.array(data), mx.nd.array(im_info)], label=[mx.nd.array(label)],
+                               pad=pad, provide_data=self.provide_data, provide_label=self.provide_label)

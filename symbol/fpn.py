@@ -1,0 +1,231 @@
+"""FPN two-stage (Faster R-CNN) graphs: ``get_symbol_train`` (targets and losses) and ``get_symbol``
+(detections), both built by one internal function, :func:`_fpn_graph`.
+
+The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`), FPN neck P2..P6,
+shared RPN head with ``RPNAnchors`` per level, proposals from ``FPNProposal`` (NMS per level), in
+training ``RPNTarget`` and ``ProposalTarget`` sampling, each RoI pooled by RoIAlign 7x7 on its level
+(:func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test time ``RCNNDetection``.
+The operators are ssdkit's (``src/operators/``); settings are :class:`~ssdkit.symbol.fpn_config.FPNConfig`
+fields, presets come from :func:`~ssdkit.symbol.fpn_config.fpn_config`.
+
+Graph inputs (boxes in pixels of the resized image, see :mod:`ssdkit.dataset.two_stage`):
+
+* ``data (B, 3, H, W)``: ImageNet-normalised images, top-left aligned, zero padded to ``image_shape``;
+* ``im_info (B, 3)``: ``[h, w, scale]`` of each resized image inside the padded tensor;
+* training only, ``label (B, M, 5 or 6)``: rows ``[cls, x0, y0, x1, y1(, difficult)]``, padding ``cls = -1``.
+
+The graph has fixed shapes: ``FPNProposal`` needs the anchors per level, which follow from
+``image_shape``, and ``ProposalTarget`` the images per batch, so a graph serves one padded size (and, in
+training, one per-device batch size).
+"""
+import math
+
+import mxnet as mx
+
+from ssdkit import ops  # importing ssdkit loads the operator library (RPNAnchors, RPNTarget, ...)
+from ssdkit.symbol.fpn_config import FPN_NETWORKS, LEVEL_STRIDES, LEVELS, ROI_LEVELS, RPN_STDS, fpn_settings
+from ssdkit.symbol.fpn_head import backbone_stages, box_head, fpn_neck, multilevel_roi_align, roi_levels, rpn_head
+
+TRAIN_OUTPUTS = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "rcnn_cls_prob", "rcnn_label")
+"""Outputs of the training graph, in order (each ``<name>_output`` in ``list_outputs()``)."""
+
+
+def _op(name):
+    """``mx.sym.<name>`` of ssdkit's operator library, with an error that says how to get it."""
+    try:
+        return getattr(mx.sym, name)
+    except AttributeError:
+        raise RuntimeError("operator %s is not in the loaded ssdkit operator library (%s); rebuild it from "
+                           "a checkout that has src/operators/ for it: .venv/bin/python setup.py -q build_ext "
+                           "--inplace" % (name, ops.load_library())) from None
+
+
+def _tuple_attr(values):
+    """Operator attribute text of a float tuple, as Python writes it: ``(8.0,)``, ``(0.5, 1.0, 2.0)``."""
+    return str(tuple(float(v) for v in values))
+
+
+def _check_image_shape(image_shape):
+    if len(image_shape) != 2 or min(int(v) for v in image_shape) < 64:
+        raise ValueError("image_shape must be the padded (H, W), both >= 64, got %r" % (image_shape,))
+    return tuple(int(v) for v in image_shape)
+
+
+def _depth(network):
+    if network not in FPN_NETWORKS:
+        raise ValueError("unknown FPN network %r; choose one of %s" % (network, ", ".join(sorted(FPN_NETWORKS))))
+    return FPN_NETWORKS[network]
+
+
+def _smooth_l1(diff, beta):
+    """Smooth L1 with transition ``beta``: ``0.5 x^2 / beta`` below it, ``|x| - 0.5 beta`` above."""
+    return mx.sym.smooth_l1(diff, scalar=1.0 / math.sqrt(beta))
+
+
+def _features(network, settings):
+    return fpn_neck(backbone_stages(_depth(network), frozen_bn=settings.frozen_bn), settings.fpn_channels)
+
+
+def _level_sizes(features, image_shape, num_anchors):
+    """Anchors per level: ``H_l * W_l * A`` of each feature map at input ``image_shape``."""
+    _, shapes, _ = mx.sym.Group(features).infer_shape(data=(1, 3) + image_shape)
+    return tuple(int(s[2] * s[3] * num_anchors) for s in shapes)
+
+
+def _pyramid(network, settings, image_shape):
+    """Features P2..P6 and the RPN outputs; returns (features, logits, deltas, anchors, level_sizes)."""
+    features = _features(network, settings)
+    num_anchors = settings.num_anchors
+    level_sizes = _level_sizes(features, image_shape, num_anchors)
+    logits, deltas = rpn_head(features, num_anchors, settings.fpn_channels)
+    rpn_anchors = _op("RPNAnchors")
+    anchors = mx.sym.concat(*[rpn_anchors(feat, stride=stride, scales=_tuple_attr(settings.anchor_scales),
+                                          ratios=_tuple_attr(settings.anchor_ratios), offset=0.5,
+                                          name="rpn_anchors_p%d" % level)
+                              for feat, stride, level in zip(features, LEVEL_STRIDES, LEVELS)],
+                            dim=1, name="rpn_anchors")
+    return features, logits, deltas, anchors, level_sizes
+
+
+def _proposals(logits, deltas, anchors, im_info, level_sizes, settings, train):
+    """``FPNProposal`` on the RPN outputs (no gradient): ``rois (B * P, 5)``."""
+    prob = mx.sym.sigmoid(mx.sym.BlockGrad(logits), name="rpn_cls_prob")
+    rois, _scores = _op("FPNProposal")(
+        prob, mx.sym.BlockGrad(deltas), anchors, im_info, level_sizes=str(tuple(level_sizes)),
+        pre_nms_top_n=settings.rpn_pre_nms_top_n_train if train else settings.rpn_pre_nms_top_n_test,
+        post_nms_top_n=settings.rpn_post_nms_top_n_train if train else settings.rpn_post_nms_top_n_test,
+        nms_threshold=settings.rpn_nms_threshold, min_size=settings.rpn_min_size, stds=_tuple_attr(RPN_STDS),
+        name="rpn_proposal")
+    return rois
+
+
+def _rcnn(features, rois, num_classes, settings):
+    """RoIAlign on the level of each RoI and the box head: ``(cls_score (R, C+1), bbox_pred (R, 4(C+1)))``."""
+    levels = roi_levels(rois, min_level=ROI_LEVELS[0], max_level=ROI_LEVELS[-1])
+    pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, levels,
+                                  strides=LEVEL_STRIDES[:len(ROI_LEVELS)], pooled_size=settings.roi_size,
+                                  sample_ratio=settings.roi_sample_ratio, feature_levels=ROI_LEVELS)
+    return box_head(pooled, num_classes, settings.rcnn_fc_dim)
+
+
+def _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings):
+    """RPN objectness BCE over sampled anchors and smooth L1 over positives, both / (B * batch_size)."""
+    cls_target, box_target, box_weight = _op("RPNTarget")(
+        anchors, label, im_info, positive_iou=settings.rpn_positive_iou, negative_iou=settings.rpn_negative_iou,
+        batch_size_per_image=settings.rpn_batch_size, positive_fraction=settings.rpn_positive_fraction,
+        allowed_border=settings.rpn_allowed_border, stds=_tuple_attr(RPN_STDS), name="rpn_target")
+    cls_target = mx.sym.BlockGrad(cls_target)
+    norm = float(batch_size * settings.rpn_batch_size)
+    sampled = cls_target >= 0
+    positive = mx.sym.relu(cls_target)                       # 1 positive, 0 negative or ignored
+    # binary cross entropy with logits, stable: max(x, 0) - x t + log(1 + exp(-|x|))
+    bce = mx.sym.relu(logits) - logits * positive + mx.sym.Activation(-mx.sym.abs(logits), act_type="softrelu")
+    rpn_cls_loss = mx.sym.MakeLoss(mx.sym.sum(bce * sampled) / norm, name="rpn_cls_loss")
+    box = mx.sym.BlockGrad(box_weight) * _smooth_l1(deltas - mx.sym.BlockGrad(box_target), settings.rpn_box_beta)
+    rpn_box_loss = mx.sym.MakeLoss(mx.sym.sum(box) / norm, name="rpn_box_loss")
+    return rpn_cls_loss, rpn_box_loss
+
+
+def _rcnn_losses(cls_score, bbox_pred, labels, box_target, box_weight, settings):
+    """Softmax cross entropy and smooth L1, both over the sampled RoIs (labels >= 0) and / their count."""
+    labels = mx.sym.BlockGrad(labels)
+    sampled = labels >= 0
+    count = mx.sym.BlockGrad(mx.sym.maximum(mx.sym.sum(sampled), 1.0))
+    log_prob = mx.sym.log_softmax(cls_score, axis=-1)
+    picked = mx.sym.pick(log_prob, mx.sym.relu(labels), axis=1)
+    rcnn_cls_loss = mx.sym.MakeLoss(-mx.sym.sum(picked * sampled) / count, name="rcnn_cls_loss")
+    box = mx.sym.BlockGrad(box_weight) * _smooth_l1(bbox_pred - mx.sym.BlockGrad(box_target), settings.rcnn_box_beta)
+    rcnn_box_loss = mx.sym.MakeLoss(mx.sym.sum(box) / count, name="rcnn_box_loss")
+    cls_prob = mx.sym.BlockGrad(mx.sym.softmax(cls_score, axis=-1), name="rcnn_cls_prob")
+    return rcnn_cls_loss, rcnn_box_loss, cls_prob, mx.sym.BlockGrad(labels, name="rcnn_label")
+
+
+def _fpn_graph(network, num_classes, image_shape, settings, *, batch_size=None):
+    """The one builder: training graph when ``batch_size`` is given, else the inference graph."""
+    if int(num_classes) < 1:
+        raise ValueError("num_classes must be >= 1 (object classes, background excluded), got %r" % (num_classes,))
+    num_classes = int(num_classes)
+    image_shape = _check_image_shape(image_shape)
+    train = batch_size is not None
+    im_info = mx.sym.Variable("im_info")
+    features, logits, deltas, anchors, level_sizes = _pyramid(network, settings, image_shape)
+    rois = _proposals(logits, deltas, anchors, im_info, level_sizes, settings, train)
+    if not train:
+        cls_score, bbox_pred = _rcnn(features, rois, num_classes, settings)
+        cls_prob = mx.sym.softmax(cls_score, axis=-1, name="rcnn_cls_prob")
+        return _op("RCNNDetection")(
+            rois, cls_prob, bbox_pred, im_info, stds=_tuple_attr(settings.rcnn_stds),
+            score_threshold=settings.test_score_threshold, nms_threshold=settings.test_nms_threshold,
+            max_detections=settings.test_max_detections, normalize=1, name="detection")
+
+    label = mx.sym.Variable("label")
+    rpn_cls_loss, rpn_box_loss = _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings)
+    rois, labels, box_target, box_weight = _op("ProposalTarget")(
+        rois, label, num_classes=num_classes, batch_images=batch_size, batch_rois=settings.rcnn_batch_rois,
+        fg_fraction=settings.rcnn_fg_fraction, fg_thresh=settings.rcnn_fg_iou,
+        bg_thresh_hi=settings.rcnn_bg_iou_hi, bg_thresh_lo=settings.rcnn_bg_iou_lo,
+        stds=_tuple_attr(settings.rcnn_stds), add_gt_as_proposals=1, name="proposal_target")
+    cls_score, bbox_pred = _rcnn(features, rois, num_classes, settings)
+    rcnn_outputs = _rcnn_losses(cls_score, bbox_pred, labels, box_target, box_weight, settings)
+    return mx.sym.Group([rpn_cls_loss, rpn_box_loss, *rcnn_outputs])
+
+
+def get_symbol_train(network, num_classes, *, image_shape, batch_size, **settings):
+    """FPN training graph.
+
+    Parameters
+    ----------
+    network : str, a key of :data:`ssdkit.symbol.fpn_config.FPN_NETWORKS` (``fpn_resnet50``, ``fpn_resnet18``)
+    num_classes : int, object classes C (background excluded)
+    image_shape : (H, W), the padded input size (``data`` is ``(B, 3, H, W)``), e.g.
+        :func:`ssdkit.dataset.two_stage.batch_shape` of the resize
+    batch_size : int, images per device batch (``ProposalTarget``'s ``batch_images``; with several
+        devices, the iterator batch divided by their number)
+    settings : :class:`~ssdkit.symbol.fpn_config.FPNConfig` fields (unknown keys raise ValueError)
+
+    Returns
+    -------
+    mx.sym.Symbol, a group of :data:`TRAIN_OUTPUTS`:
+        ``rpn_cls_loss (1,)`` sigmoid cross entropy summed over the sampled anchors / (B * rpn_batch_size);
+        ``rpn_box_loss (1,)`` smooth L1 (beta ``rpn_box_beta``) over positive anchors / (B * rpn_batch_size);
+        ``rcnn_cls_loss (1,)`` softmax cross entropy over the sampled RoIs / their number;
+        ``rcnn_box_loss (1,)`` class-specific smooth L1 (beta ``rcnn_box_beta``) over foreground RoIs /
+        the number of sampled RoIs (these four are MakeLoss outputs: their values are the losses);
+        ``rcnn_cls_prob (B * S, C + 1)`` softmax of the sampled RoIs (BlockGrad, for metrics);
+        ``rcnn_label (B * S,)`` their targets (BlockGrad; 0 background, k + 1 class k, -1 padding).
+    """
+    if int(batch_size) < 1:
+        raise ValueError("batch_size must be >= 1, got %r" % (batch_size,))
+    return _fpn_graph(network, num_classes, image_shape, fpn_settings(**settings), batch_size=int(batch_size))
+
+
+def get_symbol(network, num_classes, *, image_shape, **settings):
+    """FPN inference graph (same network and parameter names as :func:`get_symbol_train`).
+
+    Parameters are those of :func:`get_symbol_train` without ``batch_size`` (any batch works).
+
+    Returns
+    -------
+    mx.sym.Symbol, ``detection (B, K, 6)`` float32, ``K = test_max_detections``: rows ``[cls_id, score,
+    x0, y0, x1, y1]`` sorted by score, corners normalised to [0, 1] of each image's valid area (as SSD's
+    detections), ``cls_id = -1`` (and score -1) for empty rows. Inputs ``data`` and ``im_info``.
+    """
+    return _fpn_graph(network, num_classes, image_shape, fpn_settings(**settings))
+
+
+def get_rpn_outputs(network, *, image_shape, **settings):
+    """The RPN's raw outputs, for tests and custom heads.
+
+    Returns
+    -------
+    mx.sym.Symbol, a group ``[logits (B, N), deltas (B, 4N), anchors (1, N, 4)]`` (input ``data`` only);
+    the per-level anchor counts are ``fpn_level_sizes(network, image_shape, **settings)``.
+    """
+    _, logits, deltas, anchors, _ = _pyramid(network, fpn_settings(**settings), _check_image_shape(image_shape))
+    return mx.sym.Group([logits, deltas, anchors])
+
+
+def fpn_level_sizes(network, *, image_shape, **settings):
+    """Anchors per level P2..P6 (``FPNProposal``'s ``level_sizes``) for a padded input ``image_shape``."""
+    settings = fpn_settings(**settings)
+    return _level_sizes(_features(network, settings), _check_image_shape(image_shape), settings.num_anchors)

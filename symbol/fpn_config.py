@@ -1,0 +1,160 @@
+"""Settings of the FPN two-stage detector (one frozen dataclass) and its presets.
+
+:class:`FPNConfig` holds every value of the graph that is not a shape: anchors, RPN matching and
+sampling, proposals, R-CNN sampling, head sizes, test-time thresholds. Its defaults are the
+Faster R-CNN R50-FPN (Detectron) values. The same class is the ``[fpn]`` section of a run
+configuration (:class:`ssdkit.config.schema.Config`), so a TOML preset and the Python builders share
+one definition.
+
+:func:`fpn_config` returns the keyword arguments of :func:`ssdkit.symbol.fpn.get_symbol_train` /
+:func:`~ssdkit.symbol.fpn.get_symbol` for a network and resize: ``network``, ``image_shape`` (the
+padded batch, see :func:`ssdkit.dataset.two_stage.batch_shape`) and the :class:`FPNConfig` fields.
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Tuple
+
+from ssdkit.dataset.two_stage import batch_shape
+
+FPN_NETWORKS = {"fpn_resnet18": 18, "fpn_resnet50": 50}
+"""Network name -> ResNet depth of its backbone (:mod:`ssdkit.symbol.resnet`)."""
+
+LEVELS = (2, 3, 4, 5, 6)
+"""Feature levels: P2..P5 from the backbone's C2..C5, P6 by subsampling P5 (RPN only)."""
+LEVEL_STRIDES = (4, 8, 16, 32, 64)
+"""Pixels per feature cell of P2..P6: the anchor strides and the RoIAlign scales ``1 / stride``."""
+ROI_LEVELS = (2, 3, 4, 5)
+"""Levels RoIs are pooled from."""
+RPN_STDS = (1.0, 1.0, 1.0, 1.0)
+"""Box-coding stds of the RPN (the R-CNN's are :attr:`FPNConfig.rcnn_stds`)."""
+
+
+def _check(cond, key, message):
+    if not cond:
+        raise ValueError("config key 'fpn.%s': %s" % (key, message))
+
+
+@dataclass(frozen=True)
+class FPNConfig:
+    """FPN / Faster R-CNN settings (defaults: Detectron's R50-FPN 1x).
+
+    Attributes
+    ----------
+    anchor_scales : anchor side in strides (side = stride * scale at ratio 1), per level
+    anchor_ratios : anchor height / width ratios; A = len(scales) * len(ratios) anchors per cell
+    fpn_channels : channels of the FPN neck and the RPN head
+    frozen_bn : backbone BatchNorm uses its stored statistics (``use_global_stats``), for fine-tuning
+        ImageNet weights with few images per device
+    rpn_positive_iou, rpn_negative_iou : anchor matching thresholds (``RPNTarget``)
+    rpn_batch_size, rpn_positive_fraction : sampled anchors per image and their positive share
+    rpn_allowed_border : anchors reaching more than this many pixels outside the image are
+        ignored (negative: keep all)
+    rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test : proposals per level per image before NMS
+    rpn_post_nms_top_n_train, rpn_post_nms_top_n_test : proposals per image after NMS (P)
+    rpn_nms_threshold : proposal NMS IoU (within each level)
+    rpn_min_size : proposals smaller than this (pixels) are dropped
+    rpn_box_beta : smooth-L1 transition point of the RPN box loss (1/9, Detectron)
+    rcnn_batch_rois : sampled RoIs per image (S)
+    rcnn_fg_fraction : foreground share of the sampled RoIs
+    rcnn_fg_iou : RoIs with IoU >= this are foreground
+    rcnn_bg_iou_hi, rcnn_bg_iou_lo : RoIs with ``lo <= IoU < hi`` are background
+    rcnn_stds : box-coding stds of the R-CNN head
+    rcnn_fc_dim : width of the two fully connected layers of the box head
+    rcnn_box_beta : smooth-L1 transition point of the R-CNN box loss
+    roi_size : RoIAlign output size (roi_size x roi_size)
+    roi_sample_ratio : RoIAlign sampling points per bin side (<= 0: adaptive)
+    test_score_threshold, test_nms_threshold, test_max_detections : ``RCNNDetection`` settings
+    """
+
+    anchor_scales: Tuple[float, ...] = (8.0,)
+    anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)
+    fpn_channels: int = 256
+    frozen_bn: bool = False
+    rpn_positive_iou: float = 0.7
+    rpn_negative_iou: float = 0.3
+    rpn_batch_size: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_allowed_border: float = 0.0
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_threshold: float = 0.7
+    rpn_min_size: float = 0.0
+    rpn_box_beta: float = 1.0 / 9.0
+    rcnn_batch_rois: int = 512
+    rcnn_fg_fraction: float = 0.25
+    rcnn_fg_iou: float = 0.5
+    rcnn_bg_iou_hi: float = 0.5
+    rcnn_bg_iou_lo: float = 0.0
+    rcnn_stds: Tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+    rcnn_fc_dim: int = 1024
+    rcnn_box_beta: float = 1.0
+    roi_size: int = 7
+    roi_sample_ratio: int = 2
+    test_score_threshold: float = 0.05
+    test_nms_threshold: float = 0.5
+    test_max_detections: int = 100
+
+    def __post_init__(self):
+        _check(len(self.anchor_scales) >= 1 and all(s > 0 for s in self.anchor_scales), "anchor_scales",
+               "needs at least one positive value, got %r" % (self.anchor_scales,))
+        _check(len(self.anchor_ratios) >= 1 and all(r > 0 for r in self.anchor_ratios), "anchor_ratios",
+               "needs at least one positive value, got %r" % (self.anchor_ratios,))
+        for key in ("fpn_channels", "rpn_batch_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
+                    "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rcnn_batch_rois", "rcnn_fc_dim",
+                    "roi_size", "test_max_detections"):
+            _check(getattr(self, key) >= 1, key, "must be >= 1, got %r" % (getattr(self, key),))
+        _check(0 <= self.rpn_negative_iou <= self.rpn_positive_iou <= 1, "rpn_negative_iou",
+               "need 0 <= rpn_negative_iou <= rpn_positive_iou <= 1, got %r and %r"
+               % (self.rpn_negative_iou, self.rpn_positive_iou))
+        for key in ("rpn_positive_fraction", "rcnn_fg_fraction"):
+            _check(0 < getattr(self, key) <= 1, key, "must be in (0, 1], got %r" % (getattr(self, key),))
+        for key in ("rpn_nms_threshold", "test_nms_threshold", "rcnn_fg_iou"):
+            _check(0 < getattr(self, key) <= 1, key, "must be in (0, 1], got %r" % (getattr(self, key),))
+        _check(0 <= self.rcnn_bg_iou_lo <= self.rcnn_bg_iou_hi <= 1, "rcnn_bg_iou_lo",
+               "need 0 <= rcnn_bg_iou_lo <= rcnn_bg_iou_hi <= 1, got %r and %r"
+               % (self.rcnn_bg_iou_lo, self.rcnn_bg_iou_hi))
+        _check(self.rpn_min_size >= 0, "rpn_min_size", "must be >= 0, got %r" % (self.rpn_min_size,))
+        for key in ("rpn_box_beta", "rcnn_box_beta"):
+            _check(getattr(self, key) > 0, key, "must be > 0, got %r" % (getattr(self, key),))
+        _check(len(self.rcnn_stds) == 4 and all(s > 0 for s in self.rcnn_stds), "rcnn_stds",
+               "needs 4 positive values, got %r" % (self.rcnn_stds,))
+        _check(0 <= self.test_score_threshold < 1, "test_score_threshold",
+               "must be in [0, 1), got %r" % (self.test_score_threshold,))
+
+    @property
+    def num_anchors(self):
+        """A, anchors per feature cell."""
+        return len(self.anchor_scales) * len(self.anchor_ratios)
+
+
+def fpn_settings(**overrides):
+    """:class:`FPNConfig` with ``overrides``; an unknown key raises ValueError listing the known ones."""
+    known = {f.name for f in dataclasses.fields(FPNConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError("unknown FPN setting(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(known))))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return FPNConfig(**values)
+
+
+def fpn_config(network, short=800, long=1333, **overrides):
+    """Preset of an FPN network at a resize (a new plain dict; ``overrides`` change FPNConfig fields).
+
+    Parameters
+    ----------
+    network : str, a key of :data:`FPN_NETWORKS`
+    short, long : int, the data resize (short side, long-side cap); they fix ``image_shape``
+    overrides : FPNConfig fields
+
+    Returns
+    -------
+    dict with ``network``, ``image_shape`` ``(H, W)`` and every FPNConfig field, e.g.
+    ``get_symbol_train(num_classes=C, batch_size=B, **fpn_config("fpn_resnet50"))``.
+    """
+    if network not in FPN_NETWORKS:
+        raise ValueError("no FPN preset for network %r; presets: %s" % (network, ", ".join(sorted(FPN_NETWORKS))))
+    config = dataclasses.asdict(fpn_settings(**overrides))
+    config.update(network=network, image_shape=batch_shape(short, long))
+    return config

@@ -1,0 +1,209 @@
+"""Blocks of the FPN two-stage graph: backbone stages, FPN neck, shared RPN head, RoI level
+assignment, multi-level RoIAlign and the 2fc box head. Pure functions returning ``mx.sym``.
+
+Parameter names (stable, for checkpoints and weight import):
+
+* backbone: those of :mod:`ssdkit.symbol.resnet` (``conv0``, ``stage{s}_unit{u}_conv{j}`` ...);
+* neck: ``fpn_lateral{l}`` (1x1) and ``fpn_output{l}`` (3x3) for l = 2..5;
+* RPN head, shared by all levels: ``rpn_conv`` (3x3), ``rpn_cls_logits`` (1x1, A), ``rpn_bbox_pred``
+  (1x1, 4A);
+* box head: ``rcnn_fc6``, ``rcnn_fc7``, ``rcnn_cls_score`` (C + 1), ``rcnn_bbox_pred`` (4 (C + 1)).
+
+Initialisation (Detectron's) is attached to the variables through their ``__init__`` attribute, which
+``Module.init_params`` honours whatever its default initializer is: the neck convolutions and the two
+fully connected layers use "Xavier fill" (uniform, fan-in, ``magnitude=3``), the predictors small
+Gaussians (std 0.01, box regressors of the R-CNN 0.001), all their biases 0. A fan-out Xavier on
+``rcnn_fc6`` (fan-in 256 * 7 * 7, fan-out 1024) would amplify its input about 7 times and makes
+training from scratch diverge.
+"""
+import mxnet as mx
+
+from ssdkit.symbol import resnet
+
+
+def backbone_stages(num_layers, *, frozen_bn=False):
+    """The ResNet stage outputs C2..C5.
+
+    Parameters
+    ----------
+    num_layers : int, ResNet depth (a key of :data:`ssdkit.symbol.resnet.SPECS`)
+    frozen_bn : bool, BatchNorm with stored statistics in training (see ``resnet.get_symbol``)
+
+    Returns
+    -------
+    list of 4 mx.sym.Symbol, ``(B, C_l, H / 2^l, W / 2^l)`` for l = 2..5, all reading ``data``.
+    """
+    body = resnet.get_symbol(num_layers=num_layers, bn_global_stats=frozen_bn)
+    internals = body.get_internals()
+    return [internals[name + "_output"] for name in resnet.stage_output_names(num_layers)]
+
+
+def fpn_neck(stages, channels):
+    """Feature pyramid (Lin et al. 2017): lateral 1x1 convolutions, nearest 2x upsampling and sum from
+    the top, a 3x3 output convolution per level; P6 is P5 subsampled by 2 (max-pool, kernel 1).
+
+    Parameters
+    ----------
+    stages : list of 4 symbols C2..C5 (strides 4..32)
+    channels : int, channels of every pyramid level
+
+    Returns
+    -------
+    list of 5 symbols P2..P6, ``(B, channels, H_l, W_l)``; an upsampled map larger than the lateral
+    one (odd sizes) is cropped to it, so any input size works.
+    """
+    if len(stages) != 4:
+        raise ValueError("fpn_neck takes the 4 stages C2..C5, got %d" % len(stages))
+    laterals = []
+    for level, c in zip((2, 3, 4, 5), stages):
+        weight, bias = _weight("fpn_lateral%d" % level)
+        laterals.append(mx.sym.Convolution(c, weight=weight, bias=bias, num_filter=channels, kernel=(1, 1),
+                                           name="fpn_lateral%d" % level))
+    merged = [None, None, None, laterals[3]]
+    for i in (2, 1, 0):
+        level = i + 2
+        up = mx.sym.UpSampling(merged[i + 1], scale=2, sample_type="nearest", num_args=1,
+                               name="fpn_upsample%d" % level)
+        up = mx.sym.slice_like(up, laterals[i], axes=(2, 3), name="fpn_crop%d" % level)
+        merged[i] = mx.sym.elemwise_add(laterals[i], up, name="fpn_merge%d" % level)
+    outputs = []
+    for level, m in zip((2, 3, 4, 5), merged):
+        weight, bias = _weight("fpn_output%d" % level)
+        outputs.append(mx.sym.Convolution(m, weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
+                                          pad=(1, 1), name="fpn_output%d" % level))
+    p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
+    return outputs + [p6]
+
+
+def _weight(name, std=None):
+    """Weight and bias variables of layer ``name``: Normal(std) weights, or Xavier fill (uniform,
+    fan-in, magnitude 3) when ``std`` is None; zero biases."""
+    init = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=3) if std is None else mx.init.Normal(std)
+    return mx.sym.Variable(name + "_weight", init=init), mx.sym.Variable(name + "_bias", init=mx.init.Zero())
+
+
+def rpn_head(features, num_anchors, channels):
+    """The RPN head shared by all levels: 3x3 conv + ReLU, 1x1 objectness logits, 1x1 box deltas.
+
+    Parameters
+    ----------
+    features : list of L symbols ``(B, C, H_l, W_l)``
+    num_anchors : int, A anchors per cell
+    channels : int, width of the 3x3 convolution
+
+    Returns
+    -------
+    logits : (B, N) objectness logits, N = sum_l H_l W_l A, levels in order, each location-major then
+        anchor (``transpose(0, 2, 3, 1)`` of the ``(B, A, H, W)`` map, flattened)
+    deltas : (B, N * 4) box deltas in the same order, 4 per anchor
+    """
+    conv_w, conv_b = _weight("rpn_conv", 0.01)
+    cls_w, cls_b = _weight("rpn_cls_logits", 0.01)
+    box_w, box_b = _weight("rpn_bbox_pred", 0.01)
+    logits, deltas = [], []
+    for k, feat in enumerate(features):
+        x = mx.sym.Convolution(feat, weight=conv_w, bias=conv_b, num_filter=channels, kernel=(3, 3), pad=(1, 1),
+                               name="rpn_conv_l%d" % k)
+        x = mx.sym.Activation(x, act_type="relu", name="rpn_relu_l%d" % k)
+        cls = mx.sym.Convolution(x, weight=cls_w, bias=cls_b, num_filter=num_anchors, kernel=(1, 1),
+                                 name="rpn_cls_logits_l%d" % k)
+        box = mx.sym.Convolution(x, weight=box_w, bias=box_b, num_filter=4 * num_anchors, kernel=(1, 1),
+                                 name="rpn_bbox_pred_l%d" % k)
+        logits.append(mx.sym.reshape(mx.sym.transpose(cls, axes=(0, 2, 3, 1)), shape=(0, -1)))
+        deltas.append(mx.sym.reshape(mx.sym.transpose(box, axes=(0, 2, 3, 1)), shape=(0, -1)))
+    return (mx.sym.concat(*logits, dim=1, name="rpn_logits"),
+            mx.sym.concat(*deltas, dim=1, name="rpn_deltas"))
+
+
+def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonical_level=4):
+    """FPN level of each RoI (Lin et al. 2017, eq. 1): ``floor(k0 + log2(sqrt(w * h) / 224))``, clipped.
+
+    Parameters
+    ----------
+    rois : (R, 5) rows ``[batch_index, x0, y0, x1, y1]`` in input pixels (width ``x1 - x0``)
+    min_level, max_level : int, the clip range
+    canonical_size, canonical_level : a ``canonical_size`` square RoI maps to ``canonical_level``
+
+    Returns
+    -------
+    (R,) float32 levels in ``[min_level, max_level]``; empty (zero-area) RoIs get ``min_level``.
+    No gradient flows through it.
+    """
+    rois = mx.sym.BlockGrad(rois)
+    w = mx.sym.relu(mx.sym.slice_axis(rois, axis=1, begin=3, end=4) - mx.sym.slice_axis(rois, axis=1, begin=1, end=2))
+    h = mx.sym.relu(mx.sym.slice_axis(rois, axis=1, begin=4, end=5) - mx.sym.slice_axis(rois, axis=1, begin=2, end=3))
+    size = mx.sym.maximum(mx.sym.sqrt(w * h), 1e-6)
+    level = mx.sym.floor(mx.sym.log2(size / float(canonical_size)) + float(canonical_level))
+    level = mx.sym.clip(level, float(min_level), float(max_level))
+    return mx.sym.reshape(level, shape=(-1,))
+
+
+def multilevel_roi_align(features, rois, levels, *, strides, pooled_size, sample_ratio, feature_levels):
+    """RoIAlign of each RoI on its own level: RoIAlign of all RoIs on every level, merged row by row.
+
+    ``where`` takes each RoI's row from the output of its level (zeros for a level not in
+    ``feature_levels``), so the gradient reaches only that level. (MXNet 1.9's CPU ``contrib.ROIAlign``
+    cannot skip RoIs: rows with batch index -1 are left unwritten and it zeroes entries of other rows
+    instead; ``tests/test_fpn_symbol.py`` checks the result against one RoIAlign per RoI.)
+
+    Aligned RoIAlign aborts the process on a RoI of zero width or height, which the padding rows of
+    ``FPNProposal`` / ``ProposalTarget`` are (``[b, 0, 0, 0, 0]``), so every RoI is pooled with its far
+    corner at least 1 pixel beyond the near one; only sub-pixel RoIs change.
+
+    Parameters
+    ----------
+    features : list of symbols ``(B, C, H_l, W_l)``, one per entry of ``feature_levels``
+    rois : (R, 5) ``[batch_index, x0, y0, x1, y1]`` input pixels
+    levels : (R,) level of each RoI (:func:`roi_levels`)
+    strides : list of int, pixels per cell of each feature map (spatial scale ``1 / stride``)
+    pooled_size : int, output ``pooled_size x pooled_size``
+    sample_ratio : int, sampling points per bin side (<= 0: adaptive)
+    feature_levels : list of int, the level number of each feature map
+
+    Returns
+    -------
+    (R, C, pooled_size, pooled_size) pooled features (``aligned`` RoIAlign: pixel ``i`` covers
+    ``[i, i + 1)``, the continuous box convention).
+    """
+    rois = mx.sym.BlockGrad(rois)
+    near = mx.sym.slice_axis(rois, axis=1, begin=0, end=3)                 # [b, x0, y0]
+    far = mx.sym.maximum(mx.sym.slice_axis(rois, axis=1, begin=3, end=5),
+                         mx.sym.slice_axis(rois, axis=1, begin=1, end=3) + 1.0)
+    rois = mx.sym.concat(near, far, dim=1, name="roi_align_rois")
+    levels = mx.sym.reshape(mx.sym.BlockGrad(levels), shape=(-1,))
+    pooled = None
+    for level, feat, stride in zip(feature_levels, features, strides):
+        out = mx.sym.contrib.ROIAlign(feat, rois, pooled_size=(pooled_size, pooled_size),
+                                      spatial_scale=1.0 / stride, sample_ratio=sample_ratio, aligned=True,
+                                      name="roi_align_p%d" % level)
+        if pooled is None:
+            pooled = mx.sym.zeros_like(out)
+        pooled = mx.sym.where(levels == float(level), out, pooled, name="roi_pick_p%d" % level)
+    return pooled
+
+
+def box_head(pooled, num_classes, fc_dim):
+    """Two fully connected layers with ReLU, then class scores and class-specific box deltas.
+
+    Parameters
+    ----------
+    pooled : (R, C, S, S) pooled RoI features
+    num_classes : int, object classes C (background excluded)
+    fc_dim : int, width of the two hidden layers
+
+    Returns
+    -------
+    cls_score : (R, C + 1) logits, column 0 background, k + 1 class k
+    bbox_pred : (R, 4 (C + 1)) deltas, 4 per class column (background's unused)
+    """
+    x = mx.sym.flatten(pooled, name="rcnn_flatten")
+    for name in ("rcnn_fc6", "rcnn_fc7"):
+        weight, bias = _weight(name)
+        x = mx.sym.FullyConnected(x, weight=weight, bias=bias, num_hidden=fc_dim, name=name)
+        x = mx.sym.Activation(x, act_type="relu", name=name + "_relu")
+    cls_w, cls_b = _weight("rcnn_cls_score", 0.01)
+    box_w, box_b = _weight("rcnn_bbox_pred", 0.001)
+    cls_score = mx.sym.FullyConnected(x, weight=cls_w, bias=cls_b, num_hidden=num_classes + 1, name="rcnn_cls_score")
+    bbox_pred = mx.sym.FullyConnected(x, weight=box_w, bias=box_b, num_hidden=4 * (num_classes + 1),
+                                      name="rcnn_bbox_pred")
+    return cls_score, bbox_pred
