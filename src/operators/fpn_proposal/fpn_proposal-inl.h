@@ -95,7 +95,7 @@ struct FPNProposalParam {
     }
     p.nms_threshold = ParseFloatIn(attrs, "nms_threshold", "0.7", 0.0, 1.0, true, "in (0, 1]");
     p.min_size = ParseFloatIn(attrs, "min_size", "0", 0.0, HUGE_VAL, false, "finite and >= 0 (pixels)");
-    p.stds = ParseStdsAttribute(attrs, "(1, 1, 1, 1)");
+    p.stds = ParseBoxStds(attrs, "stds", "(1, 1, 1, 1)");
     return p;
   }
 };

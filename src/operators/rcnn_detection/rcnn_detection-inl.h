@@ -55,7 +55,7 @@ struct RCNNDetectionParam {
     CheckKnownAttrs("RCNNDetection", attrs,
                     {"stds", "score_threshold", "nms_threshold", "max_detections", "normalize"});
     RCNNDetectionParam p;
-    p.stds = ParseStdsAttribute(attrs, "(0.1, 0.1, 0.2, 0.2)");
+    p.stds = ParseBoxStds(attrs, "stds", "(0.1, 0.1, 0.2, 0.2)");
     p.score_threshold = ParseFloatIn(attrs, "score_threshold", "0.05", -HUGE_VAL, HUGE_VAL, false, "finite");
     p.nms_threshold = ParseFloatIn(attrs, "nms_threshold", "0.5", 0.0, 1.0, true, "in (0, 1]");
     p.max_detections = ParseInt("max_detections", AttrOr(attrs, "max_detections", "100"));
