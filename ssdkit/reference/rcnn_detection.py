@@ -8,7 +8,7 @@ clip to ``im_info``, NaN boxes dropped, greedy NMS; then the best ``max_detectio
 import numpy as np
 
 from ssdkit.reference.nms import nms, rank_descending
-from ssdkit.reference.two_stage import clip_to_image, decode_log_clamped
+from ssdkit.reference.two_stage import check_im_info, clip_to_image, decode_log_clamped
 
 
 def roi_images(rois, batch):
@@ -41,7 +41,8 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
     rois : (M, 5) ``[batch_index, x0, y0, x1, y1]`` pixel rois
     cls_prob : (M, C+1) class probabilities, channel 0 the background
     bbox_pred : (M, 4*(C+1)) class-specific regressions
-    im_info : (B, 3) ``[valid_height, valid_width, scale]``
+    im_info : (B, 3) ``[valid_height, valid_width, scale]``; a NaN, inf or non-positive height or width is a
+        ValueError (:func:`ssdkit.reference.two_stage.check_im_info`), as it is an error of the operator
     other arguments : as the operator's attributes
 
     Returns
@@ -52,7 +53,7 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
     prob = np.asarray(cls_prob, dtype=np.float32)
     m, channels = prob.shape
     deltas = np.asarray(bbox_pred, dtype=np.float32).reshape(m, channels, 4)
-    im_info = np.asarray(im_info, dtype=np.float32)
+    im_info = check_im_info(im_info)
     batch = im_info.shape[0]
     k = max_detections
     out = np.full((batch, k, 6), -1, dtype=np.float32)

@@ -57,3 +57,32 @@ def clip_to_image(boxes, height, width):
     with np.errstate(invalid="ignore"):
         out = np.where(b < 0, np.float32(0), np.where(b > hi, hi, b))
     return out.astype(np.float32)
+
+
+def check_im_info(im_info):
+    """Check the ``im_info (B, 3)`` input of an FPN operator, as the operators do.
+
+    Parameters
+    ----------
+    im_info : (B, 3) rows ``[valid_height, valid_width, scale]``
+
+    Returns
+    -------
+    (B, 3) float32 ``im_info``.
+
+    Raises
+    ------
+    ValueError
+        naming the first row whose valid height or width is NaN, inf or <= 0 (the operators raise
+        an MXNet error with the same text: ``common/two_stage.h`` ``CheckImInfoValues``). The scale
+        column is not checked.
+    """
+    im_info = np.asarray(im_info, dtype=np.float32)
+    size = im_info[:, :2]
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(size) & (size > 0)).all(axis=1)
+    if bad.any():
+        b = int(np.flatnonzero(bad)[0])
+        raise ValueError("im_info row %d = (%g, %g, %g) is not [valid_height, valid_width, scale] with a "
+                         "finite positive height and width" % ((b,) + tuple(float(v) for v in im_info[b])))
+    return im_info

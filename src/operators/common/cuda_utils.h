@@ -17,6 +17,13 @@ void ZeroFill(float* dst, size_t count, void* stream);
 /*! \brief Throw std::runtime_error with the CUDA error text if the last launch failed. */
 void CheckLastError(const char* what);
 
+/*!
+ * \brief Copy `im_info` (device pointer, (batch, 3)) to the host on `stream`, wait for it, and run
+ *  the CPU's check on it (common/two_stage.h CheckImInfoValues): the GPU paths of the FPN ops raise
+ *  the same error as their CPU paths.
+ */
+void CheckImInfoOnDevice(const float* im_info, int batch, void* stream);
+
 }  // namespace cuda
 }  // namespace ssdkit
 

@@ -10,7 +10,8 @@
 //                      suppressing the later slots in parallel, stopping after P kept.
 //  5. cub segmented radix sort of the kept slots per image (descending score, stable: ties stay in
 //     level order then rank order, i.e. ascending anchor index), WriteKernel writes the first P.
-// im_info is copied to the host once per call to check its values (the CPU raises the same error).
+// im_info is copied to the host once per call to check its values (common/cuda_utils.h
+// CheckImInfoOnDevice: the CPU's error).
 // nvcc may contract a * b + c into FMAs, so boxes can differ from the CPU's in the last bit.
 #include <cuda_runtime.h>
 
@@ -19,7 +20,6 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "common/bbox.h"
 #include "common/cuda_utils.h"
@@ -210,11 +210,7 @@ void FPNProposalForwardGPU(const FPNProposalParam& p, int batch, int num_anchors
                            float* scores, void* workspace, void* stream) {
   if (batch == 0 || num_anchors == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  std::vector<float> host_info(3 * static_cast<size_t>(batch));
-  Check(cudaMemcpyAsync(host_info.data(), im_info, host_info.size() * sizeof(float), cudaMemcpyDeviceToHost, s),
-        "im_info copy");
-  Check(cudaStreamSynchronize(s), "im_info copy");
-  CheckImInfoValues(host_info.data(), batch);
+  cuda::CheckImInfoOnDevice(im_info, batch, stream);
 
   const FPNLevelPlan plan = PlanLevels(p);
   const int levels = plan.num_levels, total_cand = plan.total_cand();

@@ -10,7 +10,8 @@
 //  5. NmsKernel        one block per (image, class): greedy loop, at most K kept.
 //  6. cub segmented radix sort of the kept slots per image, descending (stable: ties stay in class
 //     order, then roi order); WriteKernel writes the first K rows, then rows of -1.
-// im_info is copied to the host once per call to check its values (the CPU raises the same error).
+// im_info is copied to the host once per call to check its values (common/cuda_utils.h
+// CheckImInfoOnDevice: the CPU's error).
 // nvcc may contract a * b + c into FMAs, so boxes can differ from the CPU's in the last bit.
 #include <cuda_runtime.h>
 
@@ -19,7 +20,6 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "common/bbox.h"
 #include "common/cuda_utils.h"
@@ -237,11 +237,7 @@ void RCNNDetectionForwardGPU(const RCNNDetectionParam& p, int num_rois, int chan
                              void* workspace, void* stream) {
   if (batch == 0 || num_rois == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  std::vector<float> host_info(3 * static_cast<size_t>(batch));
-  Check(cudaMemcpyAsync(host_info.data(), im_info, host_info.size() * sizeof(float), cudaMemcpyDeviceToHost, s),
-        "im_info copy");
-  Check(cudaStreamSynchronize(s), "im_info copy");
-  CheckImInfoValues(host_info.data(), batch);
+  cuda::CheckImInfoOnDevice(im_info, batch, stream);
 
   const int classes = channels - 1;
   const size_t slots = static_cast<size_t>(num_rois) * classes;

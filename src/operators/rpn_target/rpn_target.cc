@@ -25,6 +25,7 @@
 #include "common/match.h"
 #include "common/parallel.h"
 #include "common/sample.h"
+#include "common/two_stage.h"
 #include "rpn_target/rpn_target-inl.h"
 
 namespace ssdkit {
@@ -216,6 +217,7 @@ MXReturnValue RpnForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     pb.labels = (*inputs)[1].data<float>();
     pb.im_info = (*inputs)[2].data<float>();
     const Dims& d = pb.d;
+    CheckImInfoValues(pb.im_info, d.batch);
     pb.num_blocks = (d.num_anchors + kAnchorBlock - 1) / kAnchorBlock;
     const size_t bn = static_cast<size_t>(d.batch) * d.num_anchors;
     pb.usable.reset(new unsigned char[bn]);

@@ -2,6 +2,8 @@
 // common/match.h and common/sample.h). Compiled by nvcc; no lib_api.h here.
 // UNTESTED AT RUN TIME: there is no GPU on the development machines; these kernels are only
 // compiled (tests/test_cuda_compile.py). The random samples differ from the CPU's.
+// im_info is copied to the host once per call to check its values (common/cuda_utils.h
+// CheckImInfoOnDevice: the CPU's error).
 //
 //   CollectGts     <<<B, 1>>>             label rows -> compact (G, 4) ground truths per image
 //   ScanAnchors    <<<(N/256, B), 256>>>  usable anchors, best ground truth per anchor
@@ -181,6 +183,7 @@ void RPNTargetForwardGPU(const RPNTargetParam& p, const float* anchors, const fl
   if (static_cast<long long>(batch) * num_labels > 2147483647LL) {
     throw std::invalid_argument("RPNTarget on GPU: too many label rows");
   }
+  cuda::CheckImInfoOnDevice(im_info, batch, stream);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   Workspace w;
   Carve(workspace, batch, num_anchors, num_labels, &w);
