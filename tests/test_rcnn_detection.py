@@ -116,6 +116,21 @@ def test_padding_rois_are_ignored(rng):
     assert np.count_nonzero(expected[..., 0] >= 0) > 20
 
 
+def test_rois_with_non_finite_coordinates_are_ignored(rng):
+    """common/two_stage.h RoiImage: a NaN/inf coordinate makes a row no roi (as in ProposalTarget)."""
+    rois, prob, bbox, im_info = make_inputs(rng, 2, 100, 4, padding=0.0)
+    kwargs = dict(max_detections=50, normalize=False)
+    expected = ours(rois, prob, bbox, im_info, **kwargs)
+    bad = np.array([[0, -np.inf, 10, 20, 30], [1, 10, 10, np.inf, 30], [0, 10, np.nan, 20, 30],
+                    [1, 10, 10, 20, np.inf], [0, -np.inf, -np.inf, np.inf, np.inf]], np.float32)
+    sure = np.zeros((5, 5), np.float32)
+    sure[:, 1:] = 0.999
+    deltas = rng.normal(0, 1, (5, 20)).astype(np.float32)
+    args = (np.concatenate([bad, rois]), np.concatenate([sure, prob]), np.concatenate([deltas, bbox]), im_info)
+    assert_same_detections(ours(*args, **kwargs), expected, normalize=False)
+    assert_same_detections(reference(*args, **kwargs), expected, normalize=False)
+
+
 def hand_fixture():
     """One image 100 high, 200 wide; two classes; zero regressions: boxes are the rois, clipped."""
     rois = np.array([[0, 0, 0, 50, 50],        # r0

@@ -1,6 +1,6 @@
 """numpy reference of the RCNNDetection operator (see ``src/operators/rcnn_detection/rcnn_detection-inl.h``).
 
-Per image (the roi rows whose batch index is the image; zero-area rois ignored) and per foreground
+Per image (the roi rows whose batch index is the image, :func:`ssdkit.reference.two_stage.roi_images`) and per foreground
 class: candidates with a finite score > ``score_threshold``, class-specific decode (log-size clamp),
 clip to ``im_info``, NaN boxes dropped, greedy NMS; then the best ``max_detections`` of all classes
 (ties by class id, then roi row), optionally divided by the image size, padded with rows of -1.
@@ -8,28 +8,7 @@ clip to ``im_info``, NaN boxes dropped, greedy NMS; then the best ``max_detectio
 import numpy as np
 
 from ssdkit.reference.nms import nms, rank_descending
-from ssdkit.reference.two_stage import check_im_info, clip_to_image, decode_log_clamped
-
-
-def roi_images(rois, batch):
-    """Image of every roi row, -1 for ignored rows.
-
-    Parameters
-    ----------
-    rois : (M, 5) rows ``[batch_index, x0, y0, x1, y1]``
-    batch : int, number of images
-
-    Returns
-    -------
-    (M,) int64 image index; -1 where the batch index is not an integer in [0, batch) or the box has
-    no positive width and height (padding, inverted, NaN).
-    """
-    rois = np.asarray(rois, dtype=np.float32)
-    b = rois[:, 0]
-    with np.errstate(invalid="ignore"):
-        index_ok = (b >= 0) & (b < batch) & (np.floor(np.nan_to_num(b)) == b)
-        area_ok = (rois[:, 3] - rois[:, 1] > 0) & (rois[:, 4] - rois[:, 2] > 0)
-    return np.where(index_ok & area_ok, np.nan_to_num(b), -1).astype(np.int64)
+from ssdkit.reference.two_stage import check_im_info, clip_to_image, decode_log_clamped, roi_images
 
 
 def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0.2), score_threshold=0.05,

@@ -86,3 +86,25 @@ def check_im_info(im_info):
         raise ValueError("im_info row %d = (%g, %g, %g) is not [valid_height, valid_width, scale] with a "
                          "finite positive height and width" % ((b,) + tuple(float(v) for v in im_info[b])))
     return im_info
+
+
+def roi_images(rois, batch):
+    """Image of every rois row (``common/two_stage.h`` ``RoiImage``, used by ProposalTarget and RCNNDetection).
+
+    Parameters
+    ----------
+    rois : (R, 5) rows ``[batch_index, x0, y0, x1, y1]``
+    batch : int, number of images
+
+    Returns
+    -------
+    (R,) int64 image index; -1 where the batch index is not an integer in [0, batch) (NaN, 2.5, -1),
+    a coordinate is NaN or inf, or the box has no positive width and height (padding, inverted).
+    """
+    rois = np.asarray(rois, dtype=np.float32).reshape(-1, 5)
+    b = rois[:, 0]
+    with np.errstate(invalid="ignore"):
+        index_ok = (b >= 0) & (b < batch) & (np.floor(np.nan_to_num(b)) == b)
+        box_ok = (np.all(np.isfinite(rois[:, 1:5]), axis=1)
+                  & (rois[:, 3] > rois[:, 1]) & (rois[:, 4] > rois[:, 2]))
+    return np.where(index_ok & box_ok, np.nan_to_num(b), -1).astype(np.int64)

@@ -14,8 +14,8 @@
  * Algorithm, per image b:
  *  - the rois of image b are the rows whose batch index equals b (so B*R rows in image-major order,
  *    as FPNProposal writes them, work, and so does any other order); rows with another batch index
- *    (not an integer in [0, B), NaN) and rows of zero or negative width or height (padding, NaN) are
- *    ignored.
+ *    (not an integer in [0, B), NaN), a NaN/inf coordinate or zero or negative width or height
+ *    (padding) are ignored (common/two_stage.h RoiImage, as in ProposalTarget).
  *  - per foreground class c (channel c + 1): candidates are the rois with a finite score
  *    > score_threshold; each is decoded with the class's 4 regressions and `stds`, log-size deltas
  *    clamped at log(1000/16) (common/bbox.h BoxDecodeLogClamped), clipped to
@@ -103,16 +103,6 @@ inline void CheckRCNNDetectionShapes(const std::vector<unsigned int>& rois, cons
   *num_rois = rois[0];
   *channels = cls[1];
   *batch = im_info[0];
-}
-
-/*! \brief The image of roi row `roi` (5 floats), or -1 if the row is ignored (see file comment). */
-SSDKIT_HD int RoiImage(const float* roi, int batch) {
-  const float b = roi[0];
-  if (!(b >= 0.f && b < static_cast<float>(batch))) return -1;  // also NaN
-  const int image = static_cast<int>(b);
-  if (static_cast<float>(image) != b) return -1;
-  const float w = roi[3] - roi[1], h = roi[4] - roi[2];
-  return (w > 0.f && h > 0.f) ? image : -1;  // zero area (padding), inverted or NaN: ignored
 }
 
 /*! \brief A score that makes a candidate: finite and > threshold. */
