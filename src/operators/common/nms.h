@@ -7,7 +7,8 @@
  * overlaps it with IoU (common/bbox.h BoxIoU) >= iou_threshold. This is the same result as the
  * usual "each kept box suppresses the later ones" loop, but it compares each candidate only
  * with the kept boxes of its class, held contiguously, and it can stop after `max_keep` kept.
- * Shared by MultiBoxDetection and (later) the FPN proposal operator.
+ * Shared by MultiBoxDetection, FPNProposal and RCNNDetection. BlockGreedyNms (nvcc only) is the
+ * same greedy rule run by one CUDA block, for the FPN operators' kernels.
  */
 #ifndef SSDKIT_COMMON_NMS_H_
 #define SSDKIT_COMMON_NMS_H_
@@ -134,6 +135,35 @@ inline int GreedyNmsSoA(const float* boxes, const int* order, int count, const N
   }
   return static_cast<int>(keep->size());
 }
+
+#ifdef __CUDACC__
+/*!
+ * \brief Greedy NMS by one CUDA block over `count` candidates in rank order (best first): rank r is
+ *  suppressed by a kept earlier rank with BoxIoU >= iou_threshold; the visit stops after `max_keep`
+ *  kept (< 0: no limit, as NmsOptions). alive[r] is 1 for a candidate and 0 for none on entry, and 1 exactly for the kept ranks on
+ *  return. `box_at(r)` gives the box of rank r. Every thread of the block calls it; alive may be
+ *  written just before the call (its first barrier is here).
+ */
+template <typename BoxAt>
+__device__ void BlockGreedyNms(unsigned char* alive, int count, BoxAt box_at, float iou_threshold, int max_keep) {
+  __shared__ int kept;
+  if (threadIdx.x == 0) kept = 0;
+  __syncthreads();
+  int r = 0;
+  for (; r < count; ++r) {
+    if (max_keep >= 0 && kept >= max_keep) break;  // uniform: kept changes only between barriers
+    if (!alive[r]) continue;                       // uniform: alive[r] is final once the loop reaches r
+    const float* box_r = box_at(r);
+    for (int j = r + 1 + threadIdx.x; j < count; j += blockDim.x) {
+      if (alive[j] && BoxIoU(box_r, box_at(j)) >= iou_threshold) alive[j] = 0;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) ++kept;
+    __syncthreads();
+  }
+  for (int j = r + threadIdx.x; j < count; j += blockDim.x) alive[j] = 0;  // after the stop: not kept
+}
+#endif  // __CUDACC__
 
 }  // namespace ssdkit
 

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <numeric>
 #include <string>
@@ -54,26 +53,19 @@ struct Scratch {
 };
 
 /*!
- * \brief Step 1 as integers: an order-preserving key of the score (larger score, larger key; -0 as
- *  +0; 0 for non-finite scores, below every finite one) in the high 32 bits and the complement of
- *  the anchor's position in the low 32 bits. Descending packed values are then exactly the
- *  common/topk.h order (descending score, ascending index), compared as plain integers.
+ * \brief Step 1 as integers: the score's common/topk.h ScoreRankKey (larger score, larger key; 0
+ *  for non-finite scores, below every finite one) in the high 32 bits and the complement of the
+ *  anchor's position in the low 32 bits. Descending packed values are then exactly the
+ *  common/topk.h order (descending score, ascending index), compared as plain integers; the CUDA
+ *  kernels rank by the same key.
  */
 inline uint64_t PackRank(float score, int position) {
-  uint32_t key = 0;
-  if (IsFiniteF(score)) {
-    const float s = score + 0.f;
-    uint32_t u;
-    std::memcpy(&u, &s, sizeof(u));
-    key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  }
-  return (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(position));
+  return (static_cast<uint64_t>(ScoreRankKey(score)) << 32) |
+         static_cast<uint32_t>(~static_cast<uint32_t>(position));
 }
 
 inline int UnpackPosition(uint64_t packed) { return static_cast<int>(~static_cast<uint32_t>(packed)); }
 inline bool PackedIsCandidate(uint64_t packed) { return (packed >> 32) != 0; }
-
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
 void ProposeLevel(const FPNProposalParam& p, const FPNLevelPlan& plan, int level, int n, const float* cls,
                   const float* bbox, const float* anchor, float im_height, float im_width, Scratch* s,

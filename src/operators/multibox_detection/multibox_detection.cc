@@ -79,8 +79,6 @@ void CheckShapes(const Shape& cls, const Shape& loc, const Shape& anchor, int ba
   *num_anchors = anchor[1];
 }
 
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
-
 struct InputDims {
   int batch, channels, n;
 };

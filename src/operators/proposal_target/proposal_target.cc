@@ -55,8 +55,6 @@ Dims CheckShapes(const ProposalTargetParam& p, const Shape& r, const Shape& l) {
   return {static_cast<int>(r[0]), static_cast<int>(l[0]), static_cast<int>(l[1]), static_cast<int>(l[2])};
 }
 
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
-
 MXReturnValue PtParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
   return Guard("ProposalTarget", [&]() {
     ProposalTargetParam::Parse(attrs);

@@ -37,26 +37,19 @@ struct Workspace {
   uint32_t* keys;    // (B, R + M)
 };
 
-size_t Align(size_t bytes) { return (bytes + 255) & ~static_cast<size_t>(255); }
-
 /*! \brief Lay the workspace out from `base` (nullptr: only measure); returns its size in bytes. */
 size_t Carve(void* base, int batch, int num_rois, int m, Workspace* w) {
-  size_t offset = 0;
-  auto take = [base, &offset](size_t bytes) -> void* {
-    void* out = base == nullptr ? nullptr : static_cast<char*>(base) + offset;
-    offset += Align(bytes);
-    return out;
-  };
+  cuda::WorkspaceCarver c(base);
   const size_t bm = static_cast<size_t>(batch) * m;
   const size_t bc = static_cast<size_t>(batch) * (static_cast<size_t>(num_rois) + m);
-  w->gts = static_cast<float*>(take(bm * 4 * sizeof(float)));
-  w->gt_rows = static_cast<int*>(take(bm * sizeof(int)));
-  w->num_gt = static_cast<int*>(take(batch * sizeof(int)));
-  w->boxes = static_cast<float*>(take(bc * 4 * sizeof(float)));
-  w->best_gt = static_cast<int*>(take(bc * sizeof(int)));
-  w->kind = static_cast<int*>(take(bc * sizeof(int)));
-  w->keys = static_cast<uint32_t*>(take(bc * sizeof(uint32_t)));
-  return offset;
+  w->gts = c.Take<float>(bm * 4);
+  w->gt_rows = c.Take<int>(bm);
+  w->num_gt = c.Take<int>(batch);
+  w->boxes = c.Take<float>(bc * 4);
+  w->best_gt = c.Take<int>(bc);
+  w->kind = c.Take<int>(bc);
+  w->keys = c.Take<uint32_t>(bc);
+  return c.used();
 }
 
 __global__ void CollectGts(const float* labels, int num_labels, int label_width, float class_limit,

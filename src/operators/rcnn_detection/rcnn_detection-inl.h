@@ -40,6 +40,7 @@
 #include "common/attrs.h"
 #include "common/bbox.h"
 #include "common/macros.h"
+#include "common/shapes.h"
 #include "common/two_stage.h"
 
 namespace ssdkit {
@@ -75,26 +76,21 @@ struct RCNNDetectionParam {
 inline void CheckRCNNDetectionShapes(const std::vector<unsigned int>& rois, const std::vector<unsigned int>& cls,
                                      const std::vector<unsigned int>& bbox, const std::vector<unsigned int>& im_info,
                                      unsigned int* num_rois, unsigned int* channels, unsigned int* batch) {
-  auto str = [](const std::vector<unsigned int>& s) {
-    std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + (s.size() == 1 ? ",)" : ")");
-  };
   if (rois.size() != 2 || rois[1] != 5 || rois[0] == 0) {
     throw std::invalid_argument("rois must be (num_rois, 5) with rows [batch_index, x0, y0, x1, y1], got " +
-                                str(rois));
+                                ShapeString(rois));
   }
   if (cls.size() != 2 || cls[0] != rois[0] || cls[1] < 2) {
-    throw std::invalid_argument("cls_prob " + str(cls) + " must be (num_rois, num_classes + 1) = (" +
+    throw std::invalid_argument("cls_prob " + ShapeString(cls) + " must be (num_rois, num_classes + 1) = (" +
                                 std::to_string(rois[0]) + ", C + 1) with C >= 1, channel 0 the background");
   }
   if (bbox.size() != 2 || bbox[0] != rois[0] || static_cast<size_t>(bbox[1]) != 4 * static_cast<size_t>(cls[1])) {
-    throw std::invalid_argument("bbox_pred " + str(bbox) + " must be (num_rois, 4 * (num_classes + 1)) = (" +
+    throw std::invalid_argument("bbox_pred " + ShapeString(bbox) + " must be (num_rois, 4 * (num_classes + 1)) = (" +
                                 std::to_string(rois[0]) + ", " + std::to_string(4 * static_cast<size_t>(cls[1])) +
                                 "): class-specific regressions");
   }
   if (im_info.size() != 2 || im_info[1] != 3 || im_info[0] == 0) {
-    throw std::invalid_argument("im_info " + str(im_info) +
+    throw std::invalid_argument("im_info " + ShapeString(im_info) +
                                 " must be (batch, 3): [valid_height, valid_width, scale] per image");
   }
   if (static_cast<size_t>(rois[0]) * bbox[1] > 2147483647u) {

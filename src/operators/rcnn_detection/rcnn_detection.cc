@@ -46,8 +46,6 @@ struct Scratch {
   NmsSoAScratch nms;
 };
 
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
-
 struct Dims {
   int num_rois, channels, batch;
 };

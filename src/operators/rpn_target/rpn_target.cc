@@ -66,8 +66,6 @@ Dims CheckShapes(const Shape& a, const Shape& l, const Shape& info) {
   return {static_cast<int>(l[0]), static_cast<int>(a[1]), static_cast<int>(l[1]), static_cast<int>(l[2])};
 }
 
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
-
 MXReturnValue RpnParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
   return Guard("RPNTarget", [&]() {
     RPNTargetParam::Parse(attrs);
