@@ -5,9 +5,9 @@ import pytest
 
 import ssdkit  # noqa: F401  (loads the operators)
 from ssdkit import ops
+from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
 from ssdkit.reference.fpn_proposal import fpn_proposal as reference_proposal
 from ssdkit.reference.rcnn_detection import rcnn_detection as reference
-from ssdkit.reference.two_stage import clip_to_image, decode_log_clamped
 
 RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -213,7 +213,8 @@ def test_matches_contrib_box_nms(rng):
         r, p, d = rois[real], prob[real], bbox[real].reshape(-1, classes + 1, 4)
         table = []
         for c in range(classes):
-            boxes = clip_to_image(decode_log_clamped(r[:, 1:], d[:, c + 1], RCNN_STDS), im_info[0, 0], im_info[0, 1])
+            boxes = decode(r[:, 1:], d[:, c + 1], RCNN_STDS, max_log_size=LOG_SIZE_CLAMP)
+            boxes = clip_to_image(boxes, im_info[0, 0], im_info[0, 1])
             table.append(np.concatenate([np.full((len(r), 1), c), p[:, c + 1:c + 2], boxes], axis=1))
         table = np.concatenate(table).astype(np.float32)
         theirs = mx.nd.contrib.box_nms(mx.nd.array(table[None]), overlap_thresh=nms_thr, valid_thresh=thr, topk=-1,

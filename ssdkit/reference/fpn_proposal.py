@@ -8,8 +8,9 @@ then the best ``post_nms_top_n`` of all levels (ties by ascending anchor index),
 """
 import numpy as np
 
+from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
 from ssdkit.reference.nms import nms, rank_descending
-from ssdkit.reference.two_stage import check_im_info, clip_to_image, decode_log_clamped
+from ssdkit.reference.two_stage import check_im_info
 
 
 def propose_level(scores, deltas, anchors, im_height, im_width, *, pre_nms_top_n, post_nms_top_n,
@@ -34,7 +35,8 @@ def propose_level(scores, deltas, anchors, im_height, im_width, *, pre_nms_top_n
     ranked = finite[rank_descending(scores[finite])]
     if pre_nms_top_n > 0:
         ranked = ranked[:pre_nms_top_n]
-    boxes = clip_to_image(decode_log_clamped(anchors[ranked], deltas[ranked], stds), im_height, im_width)
+    boxes = decode(anchors[ranked], deltas[ranked], stds, max_log_size=LOG_SIZE_CLAMP)
+    boxes = clip_to_image(boxes, im_height, im_width)
     with np.errstate(invalid="ignore"):
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         ok = (w >= np.float32(min_size)) & (h >= np.float32(min_size)) & (w > 0) & (h > 0)

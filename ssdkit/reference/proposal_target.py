@@ -9,8 +9,7 @@ RoIs than the operator (whose randomness comes from MXNet's random states).
 import numpy as np
 
 from ssdkit.boxes import VARIANCES, box_iou, encode
-from ssdkit.reference.rpn_target import ground_truth_rows
-from ssdkit.reference.two_stage import roi_images
+from ssdkit.reference.two_stage import ground_truth_rows, roi_images
 
 NOT_SAMPLED, FOREGROUND, BACKGROUND = 0, 1, 2
 """Kinds of candidate RoIs."""

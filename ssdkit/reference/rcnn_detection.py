@@ -1,14 +1,15 @@
 """numpy reference of the RCNNDetection operator (see ``src/operators/rcnn_detection/rcnn_detection-inl.h``).
 
-Per image (the roi rows whose batch index is the image, :func:`ssdkit.reference.two_stage.roi_images`) and per foreground
-class: candidates with a finite score > ``score_threshold``, class-specific decode (log-size clamp),
+Per image (the roi rows whose batch index is the image, :func:`ssdkit.reference.two_stage.roi_images`)
+and per foreground class: candidates with a finite score > ``score_threshold``, class-specific decode (log-size clamp),
 clip to ``im_info``, NaN boxes dropped, greedy NMS; then the best ``max_detections`` of all classes
 (ties by class id, then roi row), optionally divided by the image size, padded with rows of -1.
 """
 import numpy as np
 
+from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
 from ssdkit.reference.nms import nms, rank_descending
-from ssdkit.reference.two_stage import check_im_info, clip_to_image, decode_log_clamped, roi_images
+from ssdkit.reference.two_stage import check_im_info, roi_images
 
 
 def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0.2), score_threshold=0.05,
@@ -45,7 +46,8 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
             scores = prob[rows, c + 1]
             with np.errstate(invalid="ignore"):
                 cand = rows[np.isfinite(scores) & (scores > np.float32(score_threshold))]
-            boxes = clip_to_image(decode_log_clamped(rois[cand, 1:], deltas[cand, c + 1], stds), height, width)
+            boxes = decode(rois[cand, 1:], deltas[cand, c + 1], stds, max_log_size=LOG_SIZE_CLAMP)
+            boxes = clip_to_image(boxes, height, width)
             ok = ~np.isnan(boxes).any(axis=1)
             cand, boxes = cand[ok], boxes[ok]
             keep = nms(boxes, prob[cand, c + 1], nms_threshold, max_keep=k)

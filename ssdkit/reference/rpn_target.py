@@ -8,36 +8,12 @@ samples are other samples than the operator's (which come from MXNet's random st
 import numpy as np
 
 from ssdkit.boxes import box_iou, encode
-from ssdkit.reference.two_stage import check_im_info
+from ssdkit.reference.two_stage import check_im_info, ground_truth_rows
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 """Values of the per-anchor labels (and of ``cls_target``)."""
 RPN_STDS = (1.0, 1.0, 1.0, 1.0)
 """Box-coding stds of the RPN."""
-
-
-def ground_truth_rows(label, class_limit=np.inf):
-    """The label rows of one image that are ground truths (``common/ground_truth.h``).
-
-    Parameters
-    ----------
-    label : (M, W >= 5) rows ``[cls, x0, y0, x1, y1, ...]``, padded with rows of class -1
-    class_limit : classes must be in ``[0, class_limit)``; ``inf`` accepts any finite id >= 0
-
-    Returns
-    -------
-    (G,) int indices of the rows before the first padding row whose class is in range and whose
-    box is finite with ``x1 > x0`` and ``y1 > y0``.
-    """
-    rows = []
-    for r, row in enumerate(np.asarray(label, dtype=np.float32)):
-        if row[0] == -1:
-            break
-        box = row[1:5]
-        if (0 <= row[0] < class_limit and np.all(np.isfinite(box))
-                and box[2] > box[0] and box[3] > box[1]):
-            rows.append(r)
-    return np.asarray(rows, dtype=np.int64)
 
 
 def usable_anchors(anchors, im_info_row, allowed_border=0.0):
