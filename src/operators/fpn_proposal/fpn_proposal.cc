@@ -197,7 +197,7 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
                      [&](int a, int b) { return p.level_sizes[a] > p.level_sizes[b]; });
     const int tasks = batch * levels;
     std::vector<LevelResult> results(static_cast<size_t>(tasks));
-    std::vector<std::string> errors(static_cast<size_t>(tasks));
+    TaskErrors errors(tasks);
     const int rows = p.post_nms_top_n;
 #pragma omp parallel num_threads(NumThreads())
     {
@@ -207,12 +207,10 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tasks; ++t) {
         const int l = level_order[t / batch], b = t % batch;
-        try {
+        errors.Run(t, [&]() {
           ProposeLevel(p, plan, l, n, cls + static_cast<size_t>(b) * n, bbox + 4 * static_cast<size_t>(b) * n,
                        anchor, im_info[3 * b], im_info[3 * b + 1], &scratch, &results[b * levels + l]);
-        } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
-          errors[t] = e.what();
-        }
+        });
       }
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < batch; ++b) {
@@ -220,9 +218,7 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
                    rois + 5 * static_cast<size_t>(b) * rows, scores + static_cast<size_t>(b) * rows, &scratch);
       }
     }
-    for (const auto& e : errors) {
-      if (!e.empty()) throw std::runtime_error(e);
-    }
+    errors.Rethrow();
     return mxnet::ext::MX_SUCCESS;
   });
 }

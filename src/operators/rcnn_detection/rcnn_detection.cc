@@ -146,7 +146,7 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
     const int classes = d.channels - 1;
     const int tasks = d.batch * classes;
     std::vector<ClassResult> results(static_cast<size_t>(tasks));
-    std::vector<std::string> errors(static_cast<size_t>(tasks));
+    TaskErrors errors(tasks);
 #pragma omp parallel num_threads(NumThreads())
     {
 #pragma omp single
@@ -155,11 +155,9 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tasks; ++t) {
         const int b = t / classes, c = t % classes;
-        try {
+        errors.Run(t, [&]() {
           DetectClass(p, d, rows[b], c, rois, prob, bbox, im_info[3 * b], im_info[3 * b + 1], &scratch, &results[t]);
-        } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
-          errors[t] = e.what();
-        }
+        });
       }
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < d.batch; ++b) {
@@ -167,9 +165,7 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
                    im_info[3 * b + 1], det + 6 * static_cast<size_t>(b) * p.max_detections, &scratch);
       }
     }
-    for (const auto& e : errors) {
-      if (!e.empty()) throw std::runtime_error(e);
-    }
+    errors.Rethrow();
     return mxnet::ext::MX_SUCCESS;
   });
 }
