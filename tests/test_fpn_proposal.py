@@ -395,6 +395,8 @@ def test_bad_im_info_values_are_mxnet_errors(bad):
     arrays = [mx.nd.ones(s) for s in GOOD_SHAPES[:3]] + [mx.nd.array(im_info)]
     with pytest.raises(mx.MXNetError, match="im_info row 1 .* finite positive height and width"):
         mx.nd.FPNProposal(*arrays, level_sizes=(10,))[0].wait_to_read()
+    with pytest.raises(ValueError, match="im_info row 1 .* finite positive height and width"):
+        reference(*[np.ones(s, np.float32) for s in GOOD_SHAPES[:3]], im_info, level_sizes=(10,))
 
 
 def test_float64_input_is_an_mxnet_error():

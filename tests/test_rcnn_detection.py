@@ -5,9 +5,9 @@ import pytest
 
 import ssdkit  # noqa: F401  (loads the operators)
 from ssdkit import ops
+from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
 from ssdkit.reference.fpn_proposal import fpn_proposal as reference_proposal
 from ssdkit.reference.rcnn_detection import rcnn_detection as reference
-from ssdkit.reference.two_stage import clip_to_image, decode_log_clamped
 
 RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -116,6 +116,21 @@ def test_padding_rois_are_ignored(rng):
     assert np.count_nonzero(expected[..., 0] >= 0) > 20
 
 
+def test_rois_with_non_finite_coordinates_are_ignored(rng):
+    """common/two_stage.h RoiImage: a NaN/inf coordinate makes a row no roi (as in ProposalTarget)."""
+    rois, prob, bbox, im_info = make_inputs(rng, 2, 100, 4, padding=0.0)
+    kwargs = dict(max_detections=50, normalize=False)
+    expected = ours(rois, prob, bbox, im_info, **kwargs)
+    bad = np.array([[0, -np.inf, 10, 20, 30], [1, 10, 10, np.inf, 30], [0, 10, np.nan, 20, 30],
+                    [1, 10, 10, 20, np.inf], [0, -np.inf, -np.inf, np.inf, np.inf]], np.float32)
+    sure = np.zeros((5, 5), np.float32)
+    sure[:, 1:] = 0.999
+    deltas = rng.normal(0, 1, (5, 20)).astype(np.float32)
+    args = (np.concatenate([bad, rois]), np.concatenate([sure, prob]), np.concatenate([deltas, bbox]), im_info)
+    assert_same_detections(ours(*args, **kwargs), expected, normalize=False)
+    assert_same_detections(reference(*args, **kwargs), expected, normalize=False)
+
+
 def hand_fixture():
     """One image 100 high, 200 wide; two classes; zero regressions: boxes are the rois, clipped."""
     rois = np.array([[0, 0, 0, 50, 50],        # r0
@@ -198,7 +213,8 @@ def test_matches_contrib_box_nms(rng):
         r, p, d = rois[real], prob[real], bbox[real].reshape(-1, classes + 1, 4)
         table = []
         for c in range(classes):
-            boxes = clip_to_image(decode_log_clamped(r[:, 1:], d[:, c + 1], RCNN_STDS), im_info[0, 0], im_info[0, 1])
+            boxes = decode(r[:, 1:], d[:, c + 1], RCNN_STDS, max_log_size=LOG_SIZE_CLAMP)
+            boxes = clip_to_image(boxes, im_info[0, 0], im_info[0, 1])
             table.append(np.concatenate([np.full((len(r), 1), c), p[:, c + 1:c + 2], boxes], axis=1))
         table = np.concatenate(table).astype(np.float32)
         theirs = mx.nd.contrib.box_nms(mx.nd.array(table[None]), overlap_thresh=nms_thr, valid_thresh=thr, topk=-1,
@@ -304,6 +320,8 @@ def test_bad_im_info_values_are_mxnet_errors(bad):
     arrays = [mx.nd.ones(s) for s in GOOD_SHAPES[:3]] + [mx.nd.array(im_info)]
     with pytest.raises(mx.MXNetError, match="im_info row 1 .* finite positive height and width"):
         mx.nd.RCNNDetection(*arrays).wait_to_read()
+    with pytest.raises(ValueError, match="im_info row 1 .* finite positive height and width"):
+        reference(*[np.ones(s, np.float32) for s in GOOD_SHAPES[:3]], im_info)
 
 
 def test_float64_input_is_an_mxnet_error():

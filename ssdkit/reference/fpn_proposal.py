@@ -8,8 +8,9 @@ then the best ``post_nms_top_n`` of all levels (ties by ascending anchor index),
 """
 import numpy as np
 
+from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
 from ssdkit.reference.nms import nms, rank_descending
-from ssdkit.reference.two_stage import clip_to_image, decode_log_clamped
+from ssdkit.reference.two_stage import check_im_info
 
 
 def propose_level(scores, deltas, anchors, im_height, im_width, *, pre_nms_top_n, post_nms_top_n,
@@ -34,7 +35,8 @@ def propose_level(scores, deltas, anchors, im_height, im_width, *, pre_nms_top_n
     ranked = finite[rank_descending(scores[finite])]
     if pre_nms_top_n > 0:
         ranked = ranked[:pre_nms_top_n]
-    boxes = clip_to_image(decode_log_clamped(anchors[ranked], deltas[ranked], stds), im_height, im_width)
+    boxes = decode(anchors[ranked], deltas[ranked], stds, max_log_size=LOG_SIZE_CLAMP)
+    boxes = clip_to_image(boxes, im_height, im_width)
     with np.errstate(invalid="ignore"):
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         ok = (w >= np.float32(min_size)) & (h >= np.float32(min_size)) & (w > 0) & (h > 0)
@@ -52,7 +54,8 @@ def fpn_proposal(cls_prob, bbox_pred, anchor, im_info, *, level_sizes, pre_nms_t
     cls_prob : (B, N) sigmoid objectness, levels concatenated
     bbox_pred : (B, N*4) regressions
     anchor : (1, N, 4) pixel corner anchors, levels concatenated in ``level_sizes`` order
-    im_info : (B, 3) ``[valid_height, valid_width, scale]``
+    im_info : (B, 3) ``[valid_height, valid_width, scale]``; a NaN, inf or non-positive height or width is a
+        ValueError (:func:`ssdkit.reference.two_stage.check_im_info`), as it is an error of the operator
     level_sizes : sequence of int, anchors per level (sum N)
     other arguments : as the operator's attributes (``pre_nms_top_n=-1``: every anchor)
 
@@ -65,7 +68,7 @@ def fpn_proposal(cls_prob, bbox_pred, anchor, im_info, *, level_sizes, pre_nms_t
     batch, n = cls_prob.shape
     deltas = np.asarray(bbox_pred, dtype=np.float32).reshape(batch, n, 4)
     anchors = np.asarray(anchor, dtype=np.float32).reshape(n, 4)
-    im_info = np.asarray(im_info, dtype=np.float32)
+    im_info = check_im_info(im_info)
     if sum(level_sizes) != n:
         raise ValueError("level_sizes %r do not sum to N=%d" % (level_sizes, n))
     bounds = np.cumsum([0] + list(level_sizes))

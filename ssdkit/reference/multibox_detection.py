@@ -1,9 +1,9 @@
 """numpy reference of the MultiBoxDetection operator (see ``multibox_detection-inl.h``).
 
 Equal to ``mx.contrib.nd.MultiBoxDetection`` with ``background_id=0`` (contrib ignores
-``background_id``; here and in the operator it is honoured). Two float details differ from the
-C++ operator, so compare with a tolerance: boxes are decoded by :func:`ssdkit.boxes.decode`
-(centre ``xmin + w / 2`` instead of ``(xmin + xmax) / 2``), and ``clip`` keeps NaN coordinates
+``background_id``; here and in the operator it is honoured). Boxes are decoded by
+:func:`ssdkit.boxes.decode`, which follows the operator's arithmetic; compare with a tolerance all
+the same (exp may differ from the C++ one by an ulp), and note that ``clip`` keeps NaN coordinates
 as NaN where the operator clips them to 1.
 """
 import numpy as np

@@ -9,20 +9,10 @@ RoIs than the operator (whose randomness comes from MXNet's random states).
 import numpy as np
 
 from ssdkit.boxes import VARIANCES, box_iou, encode
-from ssdkit.reference.rpn_target import ground_truth_rows
+from ssdkit.reference.two_stage import ground_truth_rows, roi_images
 
 NOT_SAMPLED, FOREGROUND, BACKGROUND = 0, 1, 2
 """Kinds of candidate RoIs."""
-
-
-def image_rois(rois, b):
-    """(K,) indices of the rows of ``rois (R, 5)`` that are candidates of image ``b``: batch index
-    exactly ``b``, finite box with ``x1 > x0`` and ``y1 > y0``, in row order."""
-    rois = np.asarray(rois, dtype=np.float32)
-    with np.errstate(invalid="ignore"):
-        keep = ((rois[:, 0] == np.float32(b)) & np.all(np.isfinite(rois[:, 1:5]), axis=1)
-                & (rois[:, 3] > rois[:, 1]) & (rois[:, 4] > rois[:, 2]))
-    return np.flatnonzero(keep)
 
 
 def image_candidates(rois, label, b, num_classes, add_gt_as_proposals=True, fg_thresh=0.5,
@@ -38,7 +28,8 @@ def image_candidates(rois, label, b, num_classes, add_gt_as_proposals=True, fg_t
 
     Returns
     -------
-    boxes : (n, 4) float32 candidates: the image's rois, then (if added) its ground truths
+    boxes : (n, 4) float32 candidates: the image's rois (:func:`ssdkit.reference.two_stage.roi_images`),
+        then (if added) its ground truths
     kinds : (n,) int ``FOREGROUND`` (best IoU >= fg_thresh), ``BACKGROUND`` (otherwise, IoU in
         ``[bg_thresh_lo, bg_thresh_hi)``) or ``NOT_SAMPLED``
     labels : (n,) float32 class + 1 for foreground, 0 for the rest
@@ -50,7 +41,8 @@ def image_candidates(rois, label, b, num_classes, add_gt_as_proposals=True, fg_t
     rows = ground_truth_rows(image_label, num_classes)
     gts = image_label[rows, 1:5]
     classes = image_label[rows, 0].astype(np.int64)          # truncated, as the operator does
-    boxes = rois[image_rois(rois, b), 1:5]
+    batch = np.asarray(label).shape[0]
+    boxes = rois[np.flatnonzero(roi_images(rois, batch) == b), 1:5]
     if add_gt_as_proposals:
         boxes = np.concatenate([boxes, gts])
     n = len(boxes)

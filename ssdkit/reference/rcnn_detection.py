@@ -1,35 +1,15 @@
 """numpy reference of the RCNNDetection operator (see ``src/operators/rcnn_detection/rcnn_detection-inl.h``).
 
-Per image (the roi rows whose batch index is the image; zero-area rois ignored) and per foreground
-class: candidates with a finite score > ``score_threshold``, class-specific decode (log-size clamp),
+Per image (the roi rows whose batch index is the image, :func:`ssdkit.reference.two_stage.roi_images`)
+and per foreground class: candidates with a finite score > ``score_threshold``, class-specific decode (log-size clamp),
 clip to ``im_info``, NaN boxes dropped, greedy NMS; then the best ``max_detections`` of all classes
 (ties by class id, then roi row), optionally divided by the image size, padded with rows of -1.
 """
 import numpy as np
 
+from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
 from ssdkit.reference.nms import nms, rank_descending
-from ssdkit.reference.two_stage import clip_to_image, decode_log_clamped
-
-
-def roi_images(rois, batch):
-    """Image of every roi row, -1 for ignored rows.
-
-    Parameters
-    ----------
-    rois : (M, 5) rows ``[batch_index, x0, y0, x1, y1]``
-    batch : int, number of images
-
-    Returns
-    -------
-    (M,) int64 image index; -1 where the batch index is not an integer in [0, batch) or the box has
-    no positive width and height (padding, inverted, NaN).
-    """
-    rois = np.asarray(rois, dtype=np.float32)
-    b = rois[:, 0]
-    with np.errstate(invalid="ignore"):
-        index_ok = (b >= 0) & (b < batch) & (np.floor(np.nan_to_num(b)) == b)
-        area_ok = (rois[:, 3] - rois[:, 1] > 0) & (rois[:, 4] - rois[:, 2] > 0)
-    return np.where(index_ok & area_ok, np.nan_to_num(b), -1).astype(np.int64)
+from ssdkit.reference.two_stage import check_im_info, roi_images
 
 
 def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0.2), score_threshold=0.05,
@@ -41,7 +21,8 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
     rois : (M, 5) ``[batch_index, x0, y0, x1, y1]`` pixel rois
     cls_prob : (M, C+1) class probabilities, channel 0 the background
     bbox_pred : (M, 4*(C+1)) class-specific regressions
-    im_info : (B, 3) ``[valid_height, valid_width, scale]``
+    im_info : (B, 3) ``[valid_height, valid_width, scale]``; a NaN, inf or non-positive height or width is a
+        ValueError (:func:`ssdkit.reference.two_stage.check_im_info`), as it is an error of the operator
     other arguments : as the operator's attributes
 
     Returns
@@ -52,7 +33,7 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
     prob = np.asarray(cls_prob, dtype=np.float32)
     m, channels = prob.shape
     deltas = np.asarray(bbox_pred, dtype=np.float32).reshape(m, channels, 4)
-    im_info = np.asarray(im_info, dtype=np.float32)
+    im_info = check_im_info(im_info)
     batch = im_info.shape[0]
     k = max_detections
     out = np.full((batch, k, 6), -1, dtype=np.float32)
@@ -65,7 +46,8 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
             scores = prob[rows, c + 1]
             with np.errstate(invalid="ignore"):
                 cand = rows[np.isfinite(scores) & (scores > np.float32(score_threshold))]
-            boxes = clip_to_image(decode_log_clamped(rois[cand, 1:], deltas[cand, c + 1], stds), height, width)
+            boxes = decode(rois[cand, 1:], deltas[cand, c + 1], stds, max_log_size=LOG_SIZE_CLAMP)
+            boxes = clip_to_image(boxes, height, width)
             ok = ~np.isnan(boxes).any(axis=1)
             cand, boxes = cand[ok], boxes[ok]
             keep = nms(boxes, prob[cand, c + 1], nms_threshold, max_keep=k)

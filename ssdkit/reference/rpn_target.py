@@ -8,6 +8,7 @@ samples are other samples than the operator's (which come from MXNet's random st
 import numpy as np
 
 from ssdkit.boxes import box_iou, encode
+from ssdkit.reference.two_stage import check_im_info, ground_truth_rows
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 """Values of the per-anchor labels (and of ``cls_target``)."""
@@ -15,32 +16,12 @@ RPN_STDS = (1.0, 1.0, 1.0, 1.0)
 """Box-coding stds of the RPN."""
 
 
-def ground_truth_rows(label, class_limit=np.inf):
-    """The label rows of one image that are ground truths (``common/ground_truth.h``).
-
-    Parameters
-    ----------
-    label : (M, W >= 5) rows ``[cls, x0, y0, x1, y1, ...]``, padded with rows of class -1
-    class_limit : classes must be in ``[0, class_limit)``; ``inf`` accepts any finite id >= 0
-
-    Returns
-    -------
-    (G,) int indices of the rows before the first padding row whose class is in range and whose
-    box is finite with ``x1 > x0`` and ``y1 > y0``.
-    """
-    rows = []
-    for r, row in enumerate(np.asarray(label, dtype=np.float32)):
-        if row[0] == -1:
-            break
-        box = row[1:5]
-        if (0 <= row[0] < class_limit and np.all(np.isfinite(box))
-                and box[2] > box[0] and box[3] > box[1]):
-            rows.append(r)
-    return np.asarray(rows, dtype=np.int64)
-
-
 def usable_anchors(anchors, im_info_row, allowed_border=0.0):
-    """(N,) bool: finite anchors inside the valid image grown by ``allowed_border`` (< 0: any)."""
+    """(N,) bool: finite anchors inside the valid image grown by ``allowed_border`` (< 0: any).
+
+    ``im_info_row`` is ``[valid_height, valid_width, scale]`` with a finite positive height and
+    width (:func:`ssdkit.reference.two_stage.check_im_info`).
+    """
     anchors = np.asarray(anchors, dtype=np.float32)
     usable = np.all(np.isfinite(anchors), axis=1)
     if allowed_border >= 0:
@@ -100,17 +81,23 @@ def rpn_match(anchor, label, im_info, positive_iou=0.7, negative_iou=0.3, allowe
     ----------
     anchor : (1, N, 4) pixel corners
     label : (B, M, W >= 5) rows ``[cls, x0, y0, x1, y1, ...]`` padded with class -1
-    im_info : (B, 3) ``[valid_height, valid_width, scale]``
+    im_info : (B, 3) ``[valid_height, valid_width, scale]``, finite positive heights and widths
     positive_iou, negative_iou, allowed_border, stds : as the operator
 
     Returns
     -------
     labels : (B, N) int ``POSITIVE`` / ``NEGATIVE`` / ``IGNORED`` before sampling
     box_target : (B, N * 4) float32 encoded ground truth of every positive, 0 elsewhere
+
+    Raises
+    ------
+    ValueError
+        for an im_info row with a NaN, inf or non-positive height or width (also when
+        ``allowed_border < 0`` leaves im_info unused), as the operator raises an MXNet error.
     """
     anchors = np.asarray(anchor, dtype=np.float32).reshape(-1, 4)
     label = np.asarray(label, dtype=np.float32)
-    im_info = np.asarray(im_info, dtype=np.float32)
+    im_info = check_im_info(im_info)
     batch, num_anchors = label.shape[0], anchors.shape[0]
     labels = np.full((batch, num_anchors), IGNORED, dtype=np.int64)
     box_target = np.zeros((batch, num_anchors, 4), dtype=np.float32)

@@ -13,9 +13,11 @@
 #ifndef SSDKIT_COMMON_ANCHOR_GRID_H_
 #define SSDKIT_COMMON_ANCHOR_GRID_H_
 
+#include <stdexcept>
 #include <vector>
 
 #include "common/macros.h"
+#include "common/shapes.h"
 
 namespace ssdkit {
 
@@ -42,6 +44,17 @@ SSDKIT_HD void GridAnchor(int r, int c, int a, const float* half, float step_y, 
     float v = box[k];
     if (clip) v = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
     out[k] = v;
+  }
+}
+
+/*! \brief Check the shape of the feature map (B, C, H, W) whose H x W cells an anchor operator
+ *  (MultiBoxPrior, RPNAnchors) covers; throws std::invalid_argument naming it. */
+inline void CheckFeatureMapShape(const std::vector<unsigned int>& s) {
+  if (s.size() != 4) {
+    throw std::invalid_argument("data must be a 4-d feature map (B, C, H, W), got shape " + ShapeString(s));
+  }
+  if (s[2] == 0 || s[3] == 0) {
+    throw std::invalid_argument("feature map height and width must be positive, got " + ShapeString(s));
   }
 }
 

@@ -26,6 +26,16 @@ struct Variances {
   float x = 0.1f, y = 0.1f, w = 0.2f, h = 0.2f;
 };
 
+/*! \brief Variances from 4 parsed attribute values (the caller has checked the count). */
+inline Variances VariancesFromList(const std::vector<double>& v) {
+  Variances out;
+  out.x = static_cast<float>(v[0]);
+  out.y = static_cast<float>(v[1]);
+  out.w = static_cast<float>(v[2]);
+  out.h = static_cast<float>(v[3]);
+  return out;
+}
+
 /*! \brief The `variances` attribute (default (0.1, 0.1, 0.2, 0.2)): 4 finite values, and positive when
  *  `require_positive` (encoding divides by them; decoding alone accepts any finite value, as contrib). */
 inline Variances ParseVariances(const AttrMap& attrs, bool require_positive) {
@@ -40,16 +50,12 @@ inline Variances ParseVariances(const AttrMap& attrs, bool require_positive) {
       throw std::invalid_argument("every variance must be a positive finite number");
     }
   }
-  Variances out;
-  out.x = static_cast<float>(v[0]);
-  out.y = static_cast<float>(v[1]);
-  out.w = static_cast<float>(v[2]);
-  out.h = static_cast<float>(v[3]);
-  return out;
+  return VariancesFromList(v);
 }
 
-/*! \brief A box-coding attribute named `name` holding 4 positive finite values (like the `stds`
- *  of the FPN operators: RPN (1, 1, 1, 1), R-CNN (0.1, 0.1, 0.2, 0.2)); `fallback` when absent. */
+/*! \brief A box-coding attribute named `name` holding 4 positive finite values: the `stds` of the
+ *  five FPN operators (RPN (1, 1, 1, 1), R-CNN (0.1, 0.1, 0.2, 0.2)); `fallback` when absent.
+ *  (SSD's `variances` use ParseVariances, which also accepts zero / negative values for decoding.) */
 inline Variances ParseBoxStds(const AttrMap& attrs, const std::string& name, const std::string& fallback) {
   std::vector<double> v = ParseDoubleList(name, AttrOr(attrs, name, fallback));
   if (v.size() != 4) {
@@ -61,12 +67,7 @@ inline Variances ParseBoxStds(const AttrMap& attrs, const std::string& name, con
       throw std::invalid_argument("every value of '" + name + "' must be a positive finite number");
     }
   }
-  Variances out;
-  out.x = static_cast<float>(v[0]);
-  out.y = static_cast<float>(v[1]);
-  out.w = static_cast<float>(v[2]);
-  out.h = static_cast<float>(v[3]);
-  return out;
+  return VariancesFromList(v);
 }
 
 /*! \brief min / max as plain selects: inlined and vectorisable, unlike the libm calls fminf /

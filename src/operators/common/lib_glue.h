@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/shapes.h"
 #include "mxnet/lib_api.h"
 
 namespace ssdkit {
@@ -34,10 +35,9 @@ inline MXReturnValue Guard(const char* op, F&& body) {
   }
 }
 
-inline std::string ShapeString(const std::vector<unsigned int>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
+/*! \brief The shape of a tensor handed to an operator (ShapeString prints it). */
+inline std::vector<unsigned int> ShapeOf(const MXTensor& t) {
+  return std::vector<unsigned int>(t.shape.begin(), t.shape.end());
 }
 
 /*! \brief Every input must be float32 (the dtype of detection graphs); outputs are float32. */

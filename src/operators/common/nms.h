@@ -7,16 +7,19 @@
  * overlaps it with IoU (common/bbox.h BoxIoU) >= iou_threshold. This is the same result as the
  * usual "each kept box suppresses the later ones" loop, but it compares each candidate only
  * with the kept boxes of its class, held contiguously, and it can stop after `max_keep` kept.
- * Shared by MultiBoxDetection and (later) the FPN proposal operator.
+ * Shared by MultiBoxDetection, FPNProposal and RCNNDetection. BlockGreedyNms (nvcc only) is the
+ * same greedy rule run by one CUDA block, for the FPN operators' kernels.
  */
 #ifndef SSDKIT_COMMON_NMS_H_
 #define SSDKIT_COMMON_NMS_H_
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "common/bbox.h"
+#include "common/topk.h"
 
 namespace ssdkit {
 
@@ -134,6 +137,74 @@ inline int GreedyNmsSoA(const float* boxes, const int* order, int count, const N
   }
   return static_cast<int>(keep->size());
 }
+
+/*! \brief What NMS kept in one group (an FPN level, a detection class), in rank order. */
+struct KeptBoxes {
+  std::vector<float> scores;  // (K,)
+  std::vector<float> boxes;   // (K, 4)
+
+  int size() const { return static_cast<int>(scores.size()); }
+  void clear() {
+    scores.clear();
+    boxes.clear();
+  }
+  void push_back(float score, const float* box) {
+    scores.push_back(score);
+    boxes.insert(boxes.end(), box, box + 4);
+  }
+};
+
+/*!
+ * \brief The best `k` kept boxes of `num_groups` groups: descending score, ties by group, then rank
+ *  in the group (TopKDescending of the groups' lists concatenated in group order). Calls
+ *  emit(r, group, score, box) for the output rows r = 0, 1, ... and returns their number
+ *  (min(k, kept boxes)). `merged` and `order` are scratch.
+ */
+template <typename Emit>
+inline int MergeKeptTopK(const KeptBoxes* groups, int num_groups, int k, std::vector<float>* merged,
+                         std::vector<int>* order, Emit&& emit) {
+  merged->clear();
+  for (int g = 0; g < num_groups; ++g) merged->insert(merged->end(), groups[g].scores.begin(), groups[g].scores.end());
+  const int total = static_cast<int>(merged->size());
+  TopKDescending(merged->data(), total, std::min(total, k), order);
+  const int written = static_cast<int>(order->size());
+  for (int r = 0; r < written; ++r) {
+    int pos = (*order)[r], g = 0;
+    while (pos >= groups[g].size()) pos -= groups[g++].size();
+    emit(r, g, groups[g].scores[pos], groups[g].boxes.data() + 4 * static_cast<size_t>(pos));
+  }
+  return written;
+}
+
+#ifdef __CUDACC__
+/*!
+ * \brief Greedy NMS by one CUDA block over `count` candidates in rank order (best first): rank r is
+ *  suppressed by a kept earlier rank with BoxIoU >= iou_threshold; the visit stops after `max_keep`
+ *  kept (< 0: no limit, as NmsOptions). alive[r] is 1 for a candidate and 0 for none on entry, and
+ *  1 exactly for the kept ranks on return. `box_at(r)` gives the box of rank r. Every thread of the
+ *  block calls it; alive may be written just before the call (its first barrier is here).
+ */
+template <typename BoxAt>
+__device__ void BlockGreedyNms(unsigned char* alive, int count, BoxAt box_at, float iou_threshold,
+                               int max_keep) {
+  __shared__ int kept;
+  if (threadIdx.x == 0) kept = 0;
+  __syncthreads();
+  int r = 0;
+  for (; r < count; ++r) {
+    if (max_keep >= 0 && kept >= max_keep) break;  // uniform: kept changes only between barriers
+    if (!alive[r]) continue;                       // uniform: alive[r] is final once the loop reaches r
+    const float* box_r = box_at(r);
+    for (int j = r + 1 + threadIdx.x; j < count; j += blockDim.x) {
+      if (alive[j] && BoxIoU(box_r, box_at(j)) >= iou_threshold) alive[j] = 0;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) ++kept;
+    __syncthreads();
+  }
+  for (int j = r + threadIdx.x; j < count; j += blockDim.x) alive[j] = 0;  // after the stop: not kept
+}
+#endif  // __CUDACC__
 
 }  // namespace ssdkit
 

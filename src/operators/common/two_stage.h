@@ -1,7 +1,12 @@
 /*!
  * \file two_stage.h
- * \brief Attribute and input helpers shared by the FPN two-stage inference ops (FPNProposal,
- *  RCNNDetection). Standard library only (host code of the .cc and .cu files).
+ * \brief Input conventions and attribute helpers shared by the FPN two-stage operators
+ *  (RPNTarget, FPNProposal, ProposalTarget, RCNNDetection). Standard library only: host code of
+ *  the .cc and .cu files; RoiImage also runs on the device.
+ *
+ *  im_info (B, 3)  rows [valid_height, valid_width, scale]: CheckImInfoValues.
+ *  rois    (R, 5)  rows [batch_index, x0, y0, x1, y1] (FPNProposal's output): RoiImage.
+ *  The box-coding `stds` attribute: ParseBoxStds in common/bbox.h; label rows: common/ground_truth.h.
  */
 #ifndef SSDKIT_COMMON_TWO_STAGE_H_
 #define SSDKIT_COMMON_TWO_STAGE_H_
@@ -13,26 +18,9 @@
 #include <vector>
 
 #include "common/attrs.h"
-#include "common/bbox.h"
+#include "common/macros.h"
 
 namespace ssdkit {
-
-/*! \brief The box-coding `stds` attribute (4 positive finite values, default `fallback`). */
-inline Variances ParseStdsAttribute(const AttrMap& attrs, const std::string& fallback) {
-  std::vector<double> v = ParseDoubleList("stds", AttrOr(attrs, "stds", fallback));
-  if (v.size() != 4) {
-    throw std::invalid_argument("'stds' must have 4 values (x, y, w, h), got " + std::to_string(v.size()));
-  }
-  for (double x : v) {
-    if (!(std::isfinite(x) && x > 0.0)) throw std::invalid_argument("every 'stds' value must be positive and finite");
-  }
-  Variances out;
-  out.x = static_cast<float>(v[0]);
-  out.y = static_cast<float>(v[1]);
-  out.w = static_cast<float>(v[2]);
-  out.h = static_cast<float>(v[3]);
-  return out;
-}
 
 /*! \brief A float attribute that must be finite and inside [lo, hi] (`what` describes the range). */
 inline float ParseFloatIn(const AttrMap& attrs, const std::string& name, const std::string& fallback,
@@ -46,8 +34,9 @@ inline float ParseFloatIn(const AttrMap& attrs, const std::string& name, const s
 
 /*!
  * \brief Throw std::invalid_argument naming the first row of `im_info` (host memory, (batch, 3))
- *  whose valid height or width is not a finite positive number: boxes are clipped to, and
- *  detections divided by, these sizes. The scale column is not used by the ops and not checked.
+ *  whose valid height or width is not a finite positive number: boxes are clipped to, anchors
+ *  checked against and detections divided by these sizes. The scale column is not used by the
+ *  ops and not checked.
  */
 inline void CheckImInfoValues(const float* im_info, int batch) {
   for (int b = 0; b < batch; ++b) {
@@ -59,6 +48,23 @@ inline void CheckImInfoValues(const float* im_info, int batch) {
       throw std::invalid_argument(msg.str());
     }
   }
+}
+
+/*!
+ * \brief The image of rois row `roi` ([batch_index, x0, y0, x1, y1]) among `batch` images, or -1 if
+ *  the row is no roi: a batch index that is not an integer in [0, batch) (NaN, 2.5, -1, >= batch),
+ *  a NaN/inf coordinate, or no positive width and height (FPNProposal's padding rows
+ *  [b, 0, 0, 0, 0], inverted boxes).
+ */
+SSDKIT_HD int RoiImage(const float* roi, int batch) {
+  const float b = roi[0];
+  if (!(b >= 0.f && b < static_cast<float>(batch))) return -1;  // also NaN
+  const int image = static_cast<int>(b);
+  if (static_cast<float>(image) != b) return -1;
+  for (int k = 1; k < 5; ++k) {
+    if (!(roi[k] - roi[k] == 0.f)) return -1;  // NaN or inf
+  }
+  return (roi[3] > roi[1] && roi[4] > roi[2]) ? image : -1;
 }
 
 }  // namespace ssdkit

@@ -43,6 +43,7 @@
 #include "common/attrs.h"
 #include "common/bbox.h"
 #include "common/macros.h"
+#include "common/shapes.h"
 #include "common/two_stage.h"
 
 namespace ssdkit {
@@ -95,7 +96,7 @@ struct FPNProposalParam {
     }
     p.nms_threshold = ParseFloatIn(attrs, "nms_threshold", "0.7", 0.0, 1.0, true, "in (0, 1]");
     p.min_size = ParseFloatIn(attrs, "min_size", "0", 0.0, HUGE_VAL, false, "finite and >= 0 (pixels)");
-    p.stds = ParseStdsAttribute(attrs, "(1, 1, 1, 1)");
+    p.stds = ParseBoxStds(attrs, "stds", "(1, 1, 1, 1)");
     return p;
   }
 };
@@ -126,28 +127,23 @@ inline void CheckFPNProposalShapes(const FPNProposalParam& p, const std::vector<
                                    const std::vector<unsigned int>& bbox, const std::vector<unsigned int>& anchor,
                                    const std::vector<unsigned int>& im_info, unsigned int* batch,
                                    unsigned int* num_anchors) {
-  auto str = [](const std::vector<unsigned int>& s) {
-    std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + (s.size() == 1 ? ",)" : ")");
-  };
   if (cls.size() != 2 || cls[0] == 0) {
-    throw std::invalid_argument("cls_prob must be 2-d (batch, num_anchors) with batch >= 1, got " + str(cls));
+    throw std::invalid_argument("cls_prob must be 2-d (batch, num_anchors) with batch >= 1, got " + ShapeString(cls));
   }
   if (anchor.size() != 3 || anchor[0] != 1 || anchor[2] != 4 || anchor[1] == 0) {
-    throw std::invalid_argument("anchor must be (1, num_anchors, 4) with num_anchors >= 1, got " + str(anchor));
+    throw std::invalid_argument("anchor must be (1, num_anchors, 4) with num_anchors >= 1, got " + ShapeString(anchor));
   }
   if (cls[1] != anchor[1]) {
-    throw std::invalid_argument("cls_prob " + str(cls) + " and anchor " + str(anchor) +
+    throw std::invalid_argument("cls_prob " + ShapeString(cls) + " and anchor " + ShapeString(anchor) +
                                 " disagree on the number of anchors");
   }
   if (bbox.size() != 2 || bbox[0] != cls[0] || static_cast<size_t>(bbox[1]) != 4 * static_cast<size_t>(anchor[1])) {
-    throw std::invalid_argument("bbox_pred " + str(bbox) + " must be (batch, num_anchors * 4) = (" +
+    throw std::invalid_argument("bbox_pred " + ShapeString(bbox) + " must be (batch, num_anchors * 4) = (" +
                                 std::to_string(cls[0]) + ", " + std::to_string(4 * static_cast<size_t>(anchor[1])) +
                                 ")");
   }
   if (im_info.size() != 2 || im_info[0] != cls[0] || im_info[1] != 3) {
-    throw std::invalid_argument("im_info " + str(im_info) + " must be (batch, 3) = (" + std::to_string(cls[0]) +
+    throw std::invalid_argument("im_info " + ShapeString(im_info) + " must be (batch, 3) = (" + std::to_string(cls[0]) +
                                 ", 3): [valid_height, valid_width, scale] per image");
   }
   size_t sum = 0;
@@ -158,7 +154,7 @@ inline void CheckFPNProposalShapes(const FPNProposalParam& p, const std::vector<
   }
   if (sum != anchor[1]) {
     throw std::invalid_argument("level_sizes (" + sizes + ") sum to " + std::to_string(sum) + " but anchor " +
-                                str(anchor) + " holds " + std::to_string(anchor[1]) + " anchors");
+                                ShapeString(anchor) + " holds " + std::to_string(anchor[1]) + " anchors");
   }
   if (static_cast<size_t>(cls[0]) * p.post_nms_top_n > 2147483647u ||
       static_cast<size_t>(cls[0]) * anchor[1] * 4 > 2147483647u) {
@@ -167,9 +163,6 @@ inline void CheckFPNProposalShapes(const FPNProposalParam& p, const std::vector<
   *batch = cls[0];
   *num_anchors = anchor[1];
 }
-
-/*! \brief true for finite x (x - x is NaN for NaN and +-inf); usable on CPU and GPU. */
-SSDKIT_HD bool IsFiniteF(float x) { return x - x == 0.f; }
 
 /*!
  * \brief Steps 2-3 for one ranked anchor: decode, clip, size test. Writes the box to box[0..3];

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <numeric>
 #include <string>
@@ -35,12 +34,6 @@ namespace {
 using Attrs = std::unordered_map<std::string, std::string>;
 using Shape = std::vector<unsigned int>;
 
-/*! \brief Kept proposals of one (image, level), in NMS (rank) order. */
-struct LevelResult {
-  std::vector<float> scores;  // (K,)
-  std::vector<float> boxes;   // (K, 4)
-};
-
 /*! \brief Per-thread buffers, reused across tasks. */
 struct Scratch {
   std::vector<uint64_t> ranked;  // (level size,) packed (score key, anchor) of step 1
@@ -54,30 +47,23 @@ struct Scratch {
 };
 
 /*!
- * \brief Step 1 as integers: an order-preserving key of the score (larger score, larger key; -0 as
- *  +0; 0 for non-finite scores, below every finite one) in the high 32 bits and the complement of
- *  the anchor's position in the low 32 bits. Descending packed values are then exactly the
- *  common/topk.h order (descending score, ascending index), compared as plain integers.
+ * \brief Step 1 as integers: the score's common/topk.h ScoreRankKey (larger score, larger key; 0
+ *  for non-finite scores, below every finite one) in the high 32 bits and the complement of the
+ *  anchor's position in the low 32 bits. Descending packed values are then exactly the
+ *  common/topk.h order (descending score, ascending index), compared as plain integers; the CUDA
+ *  kernels rank by the same key.
  */
 inline uint64_t PackRank(float score, int position) {
-  uint32_t key = 0;
-  if (IsFiniteF(score)) {
-    const float s = score + 0.f;
-    uint32_t u;
-    std::memcpy(&u, &s, sizeof(u));
-    key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  }
-  return (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(position));
+  return (static_cast<uint64_t>(ScoreRankKey(score)) << 32) |
+         static_cast<uint32_t>(~static_cast<uint32_t>(position));
 }
 
 inline int UnpackPosition(uint64_t packed) { return static_cast<int>(~static_cast<uint32_t>(packed)); }
 inline bool PackedIsCandidate(uint64_t packed) { return (packed >> 32) != 0; }
 
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
-
 void ProposeLevel(const FPNProposalParam& p, const FPNLevelPlan& plan, int level, int n, const float* cls,
                   const float* bbox, const float* anchor, float im_height, float im_width, Scratch* s,
-                  LevelResult* out) {
+                  KeptBoxes* out) {
   const int begin = plan.anchor_begin[level];
   const int size = plan.anchor_begin[level + 1] - begin;
   const int top = p.level_top(level);
@@ -105,33 +91,19 @@ void ProposeLevel(const FPNProposalParam& p, const FPNLevelPlan& plan, int level
   opt.iou_threshold = p.nms_threshold;
   opt.max_keep = p.post_nms_top_n;
   GreedyNmsSoA(s->boxes.data(), s->visit.data(), count, opt, &s->keep, &s->nms);
-  out->scores.clear();
-  out->boxes.clear();
-  for (int c : s->keep) {
-    const int i = s->cand[c];
-    out->scores.push_back(score[i]);
-    out->boxes.insert(out->boxes.end(), s->boxes.begin() + 4 * c, s->boxes.begin() + 4 * c + 4);
-  }
+  out->clear();
+  for (int c : s->keep) out->push_back(score[s->cand[c]], s->boxes.data() + 4 * static_cast<size_t>(c));
 }
 
 /*! \brief Step 2 for image b: the best P kept proposals of all levels -> rows of rois / scores. */
-void MergeImage(const FPNProposalParam& p, int num_levels, int b, const LevelResult* levels, float* rois,
+void MergeImage(const FPNProposalParam& p, int num_levels, int b, const KeptBoxes* levels, float* rois,
                 float* scores, Scratch* s) {
   // Level order then rank order: a stable ranking by score breaks ties by ascending anchor index.
-  s->merged_scores.clear();
-  for (int l = 0; l < num_levels; ++l) {
-    s->merged_scores.insert(s->merged_scores.end(), levels[l].scores.begin(), levels[l].scores.end());
-  }
-  const int total = static_cast<int>(s->merged_scores.size());
   const int rows = p.post_nms_top_n;
-  TopKDescending(s->merged_scores.data(), total, std::min(total, rows), &s->order);
-  const int written = static_cast<int>(s->order.size());
-  for (int r = 0; r < written; ++r) {
-    int pos = s->order[r], l = 0;
-    while (pos >= static_cast<int>(levels[l].scores.size())) pos -= static_cast<int>(levels[l++].scores.size());
-    WriteRoi(rois + 5 * static_cast<size_t>(r), scores + r, b, levels[l].boxes.data() + 4 * static_cast<size_t>(pos),
-             levels[l].scores[pos]);
-  }
+  const int written = MergeKeptTopK(levels, num_levels, rows, &s->merged_scores, &s->order,
+                                    [&](int r, int, float score, const float* box) {
+                                      WriteRoi(rois + 5 * static_cast<size_t>(r), scores + r, b, box, score);
+                                    });
   for (int r = written; r < rows; ++r) WritePaddingRoi(rois + 5 * static_cast<size_t>(r), scores + r, b);
 }
 
@@ -204,8 +176,8 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
     std::stable_sort(level_order.begin(), level_order.end(),
                      [&](int a, int b) { return p.level_sizes[a] > p.level_sizes[b]; });
     const int tasks = batch * levels;
-    std::vector<LevelResult> results(static_cast<size_t>(tasks));
-    std::vector<std::string> errors(static_cast<size_t>(tasks));
+    std::vector<KeptBoxes> results(static_cast<size_t>(tasks));
+    TaskErrors errors(tasks);
     const int rows = p.post_nms_top_n;
 #pragma omp parallel num_threads(NumThreads())
     {
@@ -215,12 +187,10 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tasks; ++t) {
         const int l = level_order[t / batch], b = t % batch;
-        try {
+        errors.Run(t, [&]() {
           ProposeLevel(p, plan, l, n, cls + static_cast<size_t>(b) * n, bbox + 4 * static_cast<size_t>(b) * n,
                        anchor, im_info[3 * b], im_info[3 * b + 1], &scratch, &results[b * levels + l]);
-        } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
-          errors[t] = e.what();
-        }
+        });
       }
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < batch; ++b) {
@@ -228,9 +198,7 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
                    rois + 5 * static_cast<size_t>(b) * rows, scores + static_cast<size_t>(b) * rows, &scratch);
       }
     }
-    for (const auto& e : errors) {
-      if (!e.empty()) throw std::runtime_error(e);
-    }
+    errors.Rethrow();
     return mxnet::ext::MX_SUCCESS;
   });
 }

@@ -7,10 +7,12 @@
 //     equal scores keep ascending anchor order, as the CPU's common/topk.h order.
 //  3. CandidateKernel  one thread per (image, ranked slot < T): decode, clip, size test.
 //  4. NmsKernel        one block per (image, level): greedy loop over the ranked slots, each step
-//                      suppressing the later slots in parallel, stopping after P kept.
+//                      suppressing the later slots in parallel, stopping after P kept
+//                      (common/nms.h BlockGreedyNms).
 //  5. cub segmented radix sort of the kept slots per image (descending score, stable: ties stay in
 //     level order then rank order, i.e. ascending anchor index), WriteKernel writes the first P.
-// im_info is copied to the host once per call to check its values (the CPU raises the same error).
+// im_info is copied to the host once per call to check its values (common/cuda_utils.h
+// CheckImInfoOnDevice: the CPU's error).
 // nvcc may contract a * b + c into FMAs, so boxes can differ from the CPU's in the last bit.
 #include <cuda_runtime.h>
 
@@ -19,10 +21,11 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "common/bbox.h"
 #include "common/cuda_utils.h"
+#include "common/nms.h"
+#include "common/topk.h"
 #include "common/two_stage.h"
 #include "fpn_proposal/fpn_proposal-inl.h"
 
@@ -30,14 +33,6 @@ namespace ssdkit {
 namespace {
 
 constexpr int kThreads = 256;
-
-size_t Align(size_t x) { return (x + 255) & ~static_cast<size_t>(255); }
-
-/*! \brief Order-preserving key of a finite score: larger score, larger key; always > 0. */
-__device__ __forceinline__ uint32_t RankKey(float s) {
-  const uint32_t u = __float_as_uint(s + 0.f);  // + 0.f: -0 ranks like +0
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 /*! \brief Workspace carve-up; every piece starts on a 256-byte boundary. */
 struct ProposalWorkspace {
@@ -65,27 +60,22 @@ ProposalWorkspace Layout(char* base, int batch, int n, int levels, int total_can
   ProposalWorkspace w;
   const size_t cells = static_cast<size_t>(batch) * n;
   const size_t cands = static_cast<size_t>(batch) * total_cand;
-  size_t at = 0;
-  auto take = [&](size_t bytes) {
-    char* p = base == nullptr ? nullptr : base + at;
-    at += Align(bytes);
-    return p;
-  };
-  w.keys = reinterpret_cast<uint32_t*>(take(cells * sizeof(uint32_t)));
-  w.sorted_keys = reinterpret_cast<uint32_t*>(take(cells * sizeof(uint32_t)));
-  w.ids = reinterpret_cast<int*>(take(cells * sizeof(int)));
-  w.sorted_ids = reinterpret_cast<int*>(take(cells * sizeof(int)));
-  w.seg_begin = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * levels * sizeof(int)));
-  w.seg_end = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * levels * sizeof(int)));
-  w.boxes = reinterpret_cast<float*>(take(cands * 4 * sizeof(float)));
-  w.scores = reinterpret_cast<float*>(take(cands * sizeof(float)));
-  w.ok = reinterpret_cast<unsigned char*>(take(cands));
-  w.merge_keys = reinterpret_cast<uint32_t*>(take(cands * sizeof(uint32_t)));
-  w.merge_sorted_keys = reinterpret_cast<uint32_t*>(take(cands * sizeof(uint32_t)));
-  w.merge_ids = reinterpret_cast<int*>(take(cands * sizeof(int)));
-  w.merge_sorted_ids = reinterpret_cast<int*>(take(cands * sizeof(int)));
-  w.merge_begin = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * sizeof(int)));
-  w.merge_end = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * sizeof(int)));
+  cuda::WorkspaceCarver c(base);
+  w.keys = c.Take<uint32_t>(cells);
+  w.sorted_keys = c.Take<uint32_t>(cells);
+  w.ids = c.Take<int>(cells);
+  w.sorted_ids = c.Take<int>(cells);
+  w.seg_begin = c.Take<int>(static_cast<size_t>(batch) * levels);
+  w.seg_end = c.Take<int>(static_cast<size_t>(batch) * levels);
+  w.boxes = c.Take<float>(cands * 4);
+  w.scores = c.Take<float>(cands);
+  w.ok = c.Take<unsigned char>(cands);
+  w.merge_keys = c.Take<uint32_t>(cands);
+  w.merge_sorted_keys = c.Take<uint32_t>(cands);
+  w.merge_ids = c.Take<int>(cands);
+  w.merge_sorted_ids = c.Take<int>(cands);
+  w.merge_begin = c.Take<int>(static_cast<size_t>(batch));
+  w.merge_end = c.Take<int>(static_cast<size_t>(batch));
   size_t first = 0, second = 0;
   cub::DeviceSegmentedRadixSort::SortPairsDescending(nullptr, first, w.keys, w.sorted_keys, w.ids, w.sorted_ids,
                                                      static_cast<int>(cells), batch * levels, w.seg_begin,
@@ -94,15 +84,9 @@ ProposalWorkspace Layout(char* base, int batch, int n, int levels, int total_can
                                                      w.merge_ids, w.merge_sorted_ids, static_cast<int>(cands),
                                                      batch, w.merge_begin, w.merge_end);
   w.cub_bytes = first > second ? first : second;
-  w.cub_temp = take(w.cub_bytes);
-  w.total = at;
+  w.cub_temp = c.Take<char>(w.cub_bytes);
+  w.total = c.used();
   return w;
-}
-
-int GridFor(size_t count) {
-  size_t blocks = (count + kThreads - 1) / kThreads;
-  if (blocks < 1) blocks = 1;
-  return static_cast<int>(blocks > 65535 ? 65535 : blocks);
 }
 
 __global__ void SegmentsKernel(int batch, int n, int total_cand, FPNLevelPlan plan, ProposalWorkspace w) {
@@ -121,7 +105,7 @@ __global__ void SegmentsKernel(int batch, int n, int total_cand, FPNLevelPlan pl
 __global__ void KeyKernel(int cells, int n, const float* __restrict__ cls_prob, ProposalWorkspace w) {
   for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < cells; t += blockDim.x * gridDim.x) {
     const float s = cls_prob[t];
-    w.keys[t] = IsFiniteF(s) ? RankKey(s) : 0u;
+    w.keys[t] = ScoreRankKey(s);  // 0 for non-finite scores: ranked last, no candidate
     w.ids[t] = t % n;
   }
 }
@@ -152,29 +136,14 @@ __global__ void NmsKernel(int total_cand, FPNLevelPlan plan, float nms_threshold
   const int b = blockIdx.x / levels, l = blockIdx.x % levels;
   const size_t base = static_cast<size_t>(b) * total_cand + plan.cand_begin[l];
   const int count = plan.cand_begin[l + 1] - plan.cand_begin[l];
-  unsigned char* ok = w.ok + base;
   const float* boxes = w.boxes + 4 * base;
-  __shared__ int kept;
-  if (threadIdx.x == 0) kept = 0;
-  __syncthreads();
-  int r = 0;
-  for (; r < count; ++r) {
-    if (kept >= max_keep) break;  // uniform: kept changes only between barriers
-    if (!ok[r]) continue;         // uniform: ok[r] is final once the loop reaches r
-    const float* box_r = boxes + 4 * static_cast<size_t>(r);
-    for (int j = r + 1 + threadIdx.x; j < count; j += blockDim.x) {
-      if (ok[j] && BoxIoU(box_r, boxes + 4 * static_cast<size_t>(j)) >= nms_threshold) ok[j] = 0;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) ++kept;
-    __syncthreads();
-  }
-  for (int j = r + threadIdx.x; j < count; j += blockDim.x) ok[j] = 0;  // after the stop: not kept
+  BlockGreedyNms(w.ok + base, count, [=](int r) { return boxes + 4 * static_cast<size_t>(r); }, nms_threshold,
+                 max_keep);
 }
 
 __global__ void MergeKeyKernel(int cands, int total_cand, ProposalWorkspace w) {
   for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < cands; t += blockDim.x * gridDim.x) {
-    w.merge_keys[t] = w.ok[t] ? RankKey(w.scores[t]) : 0u;
+    w.merge_keys[t] = w.ok[t] ? ScoreRankKey(w.scores[t]) : 0u;
     w.merge_ids[t] = t % total_cand;
   }
 }
@@ -194,10 +163,6 @@ __global__ void WriteKernel(int batch, int rows, int total_cand, ProposalWorkspa
   }
 }
 
-void Check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("FPNProposal ") + what + ": " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 size_t FPNProposalGPUWorkspace(const FPNProposalParam& p, int batch, int num_anchors) {
@@ -210,36 +175,34 @@ void FPNProposalForwardGPU(const FPNProposalParam& p, int batch, int num_anchors
                            float* scores, void* workspace, void* stream) {
   if (batch == 0 || num_anchors == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  std::vector<float> host_info(3 * static_cast<size_t>(batch));
-  Check(cudaMemcpyAsync(host_info.data(), im_info, host_info.size() * sizeof(float), cudaMemcpyDeviceToHost, s),
-        "im_info copy");
-  Check(cudaStreamSynchronize(s), "im_info copy");
-  CheckImInfoValues(host_info.data(), batch);
+  cuda::CheckImInfoOnDevice(im_info, batch, stream);
 
   const FPNLevelPlan plan = PlanLevels(p);
   const int levels = plan.num_levels, total_cand = plan.total_cand();
   if (static_cast<size_t>(batch) * total_cand > 2147483647u) throw std::invalid_argument("FPNProposal: too many candidates");
   ProposalWorkspace w = Layout(static_cast<char*>(workspace), batch, num_anchors, levels, total_cand);
   const int cells = batch * num_anchors, cands = batch * total_cand;
-  SegmentsKernel<<<GridFor(static_cast<size_t>(batch) * levels), kThreads, 0, s>>>(batch, num_anchors, total_cand,
-                                                                                 plan, w);
-  KeyKernel<<<GridFor(cells), kThreads, 0, s>>>(cells, num_anchors, cls_prob, w);
+  auto grid = [](size_t count) { return cuda::GridFor(count, kThreads); };
+  SegmentsKernel<<<grid(static_cast<size_t>(batch) * levels), kThreads, 0, s>>>(batch, num_anchors, total_cand,
+                                                                             plan, w);
+  KeyKernel<<<grid(cells), kThreads, 0, s>>>(cells, num_anchors, cls_prob, w);
   cuda::CheckLastError("FPNProposal key kernel");
-  Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.keys, w.sorted_keys, w.ids,
-                                                           w.sorted_ids, cells, batch * levels, w.seg_begin,
-                                                           w.seg_end, 0, 32, s),
-        "level sort");
-  CandidateKernel<<<GridFor(cands), kThreads, 0, s>>>(batch, num_anchors, total_cand, plan, p.stds, p.min_size,
-                                                      cls_prob, bbox_pred, anchor, im_info, w);
+  cuda::Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.keys, w.sorted_keys,
+                                                                 w.ids, w.sorted_ids, cells, batch * levels,
+                                                                 w.seg_begin, w.seg_end, 0, 32, s),
+              "FPNProposal level sort");
+  CandidateKernel<<<grid(cands), kThreads, 0, s>>>(batch, num_anchors, total_cand, plan, p.stds, p.min_size,
+                                                   cls_prob, bbox_pred, anchor, im_info, w);
   cuda::CheckLastError("FPNProposal candidate kernel");
   NmsKernel<<<batch * levels, kThreads, 0, s>>>(total_cand, plan, p.nms_threshold, p.post_nms_top_n, w);
   cuda::CheckLastError("FPNProposal NMS kernel");
-  MergeKeyKernel<<<GridFor(cands), kThreads, 0, s>>>(cands, total_cand, w);
-  Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.merge_keys,
-                                                           w.merge_sorted_keys, w.merge_ids, w.merge_sorted_ids,
-                                                           cands, batch, w.merge_begin, w.merge_end, 0, 32, s),
-        "merge sort");
-  WriteKernel<<<GridFor(static_cast<size_t>(batch) * p.post_nms_top_n), kThreads, 0, s>>>(
+  MergeKeyKernel<<<grid(cands), kThreads, 0, s>>>(cands, total_cand, w);
+  cuda::Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.merge_keys,
+                                                                 w.merge_sorted_keys, w.merge_ids,
+                                                                 w.merge_sorted_ids, cands, batch, w.merge_begin,
+                                                                 w.merge_end, 0, 32, s),
+              "FPNProposal merge sort");
+  WriteKernel<<<grid(static_cast<size_t>(batch) * p.post_nms_top_n), kThreads, 0, s>>>(
       batch, p.post_nms_top_n, total_cand, w, rois, scores);
   cuda::CheckLastError("FPNProposal write kernel");
 }

@@ -79,8 +79,6 @@ void CheckShapes(const Shape& cls, const Shape& loc, const Shape& anchor, int ba
   *num_anchors = anchor[1];
 }
 
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
-
 struct InputDims {
   int batch, channels, n;
 };
@@ -232,7 +230,7 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const int blocks = (n + kAnchorBlock - 1) / kAnchorBlock;
     const int tasks = batch * blocks;
     const int threads = NumThreads();
-    std::vector<std::string> errors(static_cast<size_t>(batch));
+    TaskErrors errors(batch);
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp single
@@ -249,17 +247,13 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < batch; ++b) {
         const size_t base = static_cast<size_t>(b) * n;
-        try {
+        errors.Run(b, [&]() {
           DetectImage(p, n, num_classes, best_class + base, best_score + base,
                       loc + 4 * base, anchor, out + 6 * static_cast<size_t>(b) * rows, rows, &scratch);
-        } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
-          errors[b] = e.what();
-        }
+        });
       }
     }
-    for (const auto& e : errors) {
-      if (!e.empty()) throw std::runtime_error(e);
-    }
+    errors.Rethrow();
     return mxnet::ext::MX_SUCCESS;
   });
 }

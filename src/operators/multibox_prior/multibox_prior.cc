@@ -34,13 +34,7 @@ MXReturnValue PriorInferShape(const Attrs& attrs, std::vector<std::vector<unsign
                               std::vector<std::vector<unsigned int>>* out_shapes) {
   return Guard("MultiBoxPrior", [&]() {
     const auto& s = (*in_shapes)[0];
-    if (s.size() != 4) {
-      throw std::invalid_argument("data must be a 4-d feature map (B, C, H, W), got shape " +
-                                  ShapeString(s));
-    }
-    if (s[2] == 0 || s[3] == 0) {
-      throw std::invalid_argument("feature map height and width must be positive, got " + ShapeString(s));
-    }
+    CheckFeatureMapShape(s);
     MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
     unsigned int n = s[2] * s[3] * static_cast<unsigned int>(p.num_anchors());
     (*out_shapes)[0] = {1u, n, 4u};

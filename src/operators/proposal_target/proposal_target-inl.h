@@ -17,8 +17,9 @@
  *  1. Ground truths: common/ground_truth.h with classes in [0, C) (the class id is truncated to
  *     an integer for the label and the slot).
  *  2. Candidates, in this order: the rows of `rois` whose batch index equals b and whose box is
- *     finite with x1 > x0 and y1 > y0 (zero-area padding rows are skipped), then, when
- *     add_gt_as_proposals, the ground truths themselves.
+ *     finite with x1 > x0 and y1 > y0 (common/two_stage.h RoiImage, as in RCNNDetection;
+ *     zero-area padding rows are skipped), then, when add_gt_as_proposals, the ground truths
+ *     themselves.
  *  3. Each candidate's best ground truth (highest IoU, lowest index on ties; IoU 0 without
  *     ground truths). Foreground candidate: IoU >= fg_thresh. Background candidate: not
  *     foreground and bg_thresh_lo <= IoU < bg_thresh_hi.
@@ -46,6 +47,7 @@
 #include "common/attrs.h"
 #include "common/bbox.h"
 #include "common/macros.h"
+#include "common/two_stage.h"
 
 namespace ssdkit {
 
@@ -99,15 +101,6 @@ struct ProposalTargetParam {
 
 /*! \brief Kind of a candidate RoI after step 3 (and after sampling). */
 enum CandidateKind : int { kNotSampled = 0, kForeground = 1, kBackground = 2 };
-
-/*! \brief Is rois row `row` ([batch_index, x0, y0, x1, y1]) a candidate of image b? */
-SSDKIT_HD bool IsRoiOfImage(const float* row, int b) {
-  if (!(row[0] == static_cast<float>(b))) return false;
-  for (int k = 1; k < 5; ++k) {
-    if (!(row[k] - row[k] == 0.f)) return false;  // NaN or inf
-  }
-  return row[3] > row[1] && row[4] > row[2];
-}
 
 /*! \brief Step 3: the kind of a candidate whose best IoU is `iou`. */
 SSDKIT_HD int ClassifyCandidate(float iou, int best_gt, float fg_thresh, float bg_lo, float bg_hi) {

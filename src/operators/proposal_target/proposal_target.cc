@@ -20,6 +20,7 @@
 #include "common/match.h"
 #include "common/parallel.h"
 #include "common/sample.h"
+#include "common/two_stage.h"
 #include "proposal_target/proposal_target-inl.h"
 
 namespace ssdkit {
@@ -53,8 +54,6 @@ Dims CheckShapes(const ProposalTargetParam& p, const Shape& r, const Shape& l) {
   }
   return {static_cast<int>(r[0]), static_cast<int>(l[0]), static_cast<int>(l[1]), static_cast<int>(l[2])};
 }
-
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
 MXReturnValue PtParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
   return Guard("ProposalTarget", [&]() {
@@ -177,11 +176,8 @@ MXReturnValue PtForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs, st
     // Bucket the rois rows by image, keeping their order.
     std::vector<std::vector<int>> roi_rows(d.batch);
     for (int r = 0; r < d.num_rois; ++r) {
-      const float* row = rois + 5 * static_cast<size_t>(r);
-      const float v = row[0];
-      if (!(v >= 0.f && v < static_cast<float>(d.batch))) continue;
-      const int b = static_cast<int>(v);
-      if (IsRoiOfImage(row, b)) roi_rows[b].push_back(r);
+      const int b = RoiImage(rois + 5 * static_cast<size_t>(r), d.batch);
+      if (b >= 0) roi_rows[b].push_back(r);
     }
     const Outputs out{(*outputs)[0].data<float>(), (*outputs)[1].data<float>(), (*outputs)[2].data<float>(),
                       (*outputs)[3].data<float>()};

@@ -19,6 +19,7 @@
 #include "common/ground_truth.h"
 #include "common/match.h"
 #include "common/sample.h"
+#include "common/two_stage.h"
 #include "proposal_target/proposal_target-inl.h"
 
 namespace ssdkit {
@@ -36,26 +37,19 @@ struct Workspace {
   uint32_t* keys;    // (B, R + M)
 };
 
-size_t Align(size_t bytes) { return (bytes + 255) & ~static_cast<size_t>(255); }
-
 /*! \brief Lay the workspace out from `base` (nullptr: only measure); returns its size in bytes. */
 size_t Carve(void* base, int batch, int num_rois, int m, Workspace* w) {
-  size_t offset = 0;
-  auto take = [base, &offset](size_t bytes) -> void* {
-    void* out = base == nullptr ? nullptr : static_cast<char*>(base) + offset;
-    offset += Align(bytes);
-    return out;
-  };
+  cuda::WorkspaceCarver c(base);
   const size_t bm = static_cast<size_t>(batch) * m;
   const size_t bc = static_cast<size_t>(batch) * (static_cast<size_t>(num_rois) + m);
-  w->gts = static_cast<float*>(take(bm * 4 * sizeof(float)));
-  w->gt_rows = static_cast<int*>(take(bm * sizeof(int)));
-  w->num_gt = static_cast<int*>(take(batch * sizeof(int)));
-  w->boxes = static_cast<float*>(take(bc * 4 * sizeof(float)));
-  w->best_gt = static_cast<int*>(take(bc * sizeof(int)));
-  w->kind = static_cast<int*>(take(bc * sizeof(int)));
-  w->keys = static_cast<uint32_t*>(take(bc * sizeof(uint32_t)));
-  return offset;
+  w->gts = c.Take<float>(bm * 4);
+  w->gt_rows = c.Take<int>(bm);
+  w->num_gt = c.Take<int>(batch);
+  w->boxes = c.Take<float>(bc * 4);
+  w->best_gt = c.Take<int>(bc);
+  w->kind = c.Take<int>(bc);
+  w->keys = c.Take<uint32_t>(bc);
+  return c.used();
 }
 
 __global__ void CollectGts(const float* labels, int num_labels, int label_width, float class_limit,
@@ -67,7 +61,7 @@ __global__ void CollectGts(const float* labels, int num_labels, int label_width,
 }
 
 struct Config {
-  int num_rois, num_labels, label_width, num_classes, batch_rois, max_fg;
+  int batch, num_rois, num_labels, label_width, num_classes, batch_rois, max_fg;
   float fg_thresh, bg_lo, bg_hi;
   bool add_gt;
   Variances stds;
@@ -91,7 +85,7 @@ __global__ void ProcessImage(const float* rois, const float* labels, Config c, s
   int n = 0;  // uniform across the block
   for (int base = 0; base < c.num_rois; base += kThreads) {
     const int r = base + threadIdx.x;
-    const int ok = (r < c.num_rois && IsRoiOfImage(rois + 5 * static_cast<size_t>(r), b)) ? 1 : 0;
+    const int ok = (r < c.num_rois && RoiImage(rois + 5 * static_cast<size_t>(r), c.batch) == b) ? 1 : 0;
     int pos = 0, total = 0;
     __syncthreads();
     Scan(scan_storage).ExclusiveSum(ok, pos, total);
@@ -188,7 +182,7 @@ void ProposalTargetForwardGPU(const ProposalTargetParam& p, const float* rois, c
   const size_t values = static_cast<size_t>(batch) * p.batch_rois * 4 * (p.num_classes + 1);
   cuda::ZeroFill(box_target, values, stream);
   cuda::ZeroFill(box_weight, values, stream);
-  Config c{num_rois, num_labels, label_width, p.num_classes, p.batch_rois, p.max_foreground(),
+  Config c{batch, num_rois, num_labels, label_width, p.num_classes, p.batch_rois, p.max_foreground(),
            p.fg_thresh, p.bg_thresh_lo, p.bg_thresh_hi, p.add_gt_as_proposals, p.stds};
   CollectGts<<<batch, 1, 0, s>>>(labels, num_labels, label_width, static_cast<float>(p.num_classes), w);
   ProcessImage<<<batch, kThreads, 0, s>>>(rois, labels, c, static_cast<sample::PhiloxStateView*>(rand_states), w,

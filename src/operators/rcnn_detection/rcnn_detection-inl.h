@@ -14,8 +14,8 @@
  * Algorithm, per image b:
  *  - the rois of image b are the rows whose batch index equals b (so B*R rows in image-major order,
  *    as FPNProposal writes them, work, and so does any other order); rows with another batch index
- *    (not an integer in [0, B), NaN) and rows of zero or negative width or height (padding, NaN) are
- *    ignored.
+ *    (not an integer in [0, B), NaN), a NaN/inf coordinate or zero or negative width or height
+ *    (padding) are ignored (common/two_stage.h RoiImage, as in ProposalTarget).
  *  - per foreground class c (channel c + 1): candidates are the rois with a finite score
  *    > score_threshold; each is decoded with the class's 4 regressions and `stds`, log-size deltas
  *    clamped at log(1000/16) (common/bbox.h BoxDecodeLogClamped), clipped to
@@ -40,6 +40,7 @@
 #include "common/attrs.h"
 #include "common/bbox.h"
 #include "common/macros.h"
+#include "common/shapes.h"
 #include "common/two_stage.h"
 
 namespace ssdkit {
@@ -55,7 +56,7 @@ struct RCNNDetectionParam {
     CheckKnownAttrs("RCNNDetection", attrs,
                     {"stds", "score_threshold", "nms_threshold", "max_detections", "normalize"});
     RCNNDetectionParam p;
-    p.stds = ParseStdsAttribute(attrs, "(0.1, 0.1, 0.2, 0.2)");
+    p.stds = ParseBoxStds(attrs, "stds", "(0.1, 0.1, 0.2, 0.2)");
     p.score_threshold = ParseFloatIn(attrs, "score_threshold", "0.05", -HUGE_VAL, HUGE_VAL, false, "finite");
     p.nms_threshold = ParseFloatIn(attrs, "nms_threshold", "0.5", 0.0, 1.0, true, "in (0, 1]");
     p.max_detections = ParseInt("max_detections", AttrOr(attrs, "max_detections", "100"));
@@ -75,26 +76,21 @@ struct RCNNDetectionParam {
 inline void CheckRCNNDetectionShapes(const std::vector<unsigned int>& rois, const std::vector<unsigned int>& cls,
                                      const std::vector<unsigned int>& bbox, const std::vector<unsigned int>& im_info,
                                      unsigned int* num_rois, unsigned int* channels, unsigned int* batch) {
-  auto str = [](const std::vector<unsigned int>& s) {
-    std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + (s.size() == 1 ? ",)" : ")");
-  };
   if (rois.size() != 2 || rois[1] != 5 || rois[0] == 0) {
     throw std::invalid_argument("rois must be (num_rois, 5) with rows [batch_index, x0, y0, x1, y1], got " +
-                                str(rois));
+                                ShapeString(rois));
   }
   if (cls.size() != 2 || cls[0] != rois[0] || cls[1] < 2) {
-    throw std::invalid_argument("cls_prob " + str(cls) + " must be (num_rois, num_classes + 1) = (" +
+    throw std::invalid_argument("cls_prob " + ShapeString(cls) + " must be (num_rois, num_classes + 1) = (" +
                                 std::to_string(rois[0]) + ", C + 1) with C >= 1, channel 0 the background");
   }
   if (bbox.size() != 2 || bbox[0] != rois[0] || static_cast<size_t>(bbox[1]) != 4 * static_cast<size_t>(cls[1])) {
-    throw std::invalid_argument("bbox_pred " + str(bbox) + " must be (num_rois, 4 * (num_classes + 1)) = (" +
+    throw std::invalid_argument("bbox_pred " + ShapeString(bbox) + " must be (num_rois, 4 * (num_classes + 1)) = (" +
                                 std::to_string(rois[0]) + ", " + std::to_string(4 * static_cast<size_t>(cls[1])) +
                                 "): class-specific regressions");
   }
   if (im_info.size() != 2 || im_info[1] != 3 || im_info[0] == 0) {
-    throw std::invalid_argument("im_info " + str(im_info) +
+    throw std::invalid_argument("im_info " + ShapeString(im_info) +
                                 " must be (batch, 3): [valid_height, valid_width, scale] per image");
   }
   if (static_cast<size_t>(rois[0]) * bbox[1] > 2147483647u) {
@@ -103,16 +99,6 @@ inline void CheckRCNNDetectionShapes(const std::vector<unsigned int>& rois, cons
   *num_rois = rois[0];
   *channels = cls[1];
   *batch = im_info[0];
-}
-
-/*! \brief The image of roi row `roi` (5 floats), or -1 if the row is ignored (see file comment). */
-SSDKIT_HD int RoiImage(const float* roi, int batch) {
-  const float b = roi[0];
-  if (!(b >= 0.f && b < static_cast<float>(batch))) return -1;  // also NaN
-  const int image = static_cast<int>(b);
-  if (static_cast<float>(image) != b) return -1;
-  const float w = roi[3] - roi[1], h = roi[4] - roi[2];
-  return (w > 0.f && h > 0.f) ? image : -1;  // zero area (padding), inverted or NaN: ignored
 }
 
 /*! \brief A score that makes a candidate: finite and > threshold. */

@@ -31,12 +31,6 @@ namespace {
 using Attrs = std::unordered_map<std::string, std::string>;
 using Shape = std::vector<unsigned int>;
 
-/*! \brief Kept detections of one (image, class), best first. */
-struct ClassResult {
-  std::vector<float> scores;  // (K,)
-  std::vector<float> boxes;   // (K, 4) pixels, clipped
-};
-
 /*! \brief Per-thread buffers, reused across tasks. */
 struct Scratch {
   std::vector<float> scores;  // candidates, roi-row order
@@ -45,8 +39,6 @@ struct Scratch {
   std::vector<int> keep;
   NmsSoAScratch nms;
 };
-
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
 struct Dims {
   int num_rois, channels, batch;
@@ -61,7 +53,7 @@ Dims CheckInputs(const std::vector<MXTensor>& in) {
 /*! \brief Step 2 for image `b`, foreground class `cls` (channel cls + 1). */
 void DetectClass(const RCNNDetectionParam& p, const Dims& d, const std::vector<int>& rows, int cls,
                  const float* rois, const float* prob, const float* bbox, float im_height, float im_width,
-                 Scratch* s, ClassResult* out) {
+                 Scratch* s, KeptBoxes* out) {
   const int channel = cls + 1;
   s->scores.clear();
   s->boxes.clear();
@@ -80,29 +72,20 @@ void DetectClass(const RCNNDetectionParam& p, const Dims& d, const std::vector<i
   opt.iou_threshold = p.nms_threshold;
   opt.max_keep = p.max_detections;
   GreedyNmsSoA(s->boxes.data(), s->order.data(), count, opt, &s->keep, &s->nms);
-  out->scores.clear();
-  out->boxes.clear();
-  for (int c : s->keep) {
-    out->scores.push_back(s->scores[c]);
-    out->boxes.insert(out->boxes.end(), s->boxes.begin() + 4 * c, s->boxes.begin() + 4 * c + 4);
-  }
+  out->clear();  // boxes in pixels, clipped
+  for (int c : s->keep) out->push_back(s->scores[c], s->boxes.data() + 4 * static_cast<size_t>(c));
 }
 
 /*! \brief Step 3 for image b: the best K kept detections of all classes -> det rows (K, 6). */
-void MergeImage(const RCNNDetectionParam& p, int classes, const ClassResult* results, float im_height,
+void MergeImage(const RCNNDetectionParam& p, int classes, const KeptBoxes* results, float im_height,
                 float im_width, float* det, Scratch* s) {
-  s->scores.clear();  // class order then rank order: a stable ranking breaks ties by class, then roi row
-  for (int c = 0; c < classes; ++c) s->scores.insert(s->scores.end(), results[c].scores.begin(), results[c].scores.end());
-  const int total = static_cast<int>(s->scores.size());
+  // Class order then rank order: a stable ranking breaks ties by class, then roi row.
   const int rows = p.max_detections;
-  TopKDescending(s->scores.data(), total, std::min(total, rows), &s->order);
-  const int written = static_cast<int>(s->order.size());
-  for (int r = 0; r < written; ++r) {
-    int pos = s->order[r], c = 0;
-    while (pos >= static_cast<int>(results[c].scores.size())) pos -= static_cast<int>(results[c++].scores.size());
-    WriteRCNNDetection(det + 6 * static_cast<size_t>(r), c, results[c].scores[pos],
-                       results[c].boxes.data() + 4 * static_cast<size_t>(pos), p.normalize, im_height, im_width);
-  }
+  const int written = MergeKeptTopK(results, classes, rows, &s->scores, &s->order,
+                                    [&](int r, int cls, float score, const float* box) {
+                                      WriteRCNNDetection(det + 6 * static_cast<size_t>(r), cls, score, box,
+                                                         p.normalize, im_height, im_width);
+                                    });
   std::fill(det + 6 * static_cast<size_t>(written), det + 6 * static_cast<size_t>(rows), -1.f);
 }
 
@@ -147,8 +130,8 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
     }
     const int classes = d.channels - 1;
     const int tasks = d.batch * classes;
-    std::vector<ClassResult> results(static_cast<size_t>(tasks));
-    std::vector<std::string> errors(static_cast<size_t>(tasks));
+    std::vector<KeptBoxes> results(static_cast<size_t>(tasks));
+    TaskErrors errors(tasks);
 #pragma omp parallel num_threads(NumThreads())
     {
 #pragma omp single
@@ -157,11 +140,9 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tasks; ++t) {
         const int b = t / classes, c = t % classes;
-        try {
+        errors.Run(t, [&]() {
           DetectClass(p, d, rows[b], c, rois, prob, bbox, im_info[3 * b], im_info[3 * b + 1], &scratch, &results[t]);
-        } catch (const std::exception& e) {  // exceptions must not leave an OpenMP region
-          errors[t] = e.what();
-        }
+        });
       }
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < d.batch; ++b) {
@@ -169,9 +150,7 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
                    im_info[3 * b + 1], det + 6 * static_cast<size_t>(b) * p.max_detections, &scratch);
       }
     }
-    for (const auto& e : errors) {
-      if (!e.empty()) throw std::runtime_error(e);
-    }
+    errors.Rethrow();
     return mxnet::ext::MX_SUCCESS;
   });
 }

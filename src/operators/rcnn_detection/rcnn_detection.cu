@@ -7,10 +7,12 @@
 //     image b, class c, j-th roi of b -> slot row_off[b] * C + c * count[b] + j.
 //  3. CandidateKernel  one thread per (valid roi, class): score test, decode, clip -> key (0: none).
 //  4. cub segmented radix sort per (image, class), descending (stable: ties by ascending roi row).
-//  5. NmsKernel        one block per (image, class): greedy loop, at most K kept.
+//  5. NmsKernel        one block per (image, class): greedy loop, at most K kept (common/nms.h
+//                      BlockGreedyNms).
 //  6. cub segmented radix sort of the kept slots per image, descending (stable: ties stay in class
 //     order, then roi order); WriteKernel writes the first K rows, then rows of -1.
-// im_info is copied to the host once per call to check its values (the CPU raises the same error).
+// im_info is copied to the host once per call to check its values (common/cuda_utils.h
+// CheckImInfoOnDevice: the CPU's error).
 // nvcc may contract a * b + c into FMAs, so boxes can differ from the CPU's in the last bit.
 #include <cuda_runtime.h>
 
@@ -19,10 +21,11 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "common/bbox.h"
 #include "common/cuda_utils.h"
+#include "common/nms.h"
+#include "common/topk.h"
 #include "common/two_stage.h"
 #include "rcnn_detection/rcnn_detection-inl.h"
 
@@ -30,14 +33,6 @@ namespace ssdkit {
 namespace {
 
 constexpr int kThreads = 256;
-
-size_t Align(size_t x) { return (x + 255) & ~static_cast<size_t>(255); }
-
-/*! \brief Order-preserving key of a finite score: larger score, larger key; always > 0. */
-__device__ __forceinline__ uint32_t RankKey(float s) {
-  const uint32_t u = __float_as_uint(s + 0.f);  // + 0.f: -0 ranks like +0
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 /*! \brief Workspace carve-up; every piece starts on a 256-byte boundary. */
 struct DetWorkspace {
@@ -70,33 +65,28 @@ struct DetWorkspace {
 DetWorkspace Layout(char* base, int num_rois, int classes, int batch) {
   DetWorkspace w;
   const size_t m = static_cast<size_t>(num_rois), slots = m * classes;
-  size_t at = 0;
-  auto take = [&](size_t bytes) {
-    char* p = base == nullptr ? nullptr : base + at;
-    at += Align(bytes);
-    return p;
-  };
-  w.image = reinterpret_cast<uint32_t*>(take(m * sizeof(uint32_t)));
-  w.sorted_image = reinterpret_cast<uint32_t*>(take(m * sizeof(uint32_t)));
-  w.rows = reinterpret_cast<int*>(take(m * sizeof(int)));
-  w.sorted_rows = reinterpret_cast<int*>(take(m * sizeof(int)));
-  w.counts = reinterpret_cast<int*>(take((static_cast<size_t>(batch) + 1) * sizeof(int)));
-  w.row_off = reinterpret_cast<int*>(take((static_cast<size_t>(batch) + 1) * sizeof(int)));
-  w.keys = reinterpret_cast<uint32_t*>(take(slots * sizeof(uint32_t)));
-  w.sorted_keys = reinterpret_cast<uint32_t*>(take(slots * sizeof(uint32_t)));
-  w.slots = reinterpret_cast<int*>(take(slots * sizeof(int)));
-  w.sorted_slots = reinterpret_cast<int*>(take(slots * sizeof(int)));
-  w.boxes = reinterpret_cast<float*>(take(slots * 4 * sizeof(float)));
-  w.scores = reinterpret_cast<float*>(take(slots * sizeof(float)));
-  w.seg_begin = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * classes * sizeof(int)));
-  w.seg_end = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * classes * sizeof(int)));
-  w.alive = reinterpret_cast<unsigned char*>(take(slots));
-  w.merge_keys = reinterpret_cast<uint32_t*>(take(slots * sizeof(uint32_t)));
-  w.merge_sorted_keys = reinterpret_cast<uint32_t*>(take(slots * sizeof(uint32_t)));
-  w.merge_ids = reinterpret_cast<int*>(take(slots * sizeof(int)));
-  w.merge_sorted_ids = reinterpret_cast<int*>(take(slots * sizeof(int)));
-  w.merge_begin = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * sizeof(int)));
-  w.merge_end = reinterpret_cast<int*>(take(static_cast<size_t>(batch) * sizeof(int)));
+  cuda::WorkspaceCarver c(base);
+  w.image = c.Take<uint32_t>(m);
+  w.sorted_image = c.Take<uint32_t>(m);
+  w.rows = c.Take<int>(m);
+  w.sorted_rows = c.Take<int>(m);
+  w.counts = c.Take<int>(static_cast<size_t>(batch) + 1);
+  w.row_off = c.Take<int>(static_cast<size_t>(batch) + 1);
+  w.keys = c.Take<uint32_t>(slots);
+  w.sorted_keys = c.Take<uint32_t>(slots);
+  w.slots = c.Take<int>(slots);
+  w.sorted_slots = c.Take<int>(slots);
+  w.boxes = c.Take<float>(slots * 4);
+  w.scores = c.Take<float>(slots);
+  w.seg_begin = c.Take<int>(static_cast<size_t>(batch) * classes);
+  w.seg_end = c.Take<int>(static_cast<size_t>(batch) * classes);
+  w.alive = c.Take<unsigned char>(slots);
+  w.merge_keys = c.Take<uint32_t>(slots);
+  w.merge_sorted_keys = c.Take<uint32_t>(slots);
+  w.merge_ids = c.Take<int>(slots);
+  w.merge_sorted_ids = c.Take<int>(slots);
+  w.merge_begin = c.Take<int>(static_cast<size_t>(batch));
+  w.merge_end = c.Take<int>(static_cast<size_t>(batch));
   size_t bytes[4] = {0, 0, 0, 0};
   cub::DeviceRadixSort::SortPairs(nullptr, bytes[0], w.image, w.sorted_image, w.rows, w.sorted_rows, num_rois);
   cub::DeviceScan::ExclusiveSum(nullptr, bytes[1], w.counts, w.row_off, batch + 1);
@@ -108,15 +98,9 @@ DetWorkspace Layout(char* base, int num_rois, int classes, int batch) {
                                                      w.merge_begin, w.merge_end);
   w.cub_bytes = 0;
   for (size_t b : bytes) w.cub_bytes = b > w.cub_bytes ? b : w.cub_bytes;
-  w.cub_temp = take(w.cub_bytes);
-  w.total = at;
+  w.cub_temp = c.Take<char>(w.cub_bytes);
+  w.total = c.used();
   return w;
-}
-
-int GridFor(size_t count) {
-  size_t blocks = (count + kThreads - 1) / kThreads;
-  if (blocks < 1) blocks = 1;
-  return static_cast<int>(blocks > 65535 ? 65535 : blocks);
 }
 
 __global__ void ZeroCountsKernel(int batch, DetWorkspace w) {
@@ -164,35 +148,22 @@ __global__ void CandidateKernel(int num_rois, int classes, int batch, float thre
     float* box = w.boxes + 4 * static_cast<size_t>(slot);
     const bool made = MakeDetectionBox(rois + 5 * static_cast<size_t>(i) + 1, bbox + 4 * cell, stds,
                                        im_info[3 * b], im_info[3 * b + 1], box);
-    w.keys[slot] = (IsDetectionScore(score, threshold) && made) ? RankKey(score) : 0u;
+    w.keys[slot] = (IsDetectionScore(score, threshold) && made) ? ScoreRankKey(score) : 0u;
     w.slots[slot] = slot;
     w.scores[slot] = score;
   }
 }
 
-__global__ void NmsKernel(int classes, float nms_threshold, int max_keep, DetWorkspace w) {
+__global__ void NmsKernel(float nms_threshold, int max_keep, DetWorkspace w) {
   const int begin = w.seg_begin[blockIdx.x];
   const int count = w.seg_end[blockIdx.x] - begin;
   unsigned char* alive = w.alive + begin;
   const uint32_t* keys = w.sorted_keys + begin;
   const int* slots = w.sorted_slots + begin;
-  for (int j = threadIdx.x; j < count; j += blockDim.x) alive[j] = keys[j] != 0u ? 1 : 0;
-  __shared__ int kept;
-  if (threadIdx.x == 0) kept = 0;
-  __syncthreads();
-  int r = 0;
-  for (; r < count; ++r) {
-    if (kept >= max_keep || keys[r] == 0u) break;  // uniform; keys are ranked, 0 (no candidate) last
-    if (!alive[r]) continue;                       // uniform: alive[r] is final once the loop reaches r
-    const float* box_r = w.boxes + 4 * static_cast<size_t>(slots[r]);
-    for (int j = r + 1 + threadIdx.x; j < count; j += blockDim.x) {
-      if (alive[j] && BoxIoU(box_r, w.boxes + 4 * static_cast<size_t>(slots[j])) >= nms_threshold) alive[j] = 0;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) ++kept;
-    __syncthreads();
-  }
-  for (int j = r + threadIdx.x; j < count; j += blockDim.x) alive[j] = 0;  // after the stop: not kept
+  const float* boxes = w.boxes;
+  for (int j = threadIdx.x; j < count; j += blockDim.x) alive[j] = keys[j] != 0u ? 1 : 0;  // 0: no candidate
+  BlockGreedyNms(alive, count, [=](int r) { return boxes + 4 * static_cast<size_t>(slots[r]); }, nms_threshold,
+                 max_keep);
 }
 
 __global__ void MergeKeyKernel(int classes, int batch, DetWorkspace w) {
@@ -222,10 +193,6 @@ __global__ void WriteKernel(int batch, int classes, int rows, bool normalize, co
   }
 }
 
-void Check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("RCNNDetection ") + what + ": " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 size_t RCNNDetectionGPUWorkspace(const RCNNDetectionParam&, int num_rois, int channels, int batch) {
@@ -237,40 +204,38 @@ void RCNNDetectionForwardGPU(const RCNNDetectionParam& p, int num_rois, int chan
                              void* workspace, void* stream) {
   if (batch == 0 || num_rois == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  std::vector<float> host_info(3 * static_cast<size_t>(batch));
-  Check(cudaMemcpyAsync(host_info.data(), im_info, host_info.size() * sizeof(float), cudaMemcpyDeviceToHost, s),
-        "im_info copy");
-  Check(cudaStreamSynchronize(s), "im_info copy");
-  CheckImInfoValues(host_info.data(), batch);
+  cuda::CheckImInfoOnDevice(im_info, batch, stream);
 
   const int classes = channels - 1;
   const size_t slots = static_cast<size_t>(num_rois) * classes;
   if (slots > 2147483647u) throw std::invalid_argument("RCNNDetection: num_rois * num_classes must be < 2^31");
   DetWorkspace w = Layout(static_cast<char*>(workspace), num_rois, classes, batch);
-  ZeroCountsKernel<<<GridFor(batch + 1), kThreads, 0, s>>>(batch, w);
-  ImageKernel<<<GridFor(num_rois), kThreads, 0, s>>>(num_rois, batch, rois, w);
+  auto grid = [](size_t count) { return cuda::GridFor(count, kThreads); };
+  ZeroCountsKernel<<<grid(batch + 1), kThreads, 0, s>>>(batch, w);
+  ImageKernel<<<grid(num_rois), kThreads, 0, s>>>(num_rois, batch, rois, w);
   cuda::CheckLastError("RCNNDetection image kernel");
-  Check(cub::DeviceRadixSort::SortPairs(w.cub_temp, w.cub_bytes, w.image, w.sorted_image, w.rows, w.sorted_rows,
-                                        num_rois, 0, 32, s),
-        "image sort");
-  Check(cub::DeviceScan::ExclusiveSum(w.cub_temp, w.cub_bytes, w.counts, w.row_off, batch + 1, s), "count scan");
-  SegmentsKernel<<<GridFor(static_cast<size_t>(batch) * classes), kThreads, 0, s>>>(batch, classes, w);
-  CandidateKernel<<<GridFor(slots), kThreads, 0, s>>>(num_rois, classes, batch, p.score_threshold, p.stds, rois,
-                                                      cls_prob, bbox_pred, im_info, w);
+  cuda::Check(cub::DeviceRadixSort::SortPairs(w.cub_temp, w.cub_bytes, w.image, w.sorted_image, w.rows,
+                                              w.sorted_rows, num_rois, 0, 32, s),
+              "RCNNDetection image sort");
+  cuda::Check(cub::DeviceScan::ExclusiveSum(w.cub_temp, w.cub_bytes, w.counts, w.row_off, batch + 1, s),
+              "RCNNDetection count scan");
+  SegmentsKernel<<<grid(static_cast<size_t>(batch) * classes), kThreads, 0, s>>>(batch, classes, w);
+  CandidateKernel<<<grid(slots), kThreads, 0, s>>>(num_rois, classes, batch, p.score_threshold, p.stds, rois,
+                                                   cls_prob, bbox_pred, im_info, w);
   cuda::CheckLastError("RCNNDetection candidate kernel");
-  Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.keys, w.sorted_keys, w.slots,
-                                                           w.sorted_slots, static_cast<int>(slots), batch * classes,
-                                                           w.seg_begin, w.seg_end, 0, 32, s),
-        "class sort");
-  NmsKernel<<<batch * classes, kThreads, 0, s>>>(classes, p.nms_threshold, p.max_detections, w);
+  cuda::Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.keys, w.sorted_keys,
+                                                                 w.slots, w.sorted_slots, static_cast<int>(slots),
+                                                                 batch * classes, w.seg_begin, w.seg_end, 0, 32, s),
+              "RCNNDetection class sort");
+  NmsKernel<<<batch * classes, kThreads, 0, s>>>(p.nms_threshold, p.max_detections, w);
   cuda::CheckLastError("RCNNDetection NMS kernel");
-  MergeKeyKernel<<<GridFor(slots), kThreads, 0, s>>>(classes, batch, w);
-  Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.merge_keys,
-                                                           w.merge_sorted_keys, w.merge_ids, w.merge_sorted_ids,
-                                                           static_cast<int>(slots), batch, w.merge_begin,
-                                                           w.merge_end, 0, 32, s),
-        "merge sort");
-  WriteKernel<<<GridFor(static_cast<size_t>(batch) * p.max_detections), kThreads, 0, s>>>(
+  MergeKeyKernel<<<grid(slots), kThreads, 0, s>>>(classes, batch, w);
+  cuda::Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.merge_keys,
+                                                                 w.merge_sorted_keys, w.merge_ids,
+                                                                 w.merge_sorted_ids, static_cast<int>(slots), batch,
+                                                                 w.merge_begin, w.merge_end, 0, 32, s),
+              "RCNNDetection merge sort");
+  WriteKernel<<<grid(static_cast<size_t>(batch) * p.max_detections), kThreads, 0, s>>>(
       batch, classes, p.max_detections, p.normalize, im_info, w, det);
   cuda::CheckLastError("RCNNDetection write kernel");
 }

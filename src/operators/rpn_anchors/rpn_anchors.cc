@@ -34,12 +34,7 @@ MXReturnValue AnchorsInferShape(const Attrs& attrs, std::vector<std::vector<unsi
                                 std::vector<std::vector<unsigned int>>* out_shapes) {
   return Guard("RPNAnchors", [&]() {
     const auto& s = (*in_shapes)[0];
-    if (s.size() != 4) {
-      throw std::invalid_argument("data must be a 4-d feature map (B, C, H, W), got shape " + ShapeString(s));
-    }
-    if (s[2] == 0 || s[3] == 0) {
-      throw std::invalid_argument("feature map height and width must be positive, got " + ShapeString(s));
-    }
+    CheckFeatureMapShape(s);
     RPNAnchorsParam p = RPNAnchorsParam::Parse(attrs);
     const unsigned long long n = static_cast<unsigned long long>(s[2]) * s[3] * p.num_anchors();
     if (n * 4ull > 2147483647ull) {

@@ -31,8 +31,10 @@
  *
  * Defined behaviour on bad input (never a crash or hang; inputs are never written):
  *   - unusable label rows (NaN/inf, inverted or zero-area boxes, class NaN/inf/negative) are
- *     skipped; NaN/inf anchors and anchors of an image whose im_info is NaN (border check on) are
- *     ignored; outputs stay finite.
+ *     skipped; NaN/inf anchors are ignored; outputs stay finite.
+ *   - an im_info row whose valid height or width is NaN, inf or <= 0 is an MXNet error naming the
+ *     row (common/two_stage.h CheckImInfoValues, as FPNProposal and RCNNDetection), also when
+ *     allowed_border < 0 leaves im_info unused: it is a broken input either way.
  *   - wrong ranks/shapes, a batch mismatch, non-float32 inputs and bad attributes are MXNet errors.
  * The CUDA kernels (rpn_target.cu) take the same steps but are compiled only, never run: there is
  * no GPU on the development machines. Their random samples differ from the CPU's (other states).

@@ -25,6 +25,7 @@
 #include "common/match.h"
 #include "common/parallel.h"
 #include "common/sample.h"
+#include "common/two_stage.h"
 #include "rpn_target/rpn_target-inl.h"
 
 namespace ssdkit {
@@ -64,8 +65,6 @@ Dims CheckShapes(const Shape& a, const Shape& l, const Shape& info) {
   }
   return {static_cast<int>(l[0]), static_cast<int>(a[1]), static_cast<int>(l[1]), static_cast<int>(l[2])};
 }
-
-Shape ShapeOf(const MXTensor& t) { return Shape(t.shape.begin(), t.shape.end()); }
 
 MXReturnValue RpnParseAttrs(const Attrs& attrs, int* num_in, int* num_out) {
   return Guard("RPNTarget", [&]() {
@@ -216,6 +215,7 @@ MXReturnValue RpnForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     pb.labels = (*inputs)[1].data<float>();
     pb.im_info = (*inputs)[2].data<float>();
     const Dims& d = pb.d;
+    CheckImInfoValues(pb.im_info, d.batch);
     pb.num_blocks = (d.num_anchors + kAnchorBlock - 1) / kAnchorBlock;
     const size_t bn = static_cast<size_t>(d.batch) * d.num_anchors;
     pb.usable.reset(new unsigned char[bn]);

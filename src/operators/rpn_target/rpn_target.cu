@@ -2,6 +2,8 @@
 // common/match.h and common/sample.h). Compiled by nvcc; no lib_api.h here.
 // UNTESTED AT RUN TIME: there is no GPU on the development machines; these kernels are only
 // compiled (tests/test_cuda_compile.py). The random samples differ from the CPU's.
+// im_info is copied to the host once per call to check its values (common/cuda_utils.h
+// CheckImInfoOnDevice: the CPU's error).
 //
 //   CollectGts     <<<B, 1>>>             label rows -> compact (G, 4) ground truths per image
 //   ScanAnchors    <<<(N/256, B), 256>>>  usable anchors, best ground truth per anchor
@@ -44,27 +46,20 @@ struct Workspace {
   unsigned char* usable;  // (B, N)
 };
 
-size_t Align(size_t bytes) { return (bytes + 255) & ~static_cast<size_t>(255); }
-
 /*! \brief Lay the workspace out from `base` (nullptr: only measure); returns its size in bytes. */
 size_t Carve(void* base, int batch, int n, int m, Workspace* w) {
-  size_t offset = 0;
-  auto take = [base, &offset](size_t bytes) -> void* {
-    void* out = base == nullptr ? nullptr : static_cast<char*>(base) + offset;
-    offset += Align(bytes);
-    return out;
-  };
+  cuda::WorkspaceCarver c(base);
   const size_t bm = static_cast<size_t>(batch) * m, bn = static_cast<size_t>(batch) * n;
-  w->gts = static_cast<float*>(take(bm * 4 * sizeof(float)));
-  w->gt_rows = static_cast<int*>(take(bm * sizeof(int)));
-  w->num_gt = static_cast<int*>(take(batch * sizeof(int)));
-  w->gt_max = static_cast<float*>(take(bm * sizeof(float)));
-  w->best_iou = static_cast<float*>(take(bn * sizeof(float)));
-  w->best_gt = static_cast<int*>(take(bn * sizeof(int)));
-  w->match = static_cast<int*>(take(bn * sizeof(int)));
-  w->keys = static_cast<uint32_t*>(take(bn * sizeof(uint32_t)));
-  w->usable = static_cast<unsigned char*>(take(bn));
-  return offset;
+  w->gts = c.Take<float>(bm * 4);
+  w->gt_rows = c.Take<int>(bm);
+  w->num_gt = c.Take<int>(batch);
+  w->gt_max = c.Take<float>(bm);
+  w->best_iou = c.Take<float>(bn);
+  w->best_gt = c.Take<int>(bn);
+  w->match = c.Take<int>(bn);
+  w->keys = c.Take<uint32_t>(bn);
+  w->usable = c.Take<unsigned char>(bn);
+  return c.used();
 }
 
 struct MaxIoU {
@@ -181,6 +176,7 @@ void RPNTargetForwardGPU(const RPNTargetParam& p, const float* anchors, const fl
   if (static_cast<long long>(batch) * num_labels > 2147483647LL) {
     throw std::invalid_argument("RPNTarget on GPU: too many label rows");
   }
+  cuda::CheckImInfoOnDevice(im_info, batch, stream);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   Workspace w;
   Carve(workspace, batch, num_anchors, num_labels, &w);
