@@ -24,28 +24,15 @@ Sections:
 """
 import argparse
 import math
-import time
 
 import mxnet as mx
 import numpy as np
 
 import ssdkit
 from ssdkit.anchors import rpn_anchors
+from timing import interleaved_median_ms
 
 LOG_SIZE_CLAMP = math.log(1000.0 / 16.0)
-
-
-def interleaved_median_ms(fns, repeats):
-    """Median wall time in milliseconds of each function in ``fns``, called in turn after a warm-up."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, acc in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            acc.append((time.perf_counter() - start) * 1e3)
-    return [float(np.median(t)) for t in times]
 
 
 def fpn_anchors(height, width, strides=(4, 8, 16, 32, 64)):

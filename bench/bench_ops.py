@@ -11,13 +11,13 @@ Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget
 """
 import argparse
 import math
-import time
 
 import mxnet as mx
 import numpy as np
 
 import ssdkit
 from ssdkit.anchors import ssd_anchors
+from timing import interleaved_median_ms
 
 # Feature-map sizes and anchor shapes per location of the two SSD anchor sets we time.
 ANCHOR_SETS = {
@@ -49,22 +49,6 @@ def random_labels(rng, batch, max_gt, num_classes):
         label[b, :k, 0] = rng.randint(0, num_classes, k)
         label[b, :k, 1:] = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
     return label
-
-
-def interleaved_median_ms(fns, repeats):
-    """Median wall time in milliseconds of each function in ``fns``, called in turn.
-
-    Each function is called once to warm up, then ``repeats`` rounds call every function once.
-    """
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, acc in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            acc.append((time.perf_counter() - start) * 1e3)
-    return [float(np.median(t)) for t in times]
 
 
 def median_ms(fn, repeats):

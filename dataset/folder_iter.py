@@ -125,7 +125,10 @@ class FolderDetIter(DetectionIter):
             image = self.loader(record.path)
         except Exception as err:  # noqa: BLE001 - any loader failure marks a bad image
             return err
-        rng = np.random.default_rng([self.seed, self.epoch, pos])
+        return self._transform(record, image, np.random.default_rng([self.seed, self.epoch, pos]))
+
+    def _transform(self, record, image, rng):
+        """The SSD sample of a decoded image (subclasses replace the transform, e.g. TwoStageIter)."""
         out_size = (self.data_shape[2], self.data_shape[1])
         image, boxes, keep = augment_detection(image, record.boxes, rng, self.augment, out_size,
                                                fill=self.normalization.fill)

@@ -65,14 +65,8 @@ class TwoStageIter(FolderDetIter):
         return [mx.io.DataDesc(self.data_name, (self.batch_size,) + self.data_shape, np.float32),
                 mx.io.DataDesc(self.im_info_name, (self.batch_size, 3), np.float32)]
 
-    def _load(self, pos):
-        """One :class:`~ssdkit.dataset.two_stage.TwoStageSample`, or the loader's exception (returned)."""
-        record = self.records[self._order[pos]]
-        try:
-            image = self.loader(record.path)
-        except Exception as err:  # noqa: BLE001 - any loader failure marks a bad image
-            return err
-        rng = np.random.default_rng([self.seed, self.epoch, pos])
+    def _transform(self, record, image, rng):
+        """One :class:`~ssdkit.dataset.two_stage.TwoStageSample` of a decoded image."""
         return make_sample(image, record.boxes, record.classes, record.difficult, rng, short=self.short,
                            long=self.long, normalization=self.normalization, augment=self.augment)
 
