@@ -31,7 +31,8 @@ import warnings
 
 def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="data/synthetic", help="synthetic dataset (tools/make_synthetic_dataset.py)")
+    parser.add_argument("--root", default="data/synthetic",
+                        help="synthetic dataset (tools/make_synthetic_dataset.py)")
     parser.add_argument("--budget", type=float, default=240.0, help="CPU seconds of training per detector")
     parser.add_argument("--presets", nargs="+", default=["fpn_resnet18_synthetic", "lite_256_synthetic"])
     parser.add_argument("--val-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
@@ -77,7 +78,8 @@ def run_preset(name, args):
 
     def make_optimizer(total):
         s = dataclasses.replace(solver, epochs=1, warmup_epochs=0.0, warmup_iters=max(1, min(warmup, total // 5)))
-        return mx.optimizer.create(s.optimizer, learning_rate=s.lr, wd=s.wd, lr_scheduler=build_lr_scheduler(s, total),
+        return mx.optimizer.create(s.optimizer, learning_rate=s.lr, wd=s.wd,
+                                   lr_scheduler=build_lr_scheduler(s, total),
                                    **({"momentum": s.momentum} if s.optimizer in ("sgd", "nag") else {}))
 
     metric = family.train_metric()

@@ -55,7 +55,8 @@ def _config(synthetic, prefix, **overrides):
 def trained(synthetic, tmp_path_factory):
     """One epoch (2 iterations) and a validation through the real train.py CLI."""
     prefix = str(tmp_path_factory.mktemp("fpn_run") / "fpn")
-    out = _run(["train.py"] + _flags(synthetic, prefix) + ["--epochs", "1", "--val-interval", "1", "--no-progress"])
+    out = _run(["train.py"] + _flags(synthetic, prefix) +
+               ["--epochs", "1", "--val-interval", "1", "--no-progress"])
     assert "finished epoch 1" in out
     return prefix
 
@@ -92,7 +93,8 @@ def test_resume_continues_an_fpn_run(trained, synthetic, tmp_path):
     assert result["epoch"] == 2 and latest_epoch(prefix) == 2
     rows = json.load(open(prefix + "-history.json"))
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert json.load(open(prefix + "-0002.json"))["iteration"] == 2 * json.load(open(prefix + "-0001.json"))["iteration"]
+    first, second = (json.load(open(prefix + "-%04d.json" % e))["iteration"] for e in (1, 2))
+    assert second == 2 * first
     # the resumed run started from the epoch-1 weights: they changed, but not from a fresh initialisation
     arg1, _ = load_params(trained + "-0001.params")
     arg2, _ = load_params(prefix + "-0002.params")

@@ -1,4 +1,5 @@
-"""Train a detector (SSD or FPN, see :mod:`ssdkit.api.family`) from a Config: ``train.py`` is argparse around :func:`train_detector`."""
+"""Train a detector (SSD or FPN, see :mod:`ssdkit.api.family`) from a Config: ``train.py`` is argparse
+around :func:`train_detector`."""
 import logging
 import re
 
@@ -73,7 +74,8 @@ def train_detector(config, *, progress=True):
                          % (list(val_set.class_names), list(class_names)))
     train_iter = make_iterator(config, "train", train_set, part_index=rank, num_parts=parts)
     train_sym, infer_sym = family.symbols(config, len(class_names), num_devices=len(contexts))
-    arg, aux = initial_weights(config, train_sym, family.input_shapes(config, config.data.batch_size // len(contexts)))
+    device_batch = config.data.batch_size // len(contexts)
+    arg, aux = initial_weights(config, train_sym, family.input_shapes(config, device_batch))
     inputs = family.data_names + family.label_names
     fixed = frozen_parameters(train_sym, config.model.freeze, inputs) if config.model.freeze else None
 
@@ -88,10 +90,11 @@ def train_detector(config, *, progress=True):
     if rank == 0:
         write_meta(config.runtime.prefix, config, class_names)
     log.info("training %s @%s on %d images, %d classes, %d device(s) x %d worker(s)", config.model.network,
-             family.input_shapes(config, 1)["data"][2:], len(train_set) if train_set is not None else -1, len(class_names),
-             len(contexts), parts)
-    result = fit(train_sym, train_iter, config, train_metric=family.train_metric(), data_names=family.data_names,
-                 label_names=family.label_names, val_fn=val_fn, arg_params=arg, aux_params=aux,
+             family.input_shapes(config, 1)["data"][2:], len(train_set) if train_set is not None else -1,
+             len(class_names), len(contexts), parts)
+    result = fit(train_sym, train_iter, config, train_metric=family.train_metric(),
+                 data_names=family.data_names, label_names=family.label_names, val_fn=val_fn,
+                 arg_params=arg, aux_params=aux,
                  fixed_param_names=fixed, progress=progress, kvstore=kvstore,
                  initializer=family.initializer(len(class_names)))
     result["class_names"] = class_names
