@@ -2,6 +2,7 @@
 
     python demo.py --prefix output/ssd --images photo.jpg --output output/demo
     python demo.py --deploy output/deploy/ssd --images data/synthetic/VOCdevkit/VOC2007/JPEGImages --limit 8
+    python demo.py --deploy output/deploy/fpn --images photo.jpg       # FPN models alike
 """
 import argparse
 import json

@@ -17,7 +17,7 @@ def _epoch(text):
 
 
 def main(argv=None):
-    parser = make_parser("Evaluate an SSD detector.", training=False)
+    parser = make_parser("Evaluate an SSD or FPN detector.", training=False)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--prefix", help="training prefix (train.py --prefix); default from the config")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")

@@ -1,8 +1,9 @@
-"""Train an SSD detector.
+"""Train a detector (SSD or FPN: `--network fpn_resnet18` or `--config fpn_resnet18_synthetic`).
 
     python train.py --network resnet50 --data-shape 512 --dataset voc --data-root ~/VOCdevkit \
         --train 2007/trainval 2012/trainval --val 2007/test --prefix output/ssd_resnet50_512
     python train.py --config config/presets/tiny_256_synthetic.toml     # a preset, flags override it
+    python train.py --config fpn_resnet18_synthetic --resize-short 128 --resize-long 160   # two-stage FPN
 
 Every flag maps onto a config key (see ``--help``); the training itself is
 :func:`ssdkit.api.train.train_detector`.
@@ -14,7 +15,7 @@ from ssdkit.cli import config_from_args, make_parser
 
 
 def main(argv=None):
-    parser = make_parser("Train an SSD detector (MXNet Module, ssdkit operators).", training=True)
+    parser = make_parser("Train an SSD or FPN detector (MXNet Module, ssdkit operators).", training=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

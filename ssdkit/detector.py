@@ -10,8 +10,9 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from ssdkit.api.family import family_of
 from ssdkit.api.model_files import load_inference_model
-from ssdkit.dataset.augment import NO_AUGMENT, Normalization, augment_detection, to_chw_normalized
+from ssdkit.dataset.augment import Normalization
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.engine.evaluator import bind_inference
 from ssdkit.visualize import draw_detections
@@ -30,25 +31,39 @@ class Detector:
     score_thresh : float, detections below it are dropped
     ctx : mx.Context (default CPU)
     batch_size : int, images per forward pass in :meth:`detect_many`
+    max_detections : int, detection rows per image of a rebuilt graph (training prefixes)
+
+    SSD and FPN models are loaded alike; they differ only in :meth:`preprocess` (see
+    :mod:`ssdkit.api.family`). Both graphs give boxes normalised to the valid image, scaled to pixels here.
     """
 
     def __init__(self, prefix, *, epoch=None, deploy=False, score_thresh=0.5, ctx=None, batch_size=1,
                  max_detections=100):
         self.symbol, arg, aux, self.meta = load_inference_model(prefix, epoch, deploy=deploy,
                                                                 max_detections=max_detections)
+        self.family = family_of(self.meta)
         self.class_names = tuple(self.meta["class_names"])
-        self.data_shape = int(self.meta["data_shape"])
+        self.data_shape = self.meta.get("data_shape")      # SSD input side (FPN: meta["image_shape"])
         self.normalization = Normalization(mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]))
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
-        shape = [("data", (self.batch_size, 3, self.data_shape, self.data_shape))]
-        self._mod = bind_inference(self.symbol, arg, aux, shape, [ctx or mx.cpu()])
+        shapes = self.family.inference_shapes(self.meta, self.batch_size)
+        self._mod = bind_inference(self.symbol, arg, aux, shapes, [ctx or mx.cpu()])
 
     def preprocess(self, image):
-        """``(H, W, 3)`` uint8 RGB -> ``(3, S, S)`` float32 network input (the validation transform)."""
-        resized, _, _ = augment_detection(image, np.zeros((0, 4)), np.random.default_rng(0), NO_AUGMENT,
-                                          (self.data_shape, self.data_shape))
-        return to_chw_normalized(resized, self.normalization)
+        """The validation transform of one ``(H, W, 3)`` uint8 RGB image.
+
+        Returns
+        -------
+        SSD: ``(3, S, S)`` float32 network input. FPN: ``(data (3, h, w) float32, im_info (3,)
+        [h, w, scale])``, the aspect-preserving resize before padding to the batch.
+        """
+        return self.family.preprocess(self.meta, image, self.normalization)
+
+    def batch_inputs(self, images):
+        """Network input arrays (one per graph input, batch :attr:`batch_size`) of up to ``batch_size``
+        uint8 RGB images."""
+        return self.family.batch_inputs(self.meta, [self.preprocess(im) for im in images], self.batch_size)
 
     def detect_many(self, images):
         """Detect on a list of images (paths or uint8 RGB arrays).
@@ -62,10 +77,8 @@ class Detector:
         results = []
         for start in range(0, len(arrays), self.batch_size):
             chunk = arrays[start:start + self.batch_size]
-            batch = np.zeros((self.batch_size, 3, self.data_shape, self.data_shape), np.float32)
-            for i, image in enumerate(chunk):
-                batch[i] = self.preprocess(image)
-            self._mod.forward(mx.io.DataBatch(data=[mx.nd.array(batch)]), is_train=False)
+            inputs = [mx.nd.array(x) for x in self.batch_inputs(chunk)]
+            self._mod.forward(mx.io.DataBatch(data=inputs), is_train=False)
             out = self._mod.get_outputs()[0].asnumpy()
             for i, image in enumerate(chunk):
                 results.append(self._postprocess(out[i], image.shape[1], image.shape[0]))

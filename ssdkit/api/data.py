@@ -49,7 +49,18 @@ def normalization_of(config):
 
 
 def make_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
-    """A detection iterator over ``split``.
+    """A detection iterator over ``split`` for the network family of ``config.model.network``.
+
+    Parameters are those of :func:`ssd_iterator`; FPN networks get :func:`two_stage_iterator`.
+    """
+    from ssdkit.api.family import family_of
+
+    return family_of(config).make_iterator(config, split, dataset, part_index=part_index, num_parts=num_parts,
+                                           augment=augment)
+
+
+def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
+    """An SSD detection iterator over ``split``.
 
     Parameters
     ----------
@@ -82,3 +93,31 @@ def make_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, aug
     return FolderDetIter(records, batch_size=data.batch_size, data_shape=shape, max_objects=data.max_objects,
                          augment=aug, normalization=normalization_of(config), shuffle=train, seed=seed,
                          num_workers=max(1, data.num_workers), last_batch="discard" if train else "pad")
+
+
+def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
+    """A two-stage (FPN) iterator over ``split``: aspect-preserving resize to ``model.resize_short`` /
+    ``resize_long``, padded to :func:`ssdkit.dataset.two_stage.batch_shape`.
+
+    Parameters are those of :func:`ssd_iterator`; image files only (voc, coco, list).
+
+    Returns
+    -------
+    TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``.
+    """
+    from ssdkit.dataset.two_stage_iter import TwoStageIter
+
+    data = config.data
+    train = split == "train"
+    if data.format == "rec":
+        raise ValueError("FPN networks (%s) read image files (data.format voc, coco or list), not .rec files"
+                         % config.model.network)
+    if dataset is None:
+        raise ValueError("no %s data given (data.%s is empty)" % (split, "train" if train else "val"))
+    aug = (augment if augment is not None else config.augment.to_augment()) if train else None
+    records = list(dataset.records)[part_index::num_parts]
+    return TwoStageIter(records, batch_size=data.batch_size, short=config.model.resize_short,
+                        long=config.model.resize_long, max_objects=data.max_objects, augment=aug,
+                        normalization=normalization_of(config), shuffle=train,
+                        seed=config.runtime.seed + 1000 * part_index, num_workers=max(1, data.num_workers),
+                        last_batch="discard" if train else "pad")

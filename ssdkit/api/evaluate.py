@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ssdkit.api.data import load_split, make_iterator
+from ssdkit.api.family import family_of
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.engine import atomic
 from ssdkit.engine.evaluator import bind_inference, iterate_detections
@@ -24,7 +25,8 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     Parameters
     ----------
     config : Config; ``data.*`` says where the validation images are; ``eval.iou_thresh`` is the VOC
-        IoU threshold; ``model.data_shape``/class names come from the model's meta file
+        IoU threshold; the network, its input size (SSD ``data_shape``, FPN resize and ``[fpn]``
+        settings) and class names come from the model's meta file
     prefix, epoch, deploy : see :func:`ssdkit.api.model_files.load_inference_model`
     output_dir : folder for ``metrics.json``, ``ap_table.txt``, ``pr_curves.png`` and
         ``coco_results.json`` (default ``<prefix>-eval``)
@@ -35,10 +37,11 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     the data are image files), and ``output_dir``.
     """
     symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy)
+    family = family_of(meta)
     class_names = tuple(meta["class_names"])
+    config = family.apply_meta(config, meta)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, data_shape=int(meta["data_shape"]),
-                                          class_names=class_names),
+        config, model=dataclasses.replace(config.model, class_names=class_names),
         data=dataclasses.replace(config.data, mean=tuple(meta["mean"]), std=tuple(meta["std"])))
     val_set = load_split(config, "val")
     if val_set is not None and tuple(val_set.class_names) != class_names:
@@ -52,7 +55,8 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     voc12 = VOCMeanAP(class_names, iou_thresh=iou, use_07_metric=False)
     coco = COCOEvaluator(class_names=class_names) if val_set is not None else None
     seen = 0
-    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress):
+    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress,
+                                                   label_transform=family.metric_labels):
         keep = dets[:, :, 1] >= config.eval.score_thresh
         dets = np.where(keep[:, :, None], dets, -1.0)
         voc07.update(dets, labels)

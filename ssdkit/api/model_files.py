@@ -11,16 +11,12 @@ from ssdkit.engine import atomic
 
 
 def write_meta(prefix, config, class_names):
-    meta = {
-        "network": config.model.network,
-        "data_shape": config.model.data_shape,
-        "class_names": list(class_names),
-        "mean": list(config.data.mean),
-        "std": list(config.data.std),
-        "nms_thresh": config.model.nms_thresh,
-        "nms_topk": config.model.nms_topk,
-        "force_suppress": config.model.force_suppress,
-    }
+    """Write ``<prefix>-meta.json``: the family's graph settings (SSD: network, data_shape, NMS; FPN:
+    network, resize short/long, padded image shape, ``[fpn]`` settings), class names, mean and std."""
+    from ssdkit.api.family import family_of
+
+    meta = dict(family_of(config).meta_fields(config), class_names=list(class_names),
+                mean=list(config.data.mean), std=list(config.data.std))
     atomic.write_json(prefix + "-meta.json", meta)
     return meta
 
@@ -35,12 +31,14 @@ def read_meta(prefix):
 
 
 def inference_symbol(meta, *, max_detections=-1):
-    """The detection graph of a model (``get_symbol`` of its preset)."""
-    from ssdkit.symbol.symbol_factory import get_symbol
+    """The detection graph of a model (``get_symbol`` of its family and preset).
 
-    return get_symbol(meta["network"], meta["data_shape"], len(meta["class_names"]),
-                      nms_thresh=meta["nms_thresh"], nms_topk=meta["nms_topk"],
-                      force_suppress=meta["force_suppress"], max_detections=max_detections)
+    ``max_detections``: rows per image (SSD: -1 one per anchor; FPN: -1 keeps the meta's
+    ``fpn.test_max_detections``).
+    """
+    from ssdkit.api.family import family_of
+
+    return family_of(meta).inference_symbol(meta, max_detections=max_detections)
 
 
 def resolve_epoch(prefix, epoch=None):

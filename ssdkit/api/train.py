@@ -1,33 +1,25 @@
-"""Train an SSD detector from a Config: ``train.py`` is argparse around :func:`train_detector`."""
+"""Train a detector (SSD or FPN, see :mod:`ssdkit.api.family`) from a Config: ``train.py`` is argparse
+around :func:`train_detector`."""
 import logging
 import re
 
 from ssdkit.api.data import class_names_of, load_split, make_iterator
+from ssdkit.api.family import family_of
 from ssdkit.api.model_files import write_meta
 from ssdkit.engine.checkpoint import load_params
 from ssdkit.engine.evaluator import make_validator
-from ssdkit.engine.ssd_metric import MultiBoxMetric
 from ssdkit.engine.trainer import fit, make_contexts, make_kvstore
 from ssdkit.metrics.voc import VOCMeanAP
-from ssdkit.symbol.common import multibox_initializer
 
 log = logging.getLogger("ssdkit.train")
-
-
-def _symbols(config, num_classes):
-    from ssdkit.symbol.symbol_factory import get_symbol, get_symbol_train
-
-    kwargs = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
-                  force_suppress=config.model.force_suppress)
-    return (get_symbol_train(config.model.network, config.model.data_shape, num_classes, **kwargs),
-            get_symbol(config.model.network, config.model.data_shape, num_classes, **kwargs))
 
 
 def initial_weights(config, train_symbol, data_shape):
     """``(arg_params, aux_params)`` to start from: ``model.finetune`` or ``model.pretrained`` or none.
 
     Parameters whose shape differs from the graph's (e.g. class heads of another dataset) are
-    dropped with a log line and re-initialised.
+    dropped with a log line and re-initialised. ``data_shape``: the ``data`` shape, or a dict
+    ``{input name: shape}`` of every graph input.
     """
     model = config.model
     if model.finetune:
@@ -40,7 +32,8 @@ def initial_weights(config, train_symbol, data_shape):
         source = model.pretrained
     else:
         return None, None
-    arg_shapes, _, aux_shapes = train_symbol.infer_shape(data=data_shape)
+    shapes = data_shape if isinstance(data_shape, dict) else {"data": data_shape}
+    arg_shapes, _, aux_shapes = train_symbol.infer_shape(**shapes)
     wanted = dict(zip(train_symbol.list_arguments(), arg_shapes))
     wanted.update(zip(train_symbol.list_auxiliary_states(), aux_shapes))
     kept_arg = {k: v for k, v in arg.items() if k in wanted and tuple(v.shape) == tuple(wanted[k])}
@@ -54,10 +47,10 @@ def initial_weights(config, train_symbol, data_shape):
     return kept_arg, kept_aux
 
 
-def frozen_parameters(symbol, patterns):
-    """Argument names matching any regular expression in ``patterns`` (inputs excluded)."""
+def frozen_parameters(symbol, patterns, inputs=("data", "label")):
+    """Argument names matching any regular expression in ``patterns`` (the graph ``inputs`` excluded)."""
     regexes = [re.compile(p) for p in patterns]
-    names = [n for n in symbol.list_arguments() if n not in ("data", "label")]
+    names = [n for n in symbol.list_arguments() if n not in inputs]
     frozen = [n for n in names if any(r.search(n) for r in regexes)]
     for pattern, regex in zip(patterns, regexes):
         if not any(regex.search(n) for n in names):
@@ -67,6 +60,7 @@ def frozen_parameters(symbol, patterns):
 
 def train_detector(config, *, progress=True):
     """Train as ``config`` says; return :func:`ssdkit.engine.trainer.fit`'s result plus ``class_names``."""
+    family = family_of(config)
     contexts = make_contexts(config.runtime)
     kvstore = make_kvstore(config.runtime, len(contexts))
     dist = kvstore is not None and "dist" in kvstore.type
@@ -79,10 +73,11 @@ def train_detector(config, *, progress=True):
         raise ValueError("validation classes %s differ from training classes %s"
                          % (list(val_set.class_names), list(class_names)))
     train_iter = make_iterator(config, "train", train_set, part_index=rank, num_parts=parts)
-    train_sym, infer_sym = _symbols(config, len(class_names))
-    shape = (config.data.batch_size, 3, config.model.data_shape, config.model.data_shape)
-    arg, aux = initial_weights(config, train_sym, shape)
-    fixed = frozen_parameters(train_sym, config.model.freeze) if config.model.freeze else None
+    train_sym, infer_sym = family.symbols(config, len(class_names), num_devices=len(contexts))
+    device_batch = config.data.batch_size // len(contexts)
+    arg, aux = initial_weights(config, train_sym, family.input_shapes(config, device_batch))
+    inputs = family.data_names + family.label_names
+    fixed = frozen_parameters(train_sym, config.model.freeze, inputs) if config.model.freeze else None
 
     val_fn = None
     if config.data.val:
@@ -91,15 +86,16 @@ def train_detector(config, *, progress=True):
         val_fn = make_validator(infer_sym, val_iter,
                                 lambda: VOCMeanAP(class_names, iou_thresh=config.eval.iou_thresh,
                                                   use_07_metric=use_07),
-                                config.runtime, progress=False)
+                                config.runtime, progress=False, label_transform=family.metric_labels)
     if rank == 0:
         write_meta(config.runtime.prefix, config, class_names)
-    log.info("training %s @%d on %d images, %d classes, %d device(s) x %d worker(s)", config.model.network,
-             config.model.data_shape, len(train_set) if train_set is not None else -1, len(class_names),
-             len(contexts), parts)
-    result = fit(train_sym, train_iter, config, train_metric=MultiBoxMetric(), data_names=("data",),
-                 label_names=("label",), val_fn=val_fn, arg_params=arg, aux_params=aux,
+    log.info("training %s @%s on %d images, %d classes, %d device(s) x %d worker(s)", config.model.network,
+             family.input_shapes(config, 1)["data"][2:], len(train_set) if train_set is not None else -1,
+             len(class_names), len(contexts), parts)
+    result = fit(train_sym, train_iter, config, train_metric=family.train_metric(),
+                 data_names=family.data_names, label_names=family.label_names, val_fn=val_fn,
+                 arg_params=arg, aux_params=aux,
                  fixed_param_names=fixed, progress=progress, kvstore=kvstore,
-                 initializer=multibox_initializer(len(class_names)))
+                 initializer=family.initializer(len(class_names)))
     result["class_names"] = class_names
     return result

@@ -20,11 +20,12 @@ def bind_inference(symbol, arg_params, aux_params, data_shapes, contexts):
     return mod
 
 
-def iterate_detections(mod, data_iter, progress=False, desc="evaluate"):
+def iterate_detections(mod, data_iter, progress=False, desc="evaluate", label_transform=None):
     """Yield ``(detections (b, K, 6), labels (b, M, W), batch)`` per batch, padding rows removed.
 
     Detections are rows ``[cls_id, score, xmin, ymin, xmax, ymax]`` normalised; labels as the iterator
-    gives them.
+    gives them, or ``label_transform(labels, batch)`` (e.g. the FPN family's pixel -> normalised
+    corners, :meth:`ssdkit.api.family.FPNFamily.metric_labels`).
     """
     data_iter.reset()
     bar = progress_bar(desc=desc, enabled=progress)
@@ -33,33 +34,37 @@ def iterate_detections(mod, data_iter, progress=False, desc="evaluate"):
         dets = mod.get_outputs()[0].asnumpy()
         labels = batch.label[0].asnumpy()
         keep = dets.shape[0] - (batch.pad or 0)
-        yield dets[:keep], labels[:keep], batch
+        labels = labels[:keep]
+        if label_transform is not None:
+            labels = label_transform(labels, batch)
+        yield dets[:keep], labels, batch
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
 
 
-def evaluate_module(mod, data_iter, metrics, progress=False):
+def evaluate_module(mod, data_iter, metrics, progress=False, label_transform=None):
     """Update every metric in ``metrics`` (objects with ``update(detections, labels)``) over the iterator."""
-    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress):
+    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress,
+                                                   label_transform=label_transform):
         for metric in metrics:
             metric.update(dets, labels)
     return metrics
 
 
-def make_validator(symbol, data_iter, metric_factory, runtime, *, progress=False):
+def make_validator(symbol, data_iter, metric_factory, runtime, *, progress=False, label_transform=None):
     """``val_fn(arg_params, aux_params, epoch) -> {"mAP": value, ...}`` for :func:`ssdkit.engine.trainer.fit`.
 
     ``metric_factory()`` returns a fresh metric with ``update`` and ``get() -> (names, values)``;
-    the last name/value pair is the headline (mAP).
+    the last name/value pair is the headline (mAP). ``label_transform``: see :func:`iterate_detections`.
     """
     contexts = make_contexts(runtime)
 
     def val_fn(arg_params, aux_params, epoch):
         mod = bind_inference(symbol, arg_params, aux_params, data_iter.provide_data, contexts)
         metric = metric_factory()
-        evaluate_module(mod, data_iter, [metric], progress=progress)
+        evaluate_module(mod, data_iter, [metric], progress=progress, label_transform=label_transform)
         names, values = metric.get()
         return {str(names[-1]): float(values[-1])}
 

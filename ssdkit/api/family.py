@@ -1,0 +1,239 @@
+"""Detector families: what differs between SSD and the two-stage FPN detector for train / evaluate /
+deploy / Detector, in one place. The api functions dispatch on :func:`family_of`; nothing else
+branches on the network kind.
+
+A family says how to
+
+* build the training and inference graphs from a Config (:meth:`symbols`) and the inference graph
+  from a model's meta file (:meth:`inference_symbol`), and what the meta file records (:meth:`meta_fields`,
+  :meth:`apply_meta`);
+* make the iterator of a split (:meth:`make_iterator`) and name the graph inputs
+  (:attr:`data_names`, :attr:`label_names`, :meth:`input_shapes`);
+* train: the metric over the training outputs and the initializer;
+* evaluate: turn a batch's labels into the normalised ``(B, M, 6)`` rows the VOC / COCO metrics read
+  (:meth:`metric_labels`);
+* preprocess one image for the :class:`~ssdkit.detector.Detector` (:meth:`preprocess`). Both families
+  output detections ``(B, K, 6)`` normalised to each image's valid area, so postprocessing is shared;
+* whether ``deploy --portable`` (MXNet contrib operators only) exists (:meth:`check_portable`).
+"""
+import dataclasses
+
+import numpy as np
+
+SSD, FPN = "ssd", "fpn"
+
+
+def _fpn_networks():
+    from ssdkit.symbol.fpn_config import FPN_NETWORKS
+
+    return FPN_NETWORKS
+
+
+class SSDFamily:
+    """Single-stage SSD: square resize to ``model.data_shape``, input ``data``, normalised labels."""
+
+    name = SSD
+    data_names = ("data",)
+    label_names = ("label",)
+
+    # --- graphs and meta -------------------------------------------------------------------------
+    def symbols(self, config, num_classes, *, num_devices=1):
+        """``(train_symbol, inference_symbol)`` of ``config.model``."""
+        from ssdkit.symbol.symbol_factory import get_symbol, get_symbol_train
+
+        kwargs = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
+                      force_suppress=config.model.force_suppress)
+        return (get_symbol_train(config.model.network, config.model.data_shape, num_classes, **kwargs),
+                get_symbol(config.model.network, config.model.data_shape, num_classes, **kwargs))
+
+    def meta_fields(self, config):
+        """What the graph needs besides class names and normalisation (written to ``-meta.json``)."""
+        return {"network": config.model.network, "data_shape": config.model.data_shape,
+                "nms_thresh": config.model.nms_thresh, "nms_topk": config.model.nms_topk,
+                "force_suppress": config.model.force_suppress}
+
+    def inference_symbol(self, meta, *, max_detections=-1):
+        from ssdkit.symbol.symbol_factory import get_symbol
+
+        return get_symbol(meta["network"], meta["data_shape"], len(meta["class_names"]),
+                          nms_thresh=meta["nms_thresh"], nms_topk=meta["nms_topk"],
+                          force_suppress=meta["force_suppress"], max_detections=max_detections)
+
+    def apply_meta(self, config, meta):
+        """``config`` with the model settings of ``meta`` (input size, network), for evaluation."""
+        return dataclasses.replace(config, model=dataclasses.replace(
+            config.model, network=meta["network"], data_shape=int(meta["data_shape"])))
+
+    def deploy_meta(self, meta, *, max_detections):
+        return dict(meta)
+
+    # --- data -------------------------------------------------------------------------------------
+    def make_iterator(self, config, split, dataset, *, part_index, num_parts, augment):
+        from ssdkit.api.data import ssd_iterator
+
+        return ssd_iterator(config, split, dataset, part_index=part_index, num_parts=num_parts, augment=augment)
+
+    def input_shapes(self, config, batch_size):
+        """``{name: shape}`` of every training-graph input (for shape inference)."""
+        s = config.model.data_shape
+        return {"data": (batch_size, 3, s, s)}
+
+    def inference_shapes(self, meta, batch_size):
+        """``[(name, shape)]`` of the inference graph inputs for ``batch_size`` images."""
+        s = int(meta["data_shape"])
+        return [("data", (batch_size, 3, s, s))]
+
+    def metric_labels(self, labels, batch):
+        """Labels ``(b, M, W)`` of a batch as the VOC / COCO metrics read them (normalised corners)."""
+        return labels
+
+    # --- training ---------------------------------------------------------------------------------
+    def train_metric(self):
+        from ssdkit.engine.ssd_metric import MultiBoxMetric
+
+        return MultiBoxMetric()
+
+    def initializer(self, num_classes):
+        from ssdkit.symbol.common import multibox_initializer
+
+        return multibox_initializer(num_classes)
+
+    # --- inference --------------------------------------------------------------------------------
+    def preprocess(self, meta, image, normalization):
+        """``(H, W, 3)`` uint8 RGB -> ``(3, S, S)`` float32 (the validation transform)."""
+        from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
+
+        s = int(meta["data_shape"])
+        resized, _, _ = augment_detection(image, np.zeros((0, 4)), np.random.default_rng(0), NO_AUGMENT, (s, s))
+        return to_chw_normalized(resized, normalization)
+
+    def batch_inputs(self, meta, inputs, batch_size):
+        """Stack :meth:`preprocess` results of up to ``batch_size`` images into the graph's input arrays."""
+        s = int(meta["data_shape"])
+        batch = np.zeros((batch_size, 3, s, s), np.float32)
+        for i, x in enumerate(inputs):
+            batch[i] = x
+        return [batch]
+
+    def check_portable(self, meta):
+        """Raise ValueError if the model cannot be written with MXNet's contrib operators only."""
+
+
+class FPNFamily(SSDFamily):
+    """Two-stage FPN: aspect-preserving resize (``model.resize_short`` / ``resize_long``) padded to a
+    fixed ``image_shape``; inputs ``data`` and ``im_info``; pixel labels (normalised for metrics)."""
+
+    name = FPN
+    data_names = ("data", "im_info")
+
+    def _settings(self, config):
+        return dataclasses.asdict(config.fpn)
+
+    def image_shape(self, config):
+        from ssdkit.dataset.two_stage import batch_shape
+
+        return batch_shape(config.model.resize_short, config.model.resize_long)
+
+    def symbols(self, config, num_classes, *, num_devices=1):
+        from ssdkit.symbol.fpn import get_symbol, get_symbol_train
+
+        batch = config.data.batch_size
+        if batch % num_devices:
+            raise ValueError("data.batch_size = %d must be a multiple of the %d devices for FPN networks (the "
+                             "graph samples RoIs per device batch)" % (batch, num_devices))
+        kwargs = dict(image_shape=self.image_shape(config), **self._settings(config))
+        return (get_symbol_train(config.model.network, num_classes, batch_size=batch // num_devices, **kwargs),
+                get_symbol(config.model.network, num_classes, **kwargs))
+
+    def meta_fields(self, config):
+        return {"network": config.model.network, "family": FPN, "resize_short": config.model.resize_short,
+                "resize_long": config.model.resize_long, "image_shape": list(self.image_shape(config)),
+                "fpn": {k: list(v) if isinstance(v, tuple) else v for k, v in self._settings(config).items()}}
+
+    def inference_symbol(self, meta, *, max_detections=-1):
+        from ssdkit.symbol.fpn import get_symbol
+
+        settings = dict(meta["fpn"])
+        if max_detections > 0:
+            settings["test_max_detections"] = int(max_detections)
+        return get_symbol(meta["network"], len(meta["class_names"]), image_shape=tuple(meta["image_shape"]),
+                          **settings)
+
+    def apply_meta(self, config, meta):
+        from ssdkit.symbol.fpn_config import fpn_settings
+
+        return dataclasses.replace(
+            config, model=dataclasses.replace(config.model, network=meta["network"],
+                                              resize_short=int(meta["resize_short"]),
+                                              resize_long=int(meta["resize_long"])),
+            fpn=fpn_settings(**meta["fpn"]))
+
+    def deploy_meta(self, meta, *, max_detections):
+        fpn = dict(meta["fpn"])
+        if max_detections > 0:
+            fpn["test_max_detections"] = int(max_detections)
+        return dict(meta, fpn=fpn)
+
+    def make_iterator(self, config, split, dataset, *, part_index, num_parts, augment):
+        from ssdkit.api.data import two_stage_iterator
+
+        return two_stage_iterator(config, split, dataset, part_index=part_index, num_parts=num_parts,
+                                  augment=augment)
+
+    def input_shapes(self, config, batch_size):
+        h, w = self.image_shape(config)
+        return {"data": (batch_size, 3, h, w), "im_info": (batch_size, 3),
+                "label": (batch_size, config.data.max_objects, 6)}
+
+    def inference_shapes(self, meta, batch_size):
+        h, w = meta["image_shape"]
+        return [("data", (batch_size, 3, h, w)), ("im_info", (batch_size, 3))]
+
+    def metric_labels(self, labels, batch):
+        from ssdkit.dataset.two_stage import normalized_labels
+
+        return normalized_labels(labels, batch.data[1].asnumpy()[:len(labels)])
+
+    def train_metric(self):
+        from ssdkit.engine.fpn_metric import FPNLossMetric
+
+        return FPNLossMetric()
+
+    def initializer(self, num_classes):
+        # the default Xavier of the trainer; the heads carry their own (Detectron) init attributes
+        return None
+
+    def preprocess(self, meta, image, normalization):
+        """``(H, W, 3)`` uint8 RGB -> ``(data (3, h, w) float32, im_info (3,) [h, w, scale])``, unpadded."""
+        from ssdkit.dataset.two_stage import make_sample
+
+        sample = make_sample(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool),
+                             np.random.default_rng(0), short=int(meta["resize_short"]),
+                             long=int(meta["resize_long"]), normalization=normalization)
+        return sample.data, sample.im_info
+
+    def batch_inputs(self, meta, inputs, batch_size):
+        h, w = meta["image_shape"]
+        data = np.zeros((batch_size, 3, h, w), np.float32)
+        im_info = np.tile(np.array([h, w, 1.0], np.float32), (batch_size, 1))   # unused slots: a valid size
+        for i, (x, info) in enumerate(inputs):
+            data[i, :, :x.shape[1], :x.shape[2]] = x
+            im_info[i] = info
+        return [data, im_info]
+
+    def check_portable(self, meta):
+        raise ValueError("network %s cannot be deployed with --portable: MXNet has no contrib equivalents of the "
+                         "FPN operators (RPNAnchors, FPNProposal, RCNNDetection); deploy without --portable and "
+                         "import ssdkit before loading the model" % meta["network"])
+
+
+_FAMILIES = {SSD: SSDFamily(), FPN: FPNFamily()}
+
+
+def family_of(network):
+    """The family of a network name (``fpn_*`` -> FPN, else SSD), a Config, or a meta dict."""
+    if isinstance(network, dict):
+        network = network["network"]
+    elif not isinstance(network, str):
+        network = network.model.network
+    return _FAMILIES[FPN if network in _fpn_networks() else SSD]
