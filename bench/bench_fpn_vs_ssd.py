@@ -71,8 +71,7 @@ def run_preset(name, args):
     mod = mx.mod.Module(train_sym, data_names=list(family.data_names), label_names=list(family.label_names),
                         context=[mx.cpu()])
     mod.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label, for_training=True)
-    mod.init_params(initializer=family.initializer(len(class_names)) or
-                    mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2))
+    mod.init_params(initializer=family.initializer(len(class_names)))
     solver = config.solver
     warmup = solver.warmup_iters or int(round(solver.warmup_epochs * train_iter.num_batches))
 

@@ -16,7 +16,6 @@ Usage::
 import argparse
 import os
 import tempfile
-import time
 
 import mxnet as mx
 import numpy as np
@@ -24,28 +23,10 @@ from gluoncv import model_zoo
 
 from ssdkit import weights
 from ssdkit.symbol import symbol_builder
+from timing import interleaved_median_wall_cpu_ms
 
 NAME = "ssd_512_resnet50_v1_voc"
 SIZE = 512
-
-
-def _interleaved_median_ms(fns, repeat, warmup=2):
-    """Run the functions alternately; per function, median wall and process-CPU milliseconds.
-
-    CPU time (all threads of this process) is less sensitive than wall time to other jobs on
-    shared cores, so both are reported.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    wall, cpu = [[] for _ in fns], [[] for _ in fns]
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[i].append(time.perf_counter() - start)
-            cpu[i].append(time.process_time() - start_cpu)
-    return [(1000.0 * float(np.median(w)), 1000.0 * float(np.median(c))) for w, c in zip(wall, cpu)]
 
 
 def _gluoncv_net(path, heads):
@@ -94,7 +75,7 @@ def main():
             def ours():
                 exe.forward(is_train=False)
                 exe.outputs[0].wait_to_read()
-            (ours_ms, ours_cpu), (gluon_ms, gluon_cpu) = _interleaved_median_ms([ours, gluon], args.repeat)
+            (ours_ms, ours_cpu), (gluon_ms, gluon_cpu) = interleaved_median_wall_cpu_ms([ours, gluon], args.repeat, warmup=2)
             n_theirs = int((net(x)[0].asnumpy()[..., 0] >= 0).sum())
             n_ours = int((exe.outputs[0].asnumpy()[..., 0] >= 0).sum())
             rows.append((batch, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs))

@@ -95,6 +95,7 @@ class SsdkitSide:
         from ssdkit.dataset.augment import AugmentConfig, Normalization
         from ssdkit.dataset.folder_iter import FolderDetIter
         from ssdkit.engine.ssd_metric import MultiBoxMetric
+        from ssdkit.symbol.common import he_initializer
         from ssdkit.symbol.symbol_builder import get_symbol_train
         from ssdkit.weights import import_ssd, zoo_config
 
@@ -106,7 +107,7 @@ class SsdkitSide:
         mod = mx.mod.Module(self.symbol, data_names=["data"], label_names=["label"], context=[mx.cpu()])
         mod.bind(data_shapes=self.iter.provide_data, label_shapes=self.iter.provide_label,
                  for_training=True)
-        mod.init_params(initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2),
+        mod.init_params(initializer=he_initializer(),
                         arg_params=arg, aux_params=aux, allow_missing=True, allow_extra=True,
                         force_init=True)
         optimizer = mx.optimizer.create("sgd", learning_rate=LR, wd=WD, momentum=MOMENTUM,

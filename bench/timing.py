@@ -1,21 +1,33 @@
-"""Timing helper shared by the operator benchmarks (``python bench/<script>.py`` puts bench/ on the path)."""
+"""Timing helpers shared by the benchmarks (``python bench/<script>.py`` puts bench/ on the path)."""
 import time
 
 import numpy as np
 
 
-def interleaved_median_ms(fns, repeats):
-    """Median wall time in milliseconds of each function in ``fns``, called in turn.
+def interleaved_median_wall_cpu_ms(fns, repeats, warmup=1):
+    """Per function in ``fns``: median wall and process-CPU milliseconds, calls interleaved.
 
-    Each function is called once to warm up, then ``repeats`` rounds call every function once, so
-    load from other processes hits all of them alike.
+    Every function is called ``warmup`` times first, then ``repeats`` rounds call each once in turn,
+    so load from other processes hits all of them alike. CPU time (all threads of this process) is
+    less sensitive than wall time to other jobs on shared cores.
+
+    Returns
+    -------
+    list of (wall_ms, cpu_ms), one per function.
     """
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, acc in zip(fns, times):
-            start = time.perf_counter()
+    for _ in range(warmup):
+        for fn in fns:
             fn()
-            acc.append((time.perf_counter() - start) * 1e3)
-    return [float(np.median(t)) for t in times]
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, w, c in zip(fns, wall, cpu):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            w.append((time.perf_counter() - start) * 1e3)
+            c.append((time.process_time() - start_cpu) * 1e3)
+    return [(float(np.median(w)), float(np.median(c))) for w, c in zip(wall, cpu)]
+
+
+def interleaved_median_ms(fns, repeats):
+    """Median wall milliseconds of each function (one warm-up call, then ``repeats`` interleaved rounds)."""
+    return [w for w, _ in interleaved_median_wall_cpu_ms(fns, repeats)]

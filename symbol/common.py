@@ -195,6 +195,11 @@ def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1,
     return loc_preds, cls_preds, anchors
 
 
+def he_initializer():
+    """MSRA/He Gaussian initialisation (Xavier, fan-out, magnitude 2): ssdkit's default for new weights."""
+    return mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)
+
+
 def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01):
     """Initializer for an SSD graph trained from scratch (or with a pretrained body).
 
@@ -218,7 +223,7 @@ def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01)
     return mx.init.Mixed(
         [r".*_cls_pred_bias$", r".*_loc_pred_bias$", r".*_pred_weight$", ".*"],
         [_BackgroundBias(bias, num_classes + 1), mx.init.Zero(), mx.init.Normal(head_sigma),
-         mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)])
+         he_initializer()])
 
 
 class _BackgroundBias(mx.init.Initializer):

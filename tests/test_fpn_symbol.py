@@ -9,6 +9,7 @@ import pytest
 from ssdkit.anchors import rpn_anchors
 from ssdkit.engine.fpn_metric import FPNLossMetric
 from ssdkit.symbol import fpn, resnet
+from ssdkit.symbol.common import he_initializer
 from ssdkit.symbol.fpn_config import LEVEL_STRIDES, fpn_config
 from ssdkit.symbol.fpn_head import backbone_stages, fpn_neck, multilevel_roi_align, roi_levels
 
@@ -221,7 +222,7 @@ def test_training_graph_overfits_one_batch_and_inference_finds_the_objects():
     sym = fpn.get_symbol_train(num_classes=3, batch_size=2, **config)
     mod = mx.mod.Module(sym, data_names=["data", "im_info"], label_names=["label"], context=mx.cpu())
     mod.bind(data_shapes=[("data", data.shape), ("im_info", im_info.shape)], label_shapes=[("label", label.shape)])
-    mod.init_params(initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2))
+    mod.init_params(initializer=he_initializer())
     mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.02, "momentum": 0.9, "wd": 1e-4})
     batch = mx.io.DataBatch([mx.nd.array(data), mx.nd.array(im_info)], [mx.nd.array(label)])
     history, metric = [], FPNLossMetric()

@@ -200,8 +200,10 @@ class FPNFamily(SSDFamily):
         return FPNLossMetric()
 
     def initializer(self, num_classes):
-        # the default Xavier of the trainer; the heads carry their own (Detectron) init attributes
-        return None
+        # He initialisation; the FPN heads carry their own (Detectron) init attributes, which win
+        from ssdkit.symbol.common import he_initializer
+
+        return he_initializer()
 
     def preprocess(self, meta, image, normalization):
         """``(H, W, 3)`` uint8 RGB -> ``(data (3, h, w) float32, im_info (3,) [h, w, scale])``, unpadded."""

@@ -17,6 +17,7 @@ from ssdkit.engine import atomic, checkpoint, module_state
 from ssdkit.engine.history import History
 from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.schedule import build_lr_scheduler
+from ssdkit.symbol.common import he_initializer
 
 log = logging.getLogger("ssdkit.train")
 
@@ -86,7 +87,7 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
         (e.g. ``{"mAP": 0.7}``); the first key decides the best checkpoint
     arg_params, aux_params : dict, initial weights (pretrained or fine-tuning)
     fixed_param_names : list of str, parameters kept frozen
-    initializer : mx.init.Initializer for parameters not given (default Xavier)
+    initializer : mx.init.Initializer for parameters not given (default ``he_initializer()``)
     iters_per_epoch : int, batches per epoch (default: ``train_iter.num_batches`` when it knows it,
         else counted by running through ``train_iter`` once)
     kvstore : ``"auto"`` (from ``config.runtime``, see :func:`make_kvstore`), a KVStore or None
@@ -130,8 +131,7 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
     mod = mx.mod.Module(symbol, data_names=list(data_names), label_names=list(label_names),
                         context=contexts, fixed_param_names=fixed_param_names)
     mod.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label, for_training=True)
-    mod.init_params(initializer=initializer or mx.init.Xavier(rnd_type="gaussian", factor_type="out",
-                                                              magnitude=2),
+    mod.init_params(initializer=initializer or he_initializer(),
                     arg_params=arg_params, aux_params=aux_params, allow_missing=True,
                     allow_extra=True, force_init=True)
 
