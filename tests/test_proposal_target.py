@@ -7,6 +7,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from label_fuzz import corrupt_label_rows
+
 import ssdkit  # noqa: F401  (registers mx.nd.ProposalTarget)
 from ssdkit import ops
 from ssdkit.reference.proposal_target import (BACKGROUND, FOREGROUND, image_candidates, proposal_target,
@@ -299,17 +301,7 @@ def test_fuzz_bad_values_give_defined_output():
     for it in range(25):
         batch, num_classes = int(rng.integers(1, 4)), int(rng.integers(1, 5))
         label = random_labels(rng, batch, 6, 200, num_classes + 2)         # some classes >= C
-        rows = label[:, :, 0] >= 0
-        for b, r in zip(*np.nonzero(rows & (rng.random(rows.shape) < 0.4))):
-            kind = int(rng.integers(4))
-            if kind == 0:
-                label[b, r, 1 + rng.integers(4)] = rng.choice([np.nan, np.inf, -np.inf])
-            elif kind == 1:
-                label[b, r, 3:5] = label[b, r, 1:3]                        # zero area
-            elif kind == 2:
-                label[b, r, 1:5] = label[b, r, [3, 4, 1, 2]]               # inverted
-            else:
-                label[b, r, 0] = rng.choice([np.nan, np.inf, -2, 1e9, 2.5])
+        corrupt_label_rows(rng, label, 0.4, [np.nan, np.inf, -2, 1e9, 2.5])
         rois = random_rois(rng, label, 80, 200)
         bad = rng.random(rois.shape) < 0.03
         rois[bad] = rng.choice([np.nan, np.inf, -np.inf, 7.5], bad.sum())

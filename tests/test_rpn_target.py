@@ -6,6 +6,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from label_fuzz import corrupt_label_rows
+
 import ssdkit  # noqa: F401  (registers mx.nd.RPNTarget)
 from ssdkit import ops
 from ssdkit.anchors import rpn_anchors
@@ -271,25 +273,17 @@ def test_negatives_are_chosen_uniformly():
 # Robustness: bad values give defined output, bad shapes / attributes give MXNet errors
 # ---------------------------------------------------------------------------------------------
 
+def _far_outside(row):
+    row[1:5] = row[1:5] * 4 - 100
+
+
 def test_fuzz_bad_values_give_defined_output():
     rng = np.random.default_rng(123)
     anchor = fpn_anchors(96, 128, strides=(8, 16))
     for it in range(25):
         batch = int(rng.integers(1, 4))
         label = random_labels(rng, batch, 6, 96, 128, width_cols=6)
-        rows = label[:, :, 0] >= 0
-        for b, r in zip(*np.nonzero(rows & (rng.random(rows.shape) < 0.5))):
-            kind = int(rng.integers(5))
-            if kind == 0:
-                label[b, r, 1 + rng.integers(4)] = rng.choice([np.nan, np.inf, -np.inf])
-            elif kind == 1:
-                label[b, r, 3:5] = label[b, r, 1:3]                       # zero area
-            elif kind == 2:
-                label[b, r, 1:5] = label[b, r, [3, 4, 1, 2]]              # inverted
-            elif kind == 3:
-                label[b, r, 0] = rng.choice([np.nan, np.inf, -3, -np.inf])
-            else:
-                label[b, r, 1:5] = label[b, r, 1:5] * 4 - 100             # far outside the image
+        corrupt_label_rows(rng, label, 0.5, [np.nan, np.inf, -3, -np.inf], extra_kinds=[_far_outside])
         info = np.tile(np.array([[96, 128, 1]], np.float32), (batch, 1))
         bad_anchor = anchor.copy()
         bad_anchor[0, rng.integers(0, anchor.shape[1], 5), rng.integers(0, 4)] = np.nan
