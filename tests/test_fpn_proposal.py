@@ -5,6 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from fuzz_inputs import degenerate_anchors, sprinkle
+
 import ssdkit  # noqa: F401  (loads the operators)
 from ssdkit import ops
 from ssdkit.anchors import rpn_anchors
@@ -282,17 +284,10 @@ def test_contrib_min_size_with_all_anchors(rng):
 
 def _corrupt(rng, cls, bbox, anchor):
     cls, bbox, anchor = cls.copy(), bbox.copy(), anchor.copy()
-    for array, values in ((cls, [np.nan, np.inf, -np.inf, 2.0, -3.0]),
-                          (bbox, [np.nan, np.inf, -np.inf, 1e4, -1e4, 88.0, 1e30]),
-                          (anchor, [np.nan, np.inf, -np.inf, 0.5])):
-        flat = array.reshape(-1)
-        hits = rng.choice(flat.size, size=max(1, flat.size // 15), replace=False)
-        flat[hits] = rng.choice(values, size=hits.size)
-    n = anchor.shape[1]
-    some = rng.choice(n, size=max(1, n // 10), replace=False)
-    anchor[0, some, 2] = anchor[0, some, 0]                 # zero width
-    some = rng.choice(n, size=max(1, n // 10), replace=False)
-    anchor[0, some] = anchor[0, some][:, [2, 3, 0, 1]]      # inverted
+    sprinkle(rng, ((cls, [np.nan, np.inf, -np.inf, 2.0, -3.0]),
+                   (bbox, [np.nan, np.inf, -np.inf, 1e4, -1e4, 88.0, 1e30]),
+                   (anchor, [np.nan, np.inf, -np.inf, 0.5])), every=15)
+    degenerate_anchors(rng, anchor)
     return cls, bbox, anchor
 
 

@@ -3,6 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from fuzz_inputs import degenerate_anchors, sprinkle
+
 import ssdkit  # noqa: F401  (loads the operators)
 from ssdkit import ops
 from ssdkit.reference.multibox_detection import multibox_detection as reference
@@ -235,17 +237,10 @@ def test_threads_do_not_change_the_result(rng):
 def _corrupt(rng, prob, loc, anchor):
     """Inject NaN/inf scores, NaN/inf/huge regressions, zero-area, inverted and NaN anchors."""
     prob, loc, anchor = prob.copy(), loc.copy(), anchor.copy()
-    for array, values in ((prob, [np.nan, np.inf, -np.inf, 2.0, -3.0]),
-                          (loc, [np.nan, np.inf, -np.inf, 1e4, -1e4, 88.0]),
-                          (anchor, [np.nan, np.inf, 0.5])):
-        flat = array.reshape(-1)
-        hits = rng.choice(flat.size, size=max(1, flat.size // 20), replace=False)
-        flat[hits] = rng.choice(values, size=hits.size)
-    n = anchor.shape[1]
-    some = rng.choice(n, size=max(1, n // 10), replace=False)
-    anchor[0, some, 2] = anchor[0, some, 0]                             # zero width
-    some = rng.choice(n, size=max(1, n // 10), replace=False)
-    anchor[0, some] = anchor[0, some][:, [2, 3, 0, 1]]                  # inverted
+    sprinkle(rng, ((prob, [np.nan, np.inf, -np.inf, 2.0, -3.0]),
+                   (loc, [np.nan, np.inf, -np.inf, 1e4, -1e4, 88.0]),
+                   (anchor, [np.nan, np.inf, 0.5])), every=20)
+    degenerate_anchors(rng, anchor)
     return prob, loc, anchor
 
 

@@ -7,7 +7,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from label_fuzz import corrupt_label_rows
+from fuzz_inputs import corrupt_label_rows
 
 import ssdkit  # noqa: F401  (registers mx.nd.ProposalTarget)
 from ssdkit import ops

@@ -1,4 +1,4 @@
-"""Shared by the target-operator fuzz tests: corrupt some ground-truth rows of a label batch in place."""
+"""Input corruption shared by the operators' fuzz tests (all functions modify their arrays in place)."""
 import numpy as np
 
 
@@ -22,3 +22,23 @@ def corrupt_label_rows(rng, label, fraction, bad_classes, extra_kinds=()):
         else:
             extra_kinds[kind - 4](label[b, r])
     return label
+
+
+def sprinkle(rng, arrays_and_values, every):
+    """Overwrite about one element in ``every`` (at least one) of each array with one of its bad values.
+
+    ``arrays_and_values``: pairs ``(array, values)``; the arrays must be contiguous (views are written).
+    """
+    for array, values in arrays_and_values:
+        flat = array.reshape(-1)
+        hits = rng.choice(flat.size, size=max(1, flat.size // every), replace=False)
+        flat[hits] = rng.choice(values, size=hits.size)
+
+
+def degenerate_anchors(rng, anchor):
+    """Give a tenth of the anchors of ``anchor (1, N, 4)`` zero width and another tenth inverted corners."""
+    n = anchor.shape[1]
+    some = rng.choice(n, size=max(1, n // 10), replace=False)
+    anchor[0, some, 2] = anchor[0, some, 0]                 # zero width
+    some = rng.choice(n, size=max(1, n // 10), replace=False)
+    anchor[0, some] = anchor[0, some][:, [2, 3, 0, 1]]      # inverted
