@@ -1,15 +1,18 @@
 """Speed of ssdkit's operators against MXNet's built-in contrib operators.
 
 Both run on the same inputs in the same process, interleaved (ours, contrib, ours, ...) so that
-load from other processes hits both alike; each timing is the median of ``--repeats`` calls after
-one warm-up call each. Run with the thread count fixed, e.g.::
+load from other processes hits both alike; each timing is the median of at least ``--repeats``
+calls (and at least ``MIN_SECONDS`` of rounds) after one warm-up call each. Run with the thread
+count fixed, e.g.::
 
     OMP_NUM_THREADS=2 python bench/bench_ops.py --ops target --repeats 7
 
-Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget) and
-``detection`` (MultiBoxDetection).
+Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget),
+``detection`` (MultiBoxDetection through imperative ``mx.nd`` calls) and ``detection-executor``
+(the same through bound executors, whose outputs are allocated once, as in a deploy graph).
 """
 import argparse
+import functools
 import math
 
 import mxnet as mx
@@ -51,9 +54,9 @@ def random_labels(rng, batch, max_gt, num_classes):
     return label
 
 
-def median_ms(fn, repeats):
-    """Median wall time of ``fn()`` in milliseconds (one warm-up call first)."""
-    return interleaved_median_ms([fn], repeats)[0]
+# Each configuration runs at least this long (and at least --repeats rounds): calls of a few
+# milliseconds need hundreds of samples before their median stops moving.
+MIN_SECONDS = 3.0
 
 
 def bench_target(repeats, quick=False):
@@ -85,7 +88,7 @@ def bench_target(repeats, quick=False):
         want = [o.asnumpy() for o in mx.nd.contrib.MultiBoxTarget(anchor, label, cls_pred, **kwargs)]
         same = (np.allclose(got[0], want[0], rtol=1e-5, atol=1e-5) and np.array_equal(got[1], want[1])
                 and np.array_equal(got[2], want[2]))
-        ours_ms, contrib_ms = interleaved_median_ms([ours, contrib], repeats)
+        ours_ms, contrib_ms = interleaved_median_ms([ours, contrib], repeats, min_seconds=MIN_SECONDS)
         rows.append({"N": num_anchors, "B": batch, "C": channels, "contrib_ms": contrib_ms,
                      "ours_ms": ours_ms, "speedup": contrib_ms / ours_ms, "same_output": same})
     return rows
@@ -113,11 +116,26 @@ def detection_inputs(rng, batch, channels, num_anchors, candidate_fraction):
 DETECTION_SETTINGS = {"topk400": (0.05, {"nms_topk": 400}), "all": (0.01, {})}
 
 
-def bench_detection(repeats, quick=False):
+def bound_call(op, arrays, kwargs):
+    """A function running ``op`` on ``arrays`` through a bound executor, as a deploy graph runs it:
+    the output buffer is allocated once at bind time, not per call."""
+    names = ["cls_prob", "loc_pred", "anchor"]
+    exe = op(*[mx.sym.var(n) for n in names], **kwargs).bind(mx.cpu(), args=dict(zip(names, arrays)),
+                                                              grad_req="null")
+
+    def run():
+        exe.forward(is_train=False)
+        exe.outputs[0].wait_to_read()
+    return run
+
+
+def bench_detection(repeats, quick=False, executor=False):
     """MultiBoxDetection (threshold 0.01, class-aware NMS at 0.5) vs contrib, in two settings:
     ``topk400`` (5% candidates, nms_topk=400 as SSD deploy graphs use) and ``all`` (1% candidates,
     no top-k). ``ours_k100_ms`` times our op with ``max_detections=100`` (a (B, 100, 6) output).
-    Outputs of the two operators are checked equal first.
+    Outputs of the two operators are checked equal first. ``executor``: time bound executors
+    (outputs allocated once, as in a deploy graph) instead of imperative ``mx.nd`` calls (which
+    allocate, and page-fault, a fresh (B, N, 6) output every call).
 
     Returns
     -------
@@ -136,26 +154,33 @@ def bench_detection(repeats, quick=False):
         np.testing.assert_allclose(ours_out, mx.nd.contrib.MultiBoxDetection(*arrays, **kwargs).asnumpy(),
                                    atol=1e-5)
 
-        def ours():
-            mx.nd.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
+        if executor:
+            ours = bound_call(mx.sym.MultiBoxDetection, arrays, kwargs)
+            ours_k100 = bound_call(mx.sym.MultiBoxDetection, arrays, dict(kwargs, max_detections=100))
+            contrib = bound_call(mx.sym.contrib.MultiBoxDetection, arrays, kwargs)
+        else:
+            def ours():
+                mx.nd.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
 
-        def ours_k100():
-            mx.nd.MultiBoxDetection(*arrays, max_detections=100, **kwargs).wait_to_read()
+            def ours_k100():
+                mx.nd.MultiBoxDetection(*arrays, max_detections=100, **kwargs).wait_to_read()
 
-        def contrib():
-            mx.nd.contrib.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
+            def contrib():
+                mx.nd.contrib.MultiBoxDetection(*arrays, **kwargs).wait_to_read()
 
-        contrib_ms = median_ms(contrib, max(1, repeats // 2))
-        ours_ms = median_ms(ours, repeats)
+        contrib_ms, ours_ms, k100_ms = interleaved_median_ms([contrib, ours, ours_k100], repeats,
+                                                             min_seconds=MIN_SECONDS)
         rows.append({"N": num_anchors, "B": batch, "C": channels, "setting": setting,
                      "cand_per_img": int(np.count_nonzero(ours_out[..., 1] >= 0.01) // batch),
                      "contrib_ms": contrib_ms, "ours_ms": ours_ms,
-                     "ours_k100_ms": median_ms(ours_k100, repeats), "speedup": contrib_ms / ours_ms})
+                     "ours_k100_ms": k100_ms, "speedup": contrib_ms / ours_ms})
     return rows
 
 
 SECTIONS = {"target": ("MultiBoxTarget", bench_target),
-            "detection": ("MultiBoxDetection", bench_detection)}
+            "detection": ("MultiBoxDetection, imperative calls", bench_detection),
+            "detection-executor": ("MultiBoxDetection, bound executors",
+                                   functools.partial(bench_detection, executor=True))}
 
 
 def format_table(title, rows):
@@ -163,7 +188,8 @@ def format_table(title, rows):
     keys = list(rows[0])
     lines = ["### " + title, "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        cells = ["%.1f" % v if isinstance(v, float) else str(v) for v in row.values()]
+        cells = [("%.2f" if v < 10 else "%.1f") % v if isinstance(v, float) else str(v)
+                 for v in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
