@@ -17,42 +17,45 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <numeric>
+#include <functional>
 #include <vector>
 
 #include "common/macros.h"
 
 namespace ssdkit {
 
-/*! \brief "a ranks before b": higher score first, NaN last, then lower index first. */
-struct ScoreDescending {
-  const float* scores;
-  bool operator()(int a, int b) const {
-    float sa = scores[a], sb = scores[b];
-    bool na = std::isnan(sa), nb = std::isnan(sb);
-    if (na != nb) return nb;             // a number before NaN
-    if (!na && sa != sb) return sa > sb;
-    return a < b;
-  }
-};
+/*!
+ * \brief The whole TopKDescending order of one score as an integer (host only): a higher score has
+ *  a larger key, -0 and +0 share one, NaN has key 0, below every number (-inf included).
+ */
+inline uint32_t TotalRankKey(float score) {
+  if (std::isnan(score)) return 0u;
+  const float s = score + 0.f;  // -0 -> +0
+  uint32_t u;
+  std::memcpy(&u, &s, sizeof(u));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // never 0: that is a NaN's complement
+}
 
 /*!
  * \brief The indices 0..n-1 of the `k` best `scores` in rank order (see file comment).
+ *  Each entry is ranked as one 64-bit integer, (TotalRankKey(score) << 32) | ~index, so descending
+ *  integers are descending scores, then ascending indices: plain integer comparisons instead of
+ *  a comparator that loads two scores through their indices.
  * \param scores  (n,) scores
  * \param k       how many to return; k < 0 or k >= n returns all n, fully ranked
  * \param order   output, resized to min(k, n) (or n)
  */
 inline void TopKDescending(const float* scores, int n, int k, std::vector<int>* order) {
-  order->resize(static_cast<size_t>(n));
-  std::iota(order->begin(), order->end(), 0);
-  ScoreDescending cmp{scores};
-  if (k < 0 || k >= n) {
-    std::sort(order->begin(), order->end(), cmp);
-    return;
+  std::vector<uint64_t> keys(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    keys[i] = (static_cast<uint64_t>(TotalRankKey(scores[i])) << 32) | (~static_cast<uint32_t>(i));
   }
-  std::nth_element(order->begin(), order->begin() + k, order->end(), cmp);
-  order->resize(static_cast<size_t>(k));
-  std::sort(order->begin(), order->end(), cmp);
+  const int m = (k < 0 || k >= n) ? n : k;
+  const std::greater<uint64_t> descending;
+  if (m < n) std::nth_element(keys.begin(), keys.begin() + m, keys.end(), descending);
+  std::sort(keys.begin(), keys.begin() + m, descending);
+  order->resize(static_cast<size_t>(m));
+  for (int r = 0; r < m; ++r) (*order)[r] = static_cast<int>(~static_cast<uint32_t>(keys[r]));
 }
 
 /*!

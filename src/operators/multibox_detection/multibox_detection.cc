@@ -167,7 +167,12 @@ void DetectImage(const MultiBoxDetectionParam& p, int n, int num_classes, const 
   s->classes.resize(v);
   s->scores.resize(v);
   s->boxes.resize(4 * static_cast<size_t>(v));
+  constexpr int kAhead = 16;  // candidates' loc/anchor rows are scattered: load them ahead of use
   for (int c = 0; c < v; ++c) {
+    if (c + kAhead < v) {
+      __builtin_prefetch(loc + 4 * static_cast<size_t>(s->anchors[c + kAhead]));
+      __builtin_prefetch(anchor + 4 * static_cast<size_t>(s->anchors[c + kAhead]));
+    }
     const int i = s->anchors[c];
     s->classes[c] = best_class[i];
     s->scores[c] = best_score[i];
