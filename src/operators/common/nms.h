@@ -6,7 +6,8 @@
  * kept unless a kept candidate, of the same class when `classes` is given (class-aware NMS),
  * overlaps it with IoU (common/bbox.h BoxIoU) >= iou_threshold. This is the same result as the
  * usual "each kept box suppresses the later ones" loop, but it compares each candidate only
- * with the kept boxes of its class, held contiguously, and it can stop after `max_keep` kept.
+ * with the kept boxes of its class, held contiguously (coordinate by coordinate, branch-free, for
+ * class-aware NMS with a positive threshold), and it can stop after `max_keep` kept.
  * Shared by MultiBoxDetection, FPNProposal and RCNNDetection. BlockGreedyNms (nvcc only) is the
  * same greedy rule run by one CUDA block, for the FPN operators' kernels.
  */
@@ -27,55 +28,6 @@ struct NmsOptions {
   float iou_threshold = 0.5f;  // suppress at IoU >= this
   int max_keep = -1;           // stop after this many kept; < 0: no limit
 };
-
-/*! \brief Reusable buffers of GreedyNms (one per thread avoids reallocating per image). */
-struct NmsScratch {
-  std::vector<std::vector<float>> kept_boxes;  // per class: kept boxes, 4 floats each
-};
-
-/*!
- * \brief Greedy NMS.
- * \param boxes        (n, 4) corner boxes, indexed by the values in `order`
- * \param classes      (n,) class ids in [0, num_classes), or nullptr for class-agnostic NMS
- * \param num_classes  number of classes (ignored when classes == nullptr)
- * \param order        (count,) candidate indices, best first
- * \param keep         output: kept candidate indices in visiting order (cleared first)
- * \return number of kept candidates
- */
-inline int GreedyNms(const float* boxes, const int* classes, int num_classes, const int* order,
-                     int count, const NmsOptions& opt, std::vector<int>* keep,
-                     NmsScratch* scratch) {
-  keep->clear();
-  const int lists = classes == nullptr ? 1 : num_classes;
-  if (lists <= 0) return 0;
-  scratch->kept_boxes.resize(static_cast<size_t>(lists));
-  for (auto& l : scratch->kept_boxes) l.clear();
-  for (int r = 0; r < count; ++r) {
-    if (opt.max_keep >= 0 && static_cast<int>(keep->size()) >= opt.max_keep) break;
-    const int idx = order[r];
-    const float* box = boxes + 4 * static_cast<size_t>(idx);
-    int list = 0;
-    if (classes != nullptr) {
-      list = classes[idx];
-      if (list < 0 || list >= num_classes) {
-        throw std::out_of_range("GreedyNms: class id " + std::to_string(list) + " outside [0, " +
-                                std::to_string(num_classes) + ")");
-      }
-    }
-    std::vector<float>& kept = scratch->kept_boxes[static_cast<size_t>(list)];
-    bool suppressed = false;
-    for (size_t k = 0; k < kept.size(); k += 4) {
-      if (BoxIoU(kept.data() + k, box) >= opt.iou_threshold) {
-        suppressed = true;
-        break;
-      }
-    }
-    if (suppressed) continue;
-    kept.insert(kept.end(), box, box + 4);
-    keep->push_back(idx);
-  }
-  return static_cast<int>(keep->size());
-}
 
 /*! \brief Kept boxes of GreedyNmsSoA, one array per coordinate so that the IoU loop vectorises. */
 struct NmsSoAScratch {
@@ -133,6 +85,115 @@ inline int GreedyNmsSoA(const float* boxes, const int* order, int count, const N
     s->x1.push_back(bx1);
     s->y1.push_back(by1);
     s->area.push_back(barea);
+    keep->push_back(idx);
+  }
+  return static_cast<int>(keep->size());
+}
+
+/*! \brief Reusable buffers of GreedyNms (one per thread avoids reallocating per image). */
+struct NmsScratch {
+  std::vector<std::vector<float>> kept_boxes;  // per class: kept boxes, 4 floats each
+  // class-aware path: the ranked candidates bucketed by class
+  std::vector<int> class_start;  // (lists + 1,) bucket offsets
+  std::vector<int> bucket_idx;   // (count,) candidate indices, by class, rank order within
+  std::vector<int> bucket_rank;  // (count,) their positions in `order`
+  std::vector<int> class_keep;   // one class's kept indices
+  std::vector<char> kept;        // (count,) 1 if the candidate at this rank is kept
+  NmsSoAScratch soa;
+};
+
+/*!
+ * \brief GreedyNms with classes and iou_threshold > 0, same result: class-aware NMS decides a
+ *  candidate only from the earlier candidates of its class, so the ranked list is bucketed by
+ *  class (rank order kept within each), each bucket goes through the branch-free GreedyNmsSoA, and
+ *  the kept candidates are collected back in rank order, cut at max_keep.
+ */
+inline int ClassAwareNmsSoA(const float* boxes, const int* classes, int num_classes, const int* order,
+                            int count, const NmsOptions& opt, std::vector<int>* keep, NmsScratch* s) {
+  keep->clear();
+  s->class_start.assign(static_cast<size_t>(num_classes) + 1, 0);
+  for (int r = 0; r < count; ++r) {
+    const int list = classes[order[r]];
+    if (list < 0 || list >= num_classes) {
+      throw std::out_of_range("GreedyNms: class id " + std::to_string(list) + " outside [0, " +
+                              std::to_string(num_classes) + ")");
+    }
+    ++s->class_start[static_cast<size_t>(list) + 1];
+  }
+  for (int c = 0; c < num_classes; ++c) s->class_start[c + 1] += s->class_start[c];
+  s->bucket_idx.resize(static_cast<size_t>(count));
+  s->bucket_rank.resize(static_cast<size_t>(count));
+  s->class_keep.clear();
+  {
+    std::vector<int>& fill = s->class_keep;  // reused as the running bucket cursors
+    fill.assign(s->class_start.begin(), s->class_start.end() - 1);
+    for (int r = 0; r < count; ++r) {
+      const int at = fill[classes[order[r]]]++;
+      s->bucket_idx[at] = order[r];
+      s->bucket_rank[at] = r;
+    }
+  }
+  s->kept.assign(static_cast<size_t>(count), 0);
+  for (int c = 0; c < num_classes; ++c) {
+    const int begin = s->class_start[c], n = s->class_start[c + 1] - begin;
+    if (n == 0) continue;
+    GreedyNmsSoA(boxes, s->bucket_idx.data() + begin, n, opt, &s->class_keep, &s->soa);
+    // class_keep is a subsequence of the bucket: walk both to find the kept ranks
+    int j = begin;
+    for (int idx : s->class_keep) {
+      while (s->bucket_idx[j] != idx) ++j;
+      s->kept[s->bucket_rank[j++]] = 1;
+    }
+  }
+  for (int r = 0; r < count; ++r) {
+    if (opt.max_keep >= 0 && static_cast<int>(keep->size()) >= opt.max_keep) break;
+    if (s->kept[r]) keep->push_back(order[r]);
+  }
+  return static_cast<int>(keep->size());
+}
+
+/*!
+ * \brief Greedy NMS.
+ * \param boxes        (n, 4) corner boxes, indexed by the values in `order`
+ * \param classes      (n,) class ids in [0, num_classes), or nullptr for class-agnostic NMS
+ * \param num_classes  number of classes (ignored when classes == nullptr)
+ * \param order        (count,) candidate indices, best first
+ * \param keep         output: kept candidate indices in visiting order (cleared first)
+ * \return number of kept candidates
+ */
+inline int GreedyNms(const float* boxes, const int* classes, int num_classes, const int* order,
+                     int count, const NmsOptions& opt, std::vector<int>* keep,
+                     NmsScratch* scratch) {
+  keep->clear();
+  const int lists = classes == nullptr ? 1 : num_classes;
+  if (lists <= 0) return 0;
+  if (classes != nullptr && opt.iou_threshold > 0.f) {
+    return ClassAwareNmsSoA(boxes, classes, num_classes, order, count, opt, keep, scratch);
+  }
+  scratch->kept_boxes.resize(static_cast<size_t>(lists));
+  for (auto& l : scratch->kept_boxes) l.clear();
+  for (int r = 0; r < count; ++r) {
+    if (opt.max_keep >= 0 && static_cast<int>(keep->size()) >= opt.max_keep) break;
+    const int idx = order[r];
+    const float* box = boxes + 4 * static_cast<size_t>(idx);
+    int list = 0;
+    if (classes != nullptr) {
+      list = classes[idx];
+      if (list < 0 || list >= num_classes) {
+        throw std::out_of_range("GreedyNms: class id " + std::to_string(list) + " outside [0, " +
+                                std::to_string(num_classes) + ")");
+      }
+    }
+    std::vector<float>& kept = scratch->kept_boxes[static_cast<size_t>(list)];
+    bool suppressed = false;
+    for (size_t k = 0; k < kept.size(); k += 4) {
+      if (BoxIoU(kept.data() + k, box) >= opt.iou_threshold) {
+        suppressed = true;
+        break;
+      }
+    }
+    if (suppressed) continue;
+    kept.insert(kept.end(), box, box + 4);
     keep->push_back(idx);
   }
   return static_cast<int>(keep->size());
