@@ -220,8 +220,9 @@ def test_inputs_are_not_modified(rng):
         np.testing.assert_array_equal(a.asnumpy(), b)
 
 
-def test_threads_do_not_change_the_result(rng):
-    inputs = make_inputs(rng, 5, 8, 3000, background_bias=3.0)
+@pytest.mark.parametrize("batch", [1, 5])  # 1 < threads: pass 1 split in anchor blocks; 5: per image
+def test_threads_do_not_change_the_result(rng, batch):
+    inputs = make_inputs(rng, batch, 8, 3000, background_bias=3.0)
     previous = ops.num_threads()
     try:
         ops.set_num_threads(1)

@@ -4,7 +4,8 @@
  *
  * CPU plan, for B images of N anchors and C+1 channels:
  *  1. best class per anchor: one streaming pass over cls_prob, channel-outer / anchor-inner so the
- *     (B, C+1, N) layout is read contiguously; parallel over (image, block of anchors).
+ *     (B, C+1, N) layout is read contiguously; parallel over (image, block of anchors) when there
+ *     are fewer images than threads, else each image's task runs it right before step 2.
  *  2. per image, in parallel over images: gather the candidates (anchor order), decode only them,
  *     rank them (partial sort when nms_topk cuts, common/topk.h), greedy NMS against the kept
  *     boxes of the same class (common/nms.h, stopping early at max_detections), write the rows.
@@ -236,26 +237,39 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const int tasks = batch * blocks;
     const int threads = NumThreads();
     TaskErrors errors(batch);
+    auto best_class_pass = [&](int b, int blk) {
+      const int begin = blk * kAnchorBlock, end = std::min(n, begin + kAnchorBlock);
+      const size_t base = static_cast<size_t>(b) * n;
+      BestClassBlock(p, prob + base * channels, channels, n, begin, end, best_class + base,
+                     best_score + base);
+    };
+    auto detect_image = [&](int b, ImageScratch* scratch) {
+      const size_t base = static_cast<size_t>(b) * n;
+      errors.Run(b, [&]() {
+        DetectImage(p, n, num_classes, best_class + base, best_score + base, loc + 4 * base, anchor,
+                    out + 6 * static_cast<size_t>(b) * rows, rows, scratch);
+      });
+    };
+    // Enough images for every thread: one task per image runs both passes back to back, so pass 2
+    // finds the image's best_class / best_score still in cache and no barrier separates them.
+    // Fewer images than threads: pass 1 is split into anchor blocks across all threads first.
+    const bool per_image = batch >= threads;
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp single
       RecordThreadsUsed(omp_get_num_threads());
-#pragma omp for schedule(static)
-      for (int t = 0; t < tasks; ++t) {
-        const int b = t / blocks, blk = t % blocks;
-        const int begin = blk * kAnchorBlock, end = std::min(n, begin + kAnchorBlock);
-        const size_t base = static_cast<size_t>(b) * n;
-        BestClassBlock(p, prob + base * channels, channels, n, begin, end, best_class + base,
-                       best_score + base);
-      }
       ImageScratch scratch;
+      if (per_image) {
 #pragma omp for schedule(dynamic, 1)
-      for (int b = 0; b < batch; ++b) {
-        const size_t base = static_cast<size_t>(b) * n;
-        errors.Run(b, [&]() {
-          DetectImage(p, n, num_classes, best_class + base, best_score + base,
-                      loc + 4 * base, anchor, out + 6 * static_cast<size_t>(b) * rows, rows, &scratch);
-        });
+        for (int b = 0; b < batch; ++b) {
+          for (int blk = 0; blk < blocks; ++blk) best_class_pass(b, blk);
+          detect_image(b, &scratch);
+        }
+      } else {
+#pragma omp for schedule(static)
+        for (int t = 0; t < tasks; ++t) best_class_pass(t / blocks, t % blocks);
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < batch; ++b) detect_image(b, &scratch);
       }
     }
     errors.Rethrow();
