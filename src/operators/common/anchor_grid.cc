@@ -17,7 +17,7 @@ void FillAnchorGridCPU(const AnchorGrid& g, float* out) {
   const float* half = g.half.data();
 #pragma omp parallel num_threads(NumThreads())
   {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
     RecordThreadsUsed(omp_get_num_threads());
 #pragma omp for schedule(static)
     for (int loc = 0; loc < locations; ++loc) {

@@ -181,7 +181,7 @@ MXReturnValue ProposalForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inpu
     const int rows = p.post_nms_top_n;
 #pragma omp parallel num_threads(NumThreads())
     {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
       Scratch scratch;
 #pragma omp for schedule(dynamic, 1)

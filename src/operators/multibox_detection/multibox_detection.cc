@@ -256,7 +256,7 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const bool per_image = batch >= threads;
 #pragma omp parallel num_threads(threads)
     {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
       ImageScratch scratch;
       if (per_image) {
@@ -266,7 +266,7 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
           detect_image(b, &scratch);
         }
       } else {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int t = 0; t < tasks; ++t) best_class_pass(t / blocks, t % blocks);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < batch; ++b) detect_image(b, &scratch);

@@ -262,7 +262,7 @@ MXReturnValue TargetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs
     const int tasks = pb.batch * pb.num_blocks;
 #pragma omp parallel num_threads(NumThreads())
     {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tasks; ++t) {

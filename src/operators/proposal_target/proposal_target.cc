@@ -184,7 +184,7 @@ MXReturnValue PtForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs, st
     const int groups = std::min(d.batch, sample::kCpuRandomStates);
 #pragma omp parallel num_threads(NumThreads())
     {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
       Scratch scratch;
 #pragma omp for schedule(dynamic, 1)

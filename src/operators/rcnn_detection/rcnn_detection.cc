@@ -134,7 +134,7 @@ MXReturnValue DetectionForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inp
     TaskErrors errors(tasks);
 #pragma omp parallel num_threads(NumThreads())
     {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
       Scratch scratch;
 #pragma omp for schedule(dynamic, 1)

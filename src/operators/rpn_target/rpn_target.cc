@@ -232,7 +232,7 @@ MXReturnValue RpnForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const int groups = std::min(d.batch, sample::kCpuRandomStates);
 #pragma omp parallel num_threads(NumThreads())
     {
-#pragma omp single
+#pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tasks; ++t) ScanBlock(&pb, t / pb.num_blocks, t % pb.num_blocks);
