@@ -1,10 +1,14 @@
 """Training images/s: ssdkit (Module + FolderDetIter) vs a GluonCV ``train_ssd.py``-style loop.
 
-Both sides train SSD512-MobileNet1.0 (GluonCV ``ssd_512_mobilenet1.0_voc``, 20 classes, 6132
-anchors; ssdkit ``get_symbol_train(**ssdkit.weights.zoo_config(name))``, i.e. the ``mobilenet``
-@512 preset) in this process on the CPU, from the same random weights (GluonCV's initialisation
-imported with ``ssdkit.weights.import_ssd``), on the same synthetic JPEG images, at the same batch
-size, with SGD (lr 1e-3, momentum 0.9, wd 5e-4) and the same number of data workers.
+``--model mobilenet512`` (default): both sides train SSD512-MobileNet1.0 (GluonCV
+``ssd_512_mobilenet1.0_voc``, 20 classes, 6132 anchors; ssdkit
+``get_symbol_train(**ssdkit.weights.zoo_config(name))``, i.e. the ``mobilenet`` @512 preset) from
+the same random weights (GluonCV's initialisation imported with ``ssdkit.weights.import_ssd``).
+``--model lite256``: the main job's network, the ``lite`` body with its extra layers at 256², 6
+classes, 4 anchors per location (5440): GluonCV's ``SSD(network=None, features=...)`` gets the very
+same body symbol as a SymbolBlock and adds its own heads and anchors; each side starts from its
+own random weights. Both in this process on the CPU, on the same synthetic JPEG images, at the
+same batch size, with SGD (lr 1e-3, momentum 0.9, wd 5e-4) and the same number of data workers.
 
 * ssdkit: ``FolderDetIter`` (SSD augmentation: expand, IoU crop, mirror, photometric; worker
   threads) feeding an ``mx.mod.Module`` bound and initialised as ``ssdkit.engine.trainer.fit``
@@ -41,13 +45,60 @@ import statistics
 import tempfile
 import time
 
-NAME = "ssd_512_mobilenet1.0_voc"
-SIZE = 512
 LR, MOMENTUM, WD = 1e-3, 0.9, 5e-4
+
+# --model: the zoo network (identical weights on both sides) or the main job's network
+ZOO_NAME = "ssd_512_mobilenet1.0_voc"
+LITE_SIZE = 256
+LITE_CLASSES = ("circle", "ring", "box", "triangle", "star", "cross")  # the synthetic shapes
+LITE_PIXEL_SIZES = (12.8, 46.08, 92.16, 166.4, 217.6)  # GluonCV-style sizes: the lite preset's
+LITE_STEPS = (8, 16, 32, 64)                           # per-layer smallest sizes, then 0.85
+
+
+def _lite_config():
+    """The main job's network (``lite`` body, 4 feature layers) with GluonCV's anchor layout
+    (sizes (s_k, sqrt(s_k s_k+1)) and ratios 1, 2, 1/2: 4 anchors per location) so both sides
+    build the same graph."""
+    from ssdkit.symbol.symbol_factory import get_config, gluoncv_sizes
+
+    return get_config("lite", LITE_SIZE, sizes=gluoncv_sizes(LITE_PIXEL_SIZES, LITE_SIZE),
+                      ratios=[[1, 2, 0.5]] * 4, steps=[s / LITE_SIZE for s in LITE_STEPS])
+
+
+def _lite_feature_symbols():
+    """ssdkit's lite body and extra layers: the four feature maps of the ssdkit side's graph.
+    Built outside any Gluon name scope, so the layer names are the ssdkit ones."""
+    from ssdkit.symbol import lite
+    from ssdkit.symbol.common import multi_layer_feature
+
+    cfg = _lite_config()
+    return multi_layer_feature(lite.get_symbol(), cfg["from_layers"], cfg["num_filters"],
+                               cfg["strides"], cfg["pads"], use_bn=cfg["extra_bn"])
+
+
+def _gluoncv_net(model):
+    import mxnet as mx
+    from gluoncv import model_zoo
+    from gluoncv.model_zoo.ssd.ssd import SSD
+
+    if model == "mobilenet512":
+        return model_zoo.get_model(ZOO_NAME, pretrained=False, pretrained_base=False)
+    layers = _lite_feature_symbols()
+    # GluonCV's SSD(network=None) calls features(...) for a block returning every feature map
+    return SSD(network=None, base_size=LITE_SIZE,
+               features=lambda **_: mx.gluon.SymbolBlock(outputs=layers, inputs=mx.sym.var("data")),
+               num_filters=None, sizes=list(LITE_PIXEL_SIZES), ratios=[[1, 2, 0.5]] * 4,
+               steps=list(LITE_STEPS), classes=LITE_CLASSES)
+
+
+MODELS = {"mobilenet512": 512, "lite256": LITE_SIZE}  # name -> input size
 
 
 def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="mobilenet512", choices=sorted(MODELS),
+                        help="mobilenet512: GluonCV's ssd_512_mobilenet1.0_voc, identical weights; "
+                             "lite256: the main job's network (random weights on each side)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--images", type=int, default=256, help="synthetic training images")
     parser.add_argument("--iters", type=int, default=3, help="batches per timed window")
@@ -89,25 +140,31 @@ class SsdkitSide:
 
     name = "ssdkit"
 
-    def __init__(self, records, batch_size, workers, params_path):
+    def __init__(self, records, batch_size, workers, params_path, model):
         import mxnet as mx
 
         from ssdkit.dataset.augment import AugmentConfig, Normalization
         from ssdkit.dataset.folder_iter import FolderDetIter
         from ssdkit.engine.ssd_metric import MultiBoxMetric
-        from ssdkit.symbol.common import he_initializer
+        from ssdkit.symbol.common import he_initializer, multibox_initializer
         from ssdkit.symbol.symbol_builder import get_symbol_train
         from ssdkit.weights import import_ssd, zoo_config
 
-        self.symbol = get_symbol_train(**zoo_config(NAME))
-        self.iter = FolderDetIter(records, batch_size=batch_size, data_shape=(3, SIZE, SIZE),
+        size = MODELS[model]
+        if model == "mobilenet512":
+            self.symbol = get_symbol_train(**zoo_config(ZOO_NAME))
+            arg, aux = import_ssd(params_path, ZOO_NAME)
+        else:
+            self.symbol = get_symbol_train(num_classes=len(LITE_CLASSES), **_lite_config())
+            arg, aux = None, None
+        self.iter = FolderDetIter(records, batch_size=batch_size, data_shape=(3, size, size),
                                   augment=AugmentConfig(), normalization=Normalization(), shuffle=True,
                                   seed=0, num_workers=workers, last_batch="discard")
-        arg, aux = import_ssd(params_path, NAME)
         mod = mx.mod.Module(self.symbol, data_names=["data"], label_names=["label"], context=[mx.cpu()])
         mod.bind(data_shapes=self.iter.provide_data, label_shapes=self.iter.provide_label,
                  for_training=True)
-        mod.init_params(initializer=he_initializer(),
+        init = he_initializer() if arg is not None else multibox_initializer(len(LITE_CLASSES))
+        mod.init_params(initializer=init,
                         arg_params=arg, aux_params=aux, allow_missing=True, allow_extra=True,
                         force_init=True)
         optimizer = mx.optimizer.create("sgd", learning_rate=LR, wd=WD, momentum=MOMENTUM,
@@ -171,21 +228,21 @@ class GluonCVSide:
 
     name = "gluoncv"
 
-    def __init__(self, records, batch_size, workers, params_path):
+    def __init__(self, records, batch_size, workers, params_path, model):
         import mxnet as mx
-        from gluoncv import model_zoo
         from gluoncv.data.batchify import Stack, Tuple
         from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
         from gluoncv.loss import SSDMultiBoxLoss
 
-        net = model_zoo.get_model(NAME, pretrained=False, pretrained_base=False)
+        size = MODELS[model]
+        net = _gluoncv_net(model)
         net.initialize()
         with mx.autograd.train_mode():
-            _, _, anchors = net(mx.nd.zeros((1, 3, SIZE, SIZE)))
-        net.save_parameters(params_path)   # ssdkit starts from the same weights
+            _, _, anchors = net(mx.nd.zeros((1, 3, size, size)))
+        net.save_parameters(params_path)   # ssdkit starts from the same weights (zoo model)
         net.hybridize(static_alloc=True, static_shape=True)
         dataset = mx.gluon.data.SimpleDataset(_VOCLike(records)).transform(
-            SSDDefaultTrainTransform(SIZE, SIZE, anchors))
+            SSDDefaultTrainTransform(size, size, anchors))
         self.loader = mx.gluon.data.DataLoader(dataset, batch_size, shuffle=True,
                                                batchify_fn=Tuple(Stack(), Stack(), Stack()),
                                                last_batch="rollover", num_workers=workers)
@@ -312,14 +369,14 @@ def main():
 
     root = args.root or tempfile.mkdtemp(prefix="ssdkit_bench_train_")
     records = _records(root, args.images)
-    params_path = os.path.join(root, NAME + ".params")
-    print("mxnet %s, OMP_NUM_THREADS=%s, %d synthetic images, %s @%d, %d data workers, load average %s"
-          % (mx.__version__, os.environ["OMP_NUM_THREADS"], len(records), NAME, SIZE, args.workers,
+    params_path = os.path.join(root, args.model + ".params")
+    print("mxnet %s, OMP_NUM_THREADS=%s, %d synthetic images, model %s, %d data workers, load average %s"
+          % (mx.__version__, os.environ["OMP_NUM_THREADS"], len(records), args.model, args.workers,
              " ".join("%.2f" % v for v in os.getloadavg())))
     table = []
     for batch_size in args.batch_sizes:
-        gluoncv = GluonCVSide(records, batch_size, args.workers, params_path)
-        ssdkit = SsdkitSide(records, batch_size, args.workers, params_path)
+        gluoncv = GluonCVSide(records, batch_size, args.workers, params_path, args.model)
+        ssdkit = SsdkitSide(records, batch_size, args.workers, params_path, args.model)
         sides = [ssdkit, gluoncv]
         if batch_size == args.batch_sizes[0]:
             for side in sides:
