@@ -59,6 +59,7 @@ def run_preset(name, args):
     from ssdkit.metrics.voc import VOCMeanAP
 
     config = apply_overrides(load_config(name), {"data.root": os.path.join(args.root, "VOCdevkit"),
+                                                 "data.val": ["2007/test"],  # score on the test split
                                                  "data.num_workers": args.workers})
     family = family_of(config)
     train_set, val_set = load_split(config, "train"), load_split(config, "val")

@@ -8,15 +8,17 @@ annotations are exact; objects that are tiny or mostly hidden are marked ``diffi
 an object with almost nothing visible are erased (nothing drawn is left unannotated).
 
 Each image is rendered from its own generator seeded by ``(seed, split, index)``: the same seed writes
-byte-identical files, and image ``i`` of a split does not depend on the size of the other split.
+byte-identical files, and image ``i`` of a split does not depend on the size of the other splits. The
+optional ``val`` split (``num_val > 0``) is a held-out set for choosing epochs and settings, so the
+``test`` split is only ever used for the final number.
 
 Layout written under ``root``::
 
     classes.txt                                   one class name per line, line i is class id i
     VOCdevkit/VOC2007/JPEGImages/000001.jpg ...
     VOCdevkit/VOC2007/Annotations/000001.xml ...  1-based inclusive pixel boxes
-    VOCdevkit/VOC2007/ImageSets/Main/{trainval,test}.txt
-    annotations/instances_{trainval,test}.json    COCO; category id = class id + 1; extra key "difficult"
+    VOCdevkit/VOC2007/ImageSets/Main/{trainval,test,val}.txt   (val only when num_val > 0)
+    annotations/instances_{trainval,test,val}.json    COCO; category id = class id + 1; extra key "difficult"
 """
 import json
 import os
@@ -26,7 +28,7 @@ import cv2
 import numpy as np
 
 SYNTHETIC_CLASSES = ("circle", "ring", "box", "triangle", "star", "cross")
-SPLITS = ("trainval", "test")
+SPLITS = ("trainval", "test", "val")  # order fixes each split's seed: append only
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def _voc_xml(stem, scene):
             "  <segmented>0</segmented>\n%s</annotation>\n" % (stem, width, height, "".join(objects)))
 
 
-def make_synthetic_dataset(root, *, num_train=200, num_test=100, seed=0, image_size=(256, 400),
+def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed=0, image_size=(256, 400),
                            scene=SceneConfig(), jpeg_quality=90):
     """Write the synthetic dataset under ``root`` (see the module docstring for the layout).
 
@@ -291,6 +293,7 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, seed=0, image_s
     ----------
     root : str, output folder (created; existing files of the same names are overwritten)
     num_train, num_test : int, images in the ``trainval`` and ``test`` splits
+    num_val : int, images in the held-out ``val`` split (not written when 0)
     seed : int, the dataset seed; the same seed gives byte-identical files
     image_size : (int, int), inclusive range of each image side in pixels (height and width drawn apart)
     scene : SceneConfig, drawing parameters
@@ -312,7 +315,9 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, seed=0, image_s
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SYNTHETIC_CLASSES)]
     coco_paths = {}
     next_id = 1
-    for split, count in zip(SPLITS, (num_train, num_test)):
+    for split, count in zip(SPLITS, (num_train, num_test, num_val)):
+        if split == "val" and count == 0:
+            continue
         stems, images, annotations = [], [], []
         for index in range(count):
             rng = scene_generator(seed, split, index)

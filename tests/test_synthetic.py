@@ -141,3 +141,26 @@ def test_voc_reader_agrees_with_gluoncv(synth):
         np.testing.assert_array_equal(label[:, :4], expected)
         np.testing.assert_array_equal(label[:, 4], rec.classes)
         np.testing.assert_array_equal(label[:, 5], rec.difficult)
+
+
+def test_val_split_is_held_out_and_leaves_the_other_splits_unchanged(synth, tmp_path):
+    with_val = make_synthetic_dataset(str(tmp_path / "v"), num_train=10, num_test=4, num_val=3, seed=3,
+                                      image_size=SIZE)
+    main_dir = os.path.join("VOCdevkit", "VOC2007", "ImageSets", "Main")
+    assert not os.path.exists(os.path.join(synth.root, main_dir, "val.txt"))  # num_val=0 writes none
+    stems = {s: open(os.path.join(with_val.root, main_dir, s + ".txt")).read().split()
+             for s in ("trainval", "test", "val")}
+    assert len(stems["val"]) == 3
+    assert not set(stems["val"]) & (set(stems["trainval"]) | set(stems["test"]))
+    # every file of the dataset without val is byte-identical in the one with val
+    files = _all_files(synth.root)
+    _, mismatch, errors = filecmp.cmpfiles(synth.root, with_val.root, files, shallow=False)
+    assert mismatch == [] and errors == []
+    # the val images are new pictures, not copies of test or trainval ones
+    jpeg = os.path.join(with_val.root, "VOCdevkit", "VOC2007", "JPEGImages", "%s.jpg")
+    for v in stems["val"]:
+        for other in stems["trainval"] + stems["test"]:
+            assert not filecmp.cmp(jpeg % v, jpeg % other, shallow=False)
+    records = load_voc(os.path.join(with_val.root, "VOCdevkit"), "2007/val",
+                       class_names=with_val.class_file).records
+    assert [os.path.basename(r.path) for r in records] == [s + ".jpg" for s in stems["val"]]

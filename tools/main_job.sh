@@ -10,13 +10,15 @@ PY="${SSDKIT_VENV:-.venv}/bin/python"
 PRESET="${SSDKIT_PRESET:-lite_256_synthetic}"
 DATA=data/synthetic
 OUT=output/main_job
-if [ ! -f "$DATA/classes.txt" ]; then
-  "$PY" tools/make_synthetic_dataset.py "$DATA" --num-train 1000 --num-test 300 --seed 0
+# trainval trains, val picks the best epoch, test gives the reported number (seeded, byte-identical)
+if [ ! -f "$DATA/VOCdevkit/VOC2007/ImageSets/Main/val.txt" ]; then
+  "$PY" tools/make_synthetic_dataset.py "$DATA" --num-train 1000 --num-test 300 --num-val 200 --seed 0
 fi
 start=$(date +%s)
 "$PY" train.py --config "$PRESET" --data-root "$DATA/VOCdevkit" --prefix "$OUT/ssd"
 trained=$(date +%s)
-"$PY" evaluate.py --config "$PRESET" --data-root "$DATA/VOCdevkit" --prefix "$OUT/ssd" --output "$OUT/eval"
+"$PY" evaluate.py --config "$PRESET" --data-root "$DATA/VOCdevkit" --val 2007/test --prefix "$OUT/ssd" \
+  --output "$OUT/eval"
 done_eval=$(date +%s)
 "$PY" deploy.py --prefix "$OUT/ssd" --output "$OUT/deploy/ssd"
 mapfile -t TEST_IMAGES < <(head -n 4 "$DATA/VOCdevkit/VOC2007/ImageSets/Main/test.txt" | sed "s#^#$DATA/VOCdevkit/VOC2007/JPEGImages/#; s#\$#.jpg#")

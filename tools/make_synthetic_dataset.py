@@ -13,15 +13,18 @@ def main():
     parser.add_argument("root", help="output folder")
     parser.add_argument("--num-train", type=int, default=2000, help="images in the trainval split")
     parser.add_argument("--num-test", type=int, default=500, help="images in the test split")
+    parser.add_argument("--num-val", type=int, default=0,
+                        help="images in a held-out val split (for validation during training)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-size", type=int, default=256, help="smallest image side")
     parser.add_argument("--max-size", type=int, default=400, help="largest image side")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     args = parser.parse_args()
-    data = make_synthetic_dataset(args.root, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
+    data = make_synthetic_dataset(args.root, num_train=args.num_train, num_test=args.num_test,
+                                  num_val=args.num_val, seed=args.seed,
                                   image_size=(args.min_size, args.max_size), jpeg_quality=args.jpeg_quality)
-    print("wrote %d + %d images to %s (VOC root %s, classes %s)"
-          % (args.num_train, args.num_test, data.root, data.devkit, ", ".join(data.class_names)))
+    print("wrote %d trainval + %d test + %d val images to %s (VOC root %s, classes %s)"
+          % (args.num_train, args.num_test, args.num_val, data.root, data.devkit, ", ".join(data.class_names)))
 
 
 if __name__ == "__main__":
