@@ -27,10 +27,15 @@ class ModelConfig:
     ``data_shape`` is the square input of SSD networks; two-stage (``fpn_*``) networks resize each
     image keeping its aspect so the short side is ``resize_short`` and the long side at most
     ``resize_long`` (see :mod:`ssdkit.dataset.two_stage`), and ignore ``data_shape``.
+    ``test_shape`` (SSD, 0: ``data_shape``) is the square input of validation, evaluation and the
+    deployed graph; it is written to the meta file. A fully convolutional SSD whose preset places
+    anchors by feature-map size (no fixed ``steps``) runs at any size: a somewhat larger test size
+    gives small objects more pixels.
     """
 
     network: str = "tiny"
     data_shape: int = 256
+    test_shape: int = 0
     resize_short: int = 800
     resize_long: int = 1333
     class_names: Tuple[str, ...] = ()
@@ -48,6 +53,8 @@ class ModelConfig:
                "model.num_classes", "is %d but class_names lists %d names"
                % (self.num_classes, len(self.class_names)))
         _check(self.data_shape >= 32, "model.data_shape", "must be >= 32, got %r" % self.data_shape)
+        _check(self.test_shape == 0 or self.test_shape >= 32, "model.test_shape",
+               "must be 0 (= data_shape) or >= 32, got %r" % self.test_shape)
         _check(32 <= self.resize_short <= self.resize_long, "model.resize_short",
                "need 32 <= resize_short <= resize_long, got %r and %r" % (self.resize_short, self.resize_long))
         _check(0 < self.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1], got %r" % self.nms_thresh)

@@ -10,6 +10,8 @@ _COMMON = {
     "--network": ("model.network", dict(type=str, help="base network, e.g. tiny, vgg16_reduced, resnet50; "
                                                        "fpn_resnet18 / fpn_resnet50 for the two-stage FPN")),
     "--data-shape": ("model.data_shape", dict(type=int, help="SSD input size in pixels (square)")),
+    "--test-shape": ("model.test_shape", dict(type=int, help="SSD input size of validation, evaluation and "
+                                                             "deploy (0: data_shape)")),
     "--resize-short": ("model.resize_short", dict(type=int, help="FPN: short image side after resizing")),
     "--resize-long": ("model.resize_long", dict(type=int, help="FPN: upper bound of the long image side")),
     "--class-names": ("model.class_names", dict(type=lambda s: tuple(c.strip() for c in s.split(",") if c.strip()),

@@ -11,9 +11,11 @@ import pytest
 
 import ssdkit  # noqa: F401
 from ssdkit.api.deploy import deploy_model
+from ssdkit.api.family import check_test_shape, family_of
 from ssdkit.api.model_files import inference_symbol, read_meta
 from ssdkit.api.train import train_detector
 from ssdkit.config import apply_overrides, load_config
+from ssdkit.dataset.augment import Normalization
 from ssdkit.dataset.synthetic import make_synthetic_dataset
 from ssdkit.detector import Detector
 from ssdkit.engine.checkpoint import latest_epoch, load_params
@@ -220,3 +222,23 @@ def test_bad_config_value_is_a_clear_error(synthetic, tmp_path):
                           stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode != 0
     assert "solver.lr" in proc.stdout and "must be > 0" in proc.stdout
+
+
+def test_test_shape_sets_the_inference_size(trained, synthetic, tmp_path):
+    """--test-shape evaluates (and a meta's test_shape deploys) a fully convolutional SSD at another size."""
+    out = _run(["evaluate.py", "--config", "tiny_256_synthetic", "--data-root", synthetic.devkit,
+                "--prefix", trained, "--epoch", "2", "--test-shape", "160", "--output", str(tmp_path / "eval"),
+                "--no-progress"])
+    assert "VOC07 mAP" in out
+    assert json.load(open(tmp_path / "eval" / "metrics.json"))["images"] == 8
+    family = family_of(read_meta(trained))
+    meta = dict(read_meta(trained), test_shape=160)
+    assert family.inference_shapes(meta, 2) == [("data", (2, 3, 160, 160))]
+    assert family.preprocess(meta, np.zeros((50, 70, 3), np.uint8), Normalization()).shape == (3, 160, 160)
+    config = load_config("tiny_256_synthetic")
+    assert family.apply_meta(config, meta).model.data_shape == 160
+    assert family.apply_meta(config, dict(meta, test_shape=0)).model.data_shape == 128  # trained size
+    # presets whose anchor steps are fractions of the training input cannot change size
+    with pytest.raises(ValueError, match="fixes its anchor steps"):
+        check_test_shape("mobilenet", 512, 448)
+    check_test_shape("mobilenet", 512, 512)

@@ -29,6 +29,24 @@ def _fpn_networks():
     return FPN_NETWORKS
 
 
+def inference_size(meta):
+    """Square input size an SSD model's inference graph runs at: ``test_shape`` or ``data_shape``."""
+    return int(meta.get("test_shape") or meta["data_shape"])
+
+
+def check_test_shape(network, data_shape, size):
+    """Raise ValueError if an SSD trained at ``data_shape`` cannot run at ``size``: presets with fixed
+    anchor ``steps`` (fractions of the training input) would misplace their anchors."""
+    if size == data_shape:
+        return
+    from ssdkit.symbol.symbol_factory import get_config
+
+    if get_config(network, data_shape).get("steps"):
+        raise ValueError("model.test_shape %d differs from data_shape %d, but the %s preset fixes its anchor "
+                         "steps for inputs of %d px; evaluate it at %d (test_shape 0)"
+                         % (size, data_shape, network, data_shape, data_shape))
+
+
 class SSDFamily:
     """Single-stage SSD: square resize to ``model.data_shape``, input ``data``, normalised labels."""
 
@@ -49,6 +67,7 @@ class SSDFamily:
     def meta_fields(self, config):
         """What the graph needs besides class names and normalisation (written to ``-meta.json``)."""
         return {"network": config.model.network, "data_shape": config.model.data_shape,
+                "test_shape": config.model.test_shape,
                 "nms_thresh": config.model.nms_thresh, "nms_topk": config.model.nms_topk,
                 "force_suppress": config.model.force_suppress}
 
@@ -60,9 +79,18 @@ class SSDFamily:
                           force_suppress=meta["force_suppress"], max_detections=max_detections)
 
     def apply_meta(self, config, meta):
-        """``config`` with the model settings of ``meta`` (input size, network), for evaluation."""
+        """``config`` with the model settings of ``meta`` (network; ``data_shape`` = the inference
+        size: ``config.model.test_shape`` if set, else the meta's), for evaluation."""
+        size = config.model.test_shape or inference_size(meta)
+        check_test_shape(meta["network"], int(meta["data_shape"]), size)
         return dataclasses.replace(config, model=dataclasses.replace(
-            config.model, network=meta["network"], data_shape=int(meta["data_shape"])))
+            config.model, network=meta["network"], data_shape=size, test_shape=0))
+
+    def inference_config(self, config):
+        """``config`` whose ``data_shape`` is the inference size (validation during training)."""
+        size = config.model.test_shape or config.model.data_shape
+        check_test_shape(config.model.network, config.model.data_shape, size)
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, data_shape=size, test_shape=0))
 
     def deploy_meta(self, meta, *, max_detections):
         return dict(meta)
@@ -80,7 +108,7 @@ class SSDFamily:
 
     def inference_shapes(self, meta, batch_size):
         """``[(name, shape)]`` of the inference graph inputs for ``batch_size`` images."""
-        s = int(meta["data_shape"])
+        s = inference_size(meta)
         return [("data", (batch_size, 3, s, s))]
 
     def metric_labels(self, labels, batch):
@@ -103,13 +131,13 @@ class SSDFamily:
         """``(H, W, 3)`` uint8 RGB -> ``(3, S, S)`` float32 (the validation transform)."""
         from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
 
-        s = int(meta["data_shape"])
+        s = inference_size(meta)
         resized, _, _ = augment_detection(image, np.zeros((0, 4)), np.random.default_rng(0), NO_AUGMENT, (s, s))
         return to_chw_normalized(resized, normalization)
 
     def batch_inputs(self, meta, inputs, batch_size):
         """Stack :meth:`preprocess` results of up to ``batch_size`` images into the graph's input arrays."""
-        s = int(meta["data_shape"])
+        s = inference_size(meta)
         batch = np.zeros((batch_size, 3, s, s), np.float32)
         for i, x in enumerate(inputs):
             batch[i] = x
@@ -158,6 +186,10 @@ class FPNFamily(SSDFamily):
             settings["test_max_detections"] = int(max_detections)
         return get_symbol(meta["network"], len(meta["class_names"]), image_shape=tuple(meta["image_shape"]),
                           **settings)
+
+    def inference_config(self, config):
+        """FPN validates at its training resize (no separate test size)."""
+        return config
 
     def apply_meta(self, config, meta):
         from ssdkit.symbol.fpn_config import fpn_settings

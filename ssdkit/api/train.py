@@ -81,7 +81,7 @@ def train_detector(config, *, progress=True):
 
     val_fn = None
     if config.data.val:
-        val_iter = make_iterator(config, "val", val_set)
+        val_iter = make_iterator(family.inference_config(config), "val", val_set)  # at test_shape
         use_07 = config.eval.metric != "voc12"
         val_fn = make_validator(infer_sym, val_iter,
                                 lambda: VOCMeanAP(class_names, iou_thresh=config.eval.iou_thresh,
