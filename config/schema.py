@@ -29,8 +29,9 @@ class ModelConfig:
     ``resize_long`` (see :mod:`ssdkit.dataset.two_stage`), and ignore ``data_shape``.
     ``test_shape`` (SSD, 0: ``data_shape``) is the square input of validation, evaluation and the
     deployed graph; it is written to the meta file. A fully convolutional SSD whose preset places
-    anchors by feature-map size (no fixed ``steps``) runs at any size: a somewhat larger test size
-    gives small objects more pixels.
+    anchors by feature-map size (no fixed ``steps``) runs at any size, but a model trained at one
+    size mis-scales its boxes at another (check COCO AP / AP75, not only VOC07: see
+    bench/README_recipe.md); meant for models trained at several sizes.
     """
 
     network: str = "tiny"
