@@ -7,7 +7,7 @@
  * overlaps it with IoU (common/bbox.h BoxIoU) >= iou_threshold. This is the same result as the
  * usual "each kept box suppresses the later ones" loop, but it compares each candidate only
  * with the kept boxes of its class, held contiguously (coordinate by coordinate, branch-free, for
- * class-aware NMS with a positive threshold), and it can stop after `max_keep` kept.
+ * a positive threshold), and it can stop after `max_keep` kept.
  * Shared by MultiBoxDetection, FPNProposal and RCNNDetection. BlockGreedyNms (nvcc only) is the
  * same greedy rule run by one CUDA block, for the FPN operators' kernels.
  */
@@ -167,7 +167,8 @@ inline int GreedyNms(const float* boxes, const int* classes, int num_classes, co
   keep->clear();
   const int lists = classes == nullptr ? 1 : num_classes;
   if (lists <= 0) return 0;
-  if (classes != nullptr && opt.iou_threshold > 0.f) {
+  if (opt.iou_threshold > 0.f) {  // the branch-free kernels, same result
+    if (classes == nullptr) return GreedyNmsSoA(boxes, order, count, opt, keep, &scratch->soa);
     return ClassAwareNmsSoA(boxes, classes, num_classes, order, count, opt, keep, scratch);
   }
   scratch->kept_boxes.resize(static_cast<size_t>(lists));
