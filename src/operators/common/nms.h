@@ -4,10 +4,10 @@
  *
  * Candidates are visited in the given order (best first, e.g. from common/topk.h). A candidate is
  * kept unless a kept candidate, of the same class when `classes` is given (class-aware NMS),
- * overlaps it with IoU (common/bbox.h BoxIoU) >= iou_threshold. This is the same result as the
+ * overlaps it with IoU (common/bbox.h BoxIoU) >= iou_threshold > 0. This is the same result as the
  * usual "each kept box suppresses the later ones" loop, but it compares each candidate only
- * with the kept boxes of its class, held contiguously (coordinate by coordinate, branch-free, for
- * a positive threshold), and it can stop after `max_keep` kept.
+ * with the kept boxes of its class, held coordinate by coordinate (branch-free), and it can stop
+ * after `max_keep` kept.
  * Shared by MultiBoxDetection, FPNProposal and RCNNDetection. BlockGreedyNms (nvcc only) is the
  * same greedy rule run by one CUDA block, for the FPN operators' kernels.
  */
@@ -92,9 +92,8 @@ inline int GreedyNmsSoA(const float* boxes, const int* order, int count, const N
 
 /*! \brief Reusable buffers of GreedyNms (one per thread avoids reallocating per image). */
 struct NmsScratch {
-  std::vector<std::vector<float>> kept_boxes;  // per class: kept boxes, 4 floats each
-  // class-aware path: the ranked candidates bucketed by class
-  std::vector<int> class_start;  // (lists + 1,) bucket offsets
+  std::vector<int> class_start;  // (num_classes + 1,) bucket offsets of the ranked candidates
+  std::vector<int> cursor;       // (num_classes,) next free slot of each bucket while filling
   std::vector<int> bucket_idx;   // (count,) candidate indices, by class, rank order within
   std::vector<int> bucket_rank;  // (count,) their positions in `order`
   std::vector<int> class_keep;   // one class's kept indices
@@ -103,14 +102,26 @@ struct NmsScratch {
 };
 
 /*!
- * \brief GreedyNms with classes and iou_threshold > 0, same result: class-aware NMS decides a
- *  candidate only from the earlier candidates of its class, so the ranked list is bucketed by
- *  class (rank order kept within each), each bucket goes through the branch-free GreedyNmsSoA, and
- *  the kept candidates are collected back in rank order, cut at max_keep.
+ * \brief Greedy NMS for iou_threshold > 0 (an invalid_argument otherwise).
+ *  Class-agnostic (classes == nullptr) it is GreedyNmsSoA. Class-aware NMS decides a candidate only
+ *  from the earlier candidates of its class, so the ranked list is bucketed by class (rank order
+ *  kept within each), each bucket goes through GreedyNmsSoA, and the kept candidates are collected
+ *  back in rank order, cut at max_keep.
+ * \param boxes        (n, 4) corner boxes, indexed by the values in `order`
+ * \param classes      (n,) class ids in [0, num_classes), or nullptr for class-agnostic NMS
+ * \param num_classes  number of classes (ignored when classes == nullptr)
+ * \param order        (count,) candidate indices, best first
+ * \param keep         output: kept candidate indices in visiting order (cleared first)
+ * \return number of kept candidates
  */
-inline int ClassAwareNmsSoA(const float* boxes, const int* classes, int num_classes, const int* order,
-                            int count, const NmsOptions& opt, std::vector<int>* keep, NmsScratch* s) {
+inline int GreedyNms(const float* boxes, const int* classes, int num_classes, const int* order,
+                     int count, const NmsOptions& opt, std::vector<int>* keep, NmsScratch* s) {
+  if (!(opt.iou_threshold > 0.f)) {
+    throw std::invalid_argument("GreedyNms needs iou_threshold > 0, got " + std::to_string(opt.iou_threshold));
+  }
+  if (classes == nullptr) return GreedyNmsSoA(boxes, order, count, opt, keep, &s->soa);
   keep->clear();
+  if (num_classes <= 0) return 0;
   s->class_start.assign(static_cast<size_t>(num_classes) + 1, 0);
   for (int r = 0; r < count; ++r) {
     const int list = classes[order[r]];
@@ -121,17 +132,13 @@ inline int ClassAwareNmsSoA(const float* boxes, const int* classes, int num_clas
     ++s->class_start[static_cast<size_t>(list) + 1];
   }
   for (int c = 0; c < num_classes; ++c) s->class_start[c + 1] += s->class_start[c];
+  s->cursor.assign(s->class_start.begin(), s->class_start.end() - 1);
   s->bucket_idx.resize(static_cast<size_t>(count));
   s->bucket_rank.resize(static_cast<size_t>(count));
-  s->class_keep.clear();
-  {
-    std::vector<int>& fill = s->class_keep;  // reused as the running bucket cursors
-    fill.assign(s->class_start.begin(), s->class_start.end() - 1);
-    for (int r = 0; r < count; ++r) {
-      const int at = fill[classes[order[r]]]++;
-      s->bucket_idx[at] = order[r];
-      s->bucket_rank[at] = r;
-    }
+  for (int r = 0; r < count; ++r) {
+    const int at = s->cursor[classes[order[r]]]++;
+    s->bucket_idx[at] = order[r];
+    s->bucket_rank[at] = r;
   }
   s->kept.assign(static_cast<size_t>(count), 0);
   for (int c = 0; c < num_classes; ++c) {
@@ -148,54 +155,6 @@ inline int ClassAwareNmsSoA(const float* boxes, const int* classes, int num_clas
   for (int r = 0; r < count; ++r) {
     if (opt.max_keep >= 0 && static_cast<int>(keep->size()) >= opt.max_keep) break;
     if (s->kept[r]) keep->push_back(order[r]);
-  }
-  return static_cast<int>(keep->size());
-}
-
-/*!
- * \brief Greedy NMS.
- * \param boxes        (n, 4) corner boxes, indexed by the values in `order`
- * \param classes      (n,) class ids in [0, num_classes), or nullptr for class-agnostic NMS
- * \param num_classes  number of classes (ignored when classes == nullptr)
- * \param order        (count,) candidate indices, best first
- * \param keep         output: kept candidate indices in visiting order (cleared first)
- * \return number of kept candidates
- */
-inline int GreedyNms(const float* boxes, const int* classes, int num_classes, const int* order,
-                     int count, const NmsOptions& opt, std::vector<int>* keep,
-                     NmsScratch* scratch) {
-  keep->clear();
-  const int lists = classes == nullptr ? 1 : num_classes;
-  if (lists <= 0) return 0;
-  if (opt.iou_threshold > 0.f) {  // the branch-free kernels, same result
-    if (classes == nullptr) return GreedyNmsSoA(boxes, order, count, opt, keep, &scratch->soa);
-    return ClassAwareNmsSoA(boxes, classes, num_classes, order, count, opt, keep, scratch);
-  }
-  scratch->kept_boxes.resize(static_cast<size_t>(lists));
-  for (auto& l : scratch->kept_boxes) l.clear();
-  for (int r = 0; r < count; ++r) {
-    if (opt.max_keep >= 0 && static_cast<int>(keep->size()) >= opt.max_keep) break;
-    const int idx = order[r];
-    const float* box = boxes + 4 * static_cast<size_t>(idx);
-    int list = 0;
-    if (classes != nullptr) {
-      list = classes[idx];
-      if (list < 0 || list >= num_classes) {
-        throw std::out_of_range("GreedyNms: class id " + std::to_string(list) + " outside [0, " +
-                                std::to_string(num_classes) + ")");
-      }
-    }
-    std::vector<float>& kept = scratch->kept_boxes[static_cast<size_t>(list)];
-    bool suppressed = false;
-    for (size_t k = 0; k < kept.size(); k += 4) {
-      if (BoxIoU(kept.data() + k, box) >= opt.iou_threshold) {
-        suppressed = true;
-        break;
-      }
-    }
-    if (suppressed) continue;
-    kept.insert(kept.end(), box, box + 4);
-    keep->push_back(idx);
   }
   return static_cast<int>(keep->size());
 }
