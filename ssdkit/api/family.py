@@ -81,10 +81,9 @@ class SSDFamily:
     def apply_meta(self, config, meta):
         """``config`` with the model settings of ``meta`` (network; ``data_shape`` = the inference
         size: ``config.model.test_shape`` if set, else the meta's), for evaluation."""
-        size = config.model.test_shape or inference_size(meta)
-        check_test_shape(meta["network"], int(meta["data_shape"]), size)
-        return dataclasses.replace(config, model=dataclasses.replace(
-            config.model, network=meta["network"], data_shape=size, test_shape=0))
+        model = dataclasses.replace(config.model, network=meta["network"], data_shape=int(meta["data_shape"]),
+                                    test_shape=config.model.test_shape or int(meta.get("test_shape") or 0))
+        return self.inference_config(dataclasses.replace(config, model=model))
 
     def inference_config(self, config):
         """``config`` whose ``data_shape`` is the inference size (validation during training)."""
