@@ -8,7 +8,7 @@ Naming (the weight importers in :mod:`ssdkit.weights` rely on it):
   ``feat{k}_conv_3x3`` (the second one's kernel may be another size).
 * Head ``k`` of :func:`multibox_layer` owns ``feat{k}_scale`` (learned L2 normalisation scale),
   ``feat{k}_loc_pred`` and ``feat{k}_cls_pred`` (3x3 convolutions) and ``feat{k}_anchors``
-  (``MultiBoxPrior``).
+  (``MultiBoxPrior``); with ``fused_heads`` the two predictors are one convolution ``feat{k}_pred``.
 
 Input contract of every ssdkit base network: ``data (B, 3, H, W)`` RGB normalised the ImageNet
 way, ``(pixel / 255 - IMAGENET_MEAN) / IMAGENET_STD`` (the GluonCV convention).
@@ -125,8 +125,38 @@ def _format_list(values):
     return "(" + ",".join("%r" % float(v) for v in values) + ")"
 
 
+FUSED_HEAD_ALIGN = 8
+"""A fused head's output channels are rounded up to a multiple of this (oneDNN's fast path)."""
+
+
+def _fused_head(layer, k, num_anchors, num_classes):
+    """One 3x3 convolution ``feat{k}_pred`` giving both predictors of feature layer ``k``.
+
+    Its output channels are ``[A * (C + 1) class logits, A * 4 box offsets, padding]`` with the
+    total rounded up to :data:`FUSED_HEAD_ALIGN`: the same function as two separate 3x3
+    convolutions, in one oneDNN call of aligned width (measured 2-2.5x faster forward + backward
+    on the ``lite`` heads than two convolutions of 35 and 20 channels). The padding channels are
+    sliced away and get no gradient. The bias variable carries ``__cls_channels__`` so that
+    :func:`multibox_initializer` finds the class part.
+
+    Returns
+    -------
+    (loc, cls) : mx.sym.Symbol, ``(B, H * W * A * 4)`` and ``(B, H * W * A * (C + 1))``, the
+    flattened NHWC layouts the separate heads give.
+    """
+    cls_channels, loc_channels = num_anchors * (num_classes + 1), num_anchors * 4
+    total = -(-(cls_channels + loc_channels) // FUSED_HEAD_ALIGN) * FUSED_HEAD_ALIGN
+    bias = mx.sym.Variable("feat%d_pred_bias" % k, attr={"__cls_channels__": str(cls_channels)})
+    pred = mx.sym.Convolution(data=layer, bias=bias, num_filter=total, kernel=(3, 3), pad=(1, 1),
+                              name="feat%d_pred" % k)
+    pred = mx.sym.transpose(pred, axes=(0, 2, 3, 1))                       # (B, H, W, total)
+    cls = mx.sym.slice_axis(pred, axis=3, begin=0, end=cls_channels)
+    loc = mx.sym.slice_axis(pred, axis=3, begin=cls_channels, end=cls_channels + loc_channels)
+    return mx.sym.flatten(loc), mx.sym.flatten(cls)
+
+
 def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1, num_channels=(),
-                   clip=False, steps=()):
+                   clip=False, steps=(), fused_heads=False):
     """Attach L2 normalisation, class/box predictors and anchors to every feature map.
 
     Parameters
@@ -141,6 +171,9 @@ def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1,
     clip : bool, clip anchors to [0, 1]
     steps : sequence of float, anchor centre step per layer as a fraction of the image (empty:
         ``1 / feature size``)
+    fused_heads : bool, one aligned convolution per layer for both predictors (see
+        :func:`_fused_head`; parameter names ``feat{k}_pred_*`` instead of ``feat{k}_cls_pred_*`` /
+        ``feat{k}_loc_pred_*``, so GluonCV SSD weights import only without it)
 
     Returns
     -------
@@ -175,12 +208,17 @@ def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1,
                                     init=mx.init.Constant(float(normalization[k])))
             layer = mx.sym.broadcast_mul(layer, scale, name="feat%d_scaled" % k)
         num_anchors = len(sizes[k]) + len(ratios[k]) - 1
-        loc = mx.sym.Convolution(data=layer, num_filter=num_anchors * 4, kernel=(3, 3), pad=(1, 1),
-                                 name="feat%d_loc_pred" % k)
-        loc_layers.append(mx.sym.flatten(mx.sym.transpose(loc, axes=(0, 2, 3, 1))))
-        cls = mx.sym.Convolution(data=layer, num_filter=num_anchors * (num_classes + 1), kernel=(3, 3),
-                                 pad=(1, 1), name="feat%d_cls_pred" % k)
-        cls_layers.append(mx.sym.flatten(mx.sym.transpose(cls, axes=(0, 2, 3, 1))))
+        if fused_heads:
+            loc, cls = _fused_head(layer, k, num_anchors, num_classes)
+        else:
+            loc = mx.sym.Convolution(data=layer, num_filter=num_anchors * 4, kernel=(3, 3), pad=(1, 1),
+                                     name="feat%d_loc_pred" % k)
+            loc = mx.sym.flatten(mx.sym.transpose(loc, axes=(0, 2, 3, 1)))
+            cls = mx.sym.Convolution(data=layer, num_filter=num_anchors * (num_classes + 1), kernel=(3, 3),
+                                     pad=(1, 1), name="feat%d_cls_pred" % k)
+            cls = mx.sym.flatten(mx.sym.transpose(cls, axes=(0, 2, 3, 1)))
+        loc_layers.append(loc)
+        cls_layers.append(cls)
         step = (steps[k], steps[k]) if steps else (-1.0, -1.0)
         anchors = mx.sym.MultiBoxPrior(layer, sizes=_format_list(sizes[k]), ratios=_format_list(ratios[k]),
                                        clip=clip, steps=_format_list(step), name="feat%d_anchors" % k)
@@ -203,8 +241,8 @@ def he_initializer():
 def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01):
     """Initializer for an SSD graph trained from scratch (or with a pretrained body).
 
-    Every multibox head (``feat{k}_loc_pred``, ``feat{k}_cls_pred``) starts with small Gaussian
-    weights (``head_sigma``) so the first losses are not dominated by random head outputs, and the
+    Every multibox head (``feat{k}_loc_pred``, ``feat{k}_cls_pred``, or a fused ``feat{k}_pred``)
+    starts with small Gaussian weights (``head_sigma``) so the first losses are not dominated by random head outputs, and the
     class bias gives the background channel a prior probability ``background_prior`` (the object
     channels share the rest); other parameters use MSRA/He Xavier initialisation.
 
@@ -221,9 +259,9 @@ def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01)
     # softmax(b, 0, ..., 0)[0] = prior  <=>  b = log(prior * C / (1 - prior))
     bias = float(np.log(background_prior * num_classes / (1.0 - background_prior)))
     return mx.init.Mixed(
-        [r".*_cls_pred_bias$", r".*_loc_pred_bias$", r".*_pred_weight$", ".*"],
-        [_BackgroundBias(bias, num_classes + 1), mx.init.Zero(), mx.init.Normal(head_sigma),
-         he_initializer()])
+        [r".*_cls_pred_bias$", r".*_loc_pred_bias$", r".*_pred_bias$", r".*_pred_weight$", ".*"],
+        [_BackgroundBias(bias, num_classes + 1), mx.init.Zero(), _FusedHeadBias(bias, num_classes + 1),
+         mx.init.Normal(head_sigma), he_initializer()])
 
 
 class _BackgroundBias(mx.init.Initializer):
@@ -239,6 +277,24 @@ class _BackgroundBias(mx.init.Initializer):
     def _init_weight(self, name, arr):
         bias = np.zeros(arr.shape, dtype=np.float32)
         bias[::self._channels] = self._value
+        arr[:] = bias
+
+    _init_bias = _init_weight
+    _init_default = _init_weight
+
+
+class _FusedHeadBias(_BackgroundBias):
+    """Bias of a fused head (``feat{k}_pred``): the class part as :class:`_BackgroundBias`, box
+    offsets and padding 0. The class part's size comes from the variable's ``__cls_channels__``."""
+
+    def _init_weight(self, name, arr):
+        attrs = getattr(name, "attrs", None) or {}
+        if "__cls_channels__" not in attrs:
+            raise ValueError("%s looks like a fused head bias but has no __cls_channels__ attribute; "
+                             "initialise it through the symbol (mx.mod.Module.init_params)" % (name,))
+        cls_channels = int(attrs["__cls_channels__"])
+        bias = np.zeros(arr.shape, dtype=np.float32)
+        bias[:cls_channels:self._channels] = self._value
         arr[:] = bias
 
     _init_bias = _init_weight

@@ -39,14 +39,14 @@ def _base_network(network, num_classes, **kwargs):
 
 def _multibox_graph(network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios,
                     normalizations, steps, min_filter, transition_ratio, extra_kernels, extra_bn,
-                    base_kwargs):
+                    fused_heads, base_kwargs):
     """The shared network: returns ``(loc_preds (B, N*4), cls_preds (B, C+1, N), anchors (1, N, 4))``."""
     body = _base_network(network, num_classes, **base_kwargs)
     layers = multi_layer_feature(body, from_layers, num_filters, strides, pads, min_filter=min_filter,
                                  transition_ratio=transition_ratio, kernels=extra_kernels,
                                  use_bn=extra_bn)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios, normalization=normalizations,
-                          num_channels=num_filters, clip=False, steps=steps)
+                          num_channels=num_filters, clip=False, steps=steps, fused_heads=fused_heads)
 
 
 def _detections(cls_prob, loc_preds, anchors, *, nms_thresh, force_suppress, nms_topk, clip,
@@ -60,6 +60,7 @@ def _detections(cls_prob, loc_preds, anchors, *, nms_thresh, force_suppress, nms
 def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios,
                      normalizations=-1, steps=(), min_filter=128, nms_thresh=0.5, force_suppress=False,
                      nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
+                     fused_heads=False,
                      overlap_threshold=0.5, negative_mining_ratio=3.0, negative_mining_thresh=0.5,
                      minimum_negative_samples=0, clip=True, max_detections=-1, **kwargs):
     """SSD training graph.
@@ -80,6 +81,8 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
     min_filter : int, minimum channels of an extra layer's 1x1 transition
     nms_thresh, force_suppress, nms_topk : NMS of the ``detection`` output
     transition_ratio, extra_kernels, extra_bn : extra-layer shape (see ``multi_layer_feature``)
+    fused_heads : bool, one aligned convolution per feature layer for both predictors (see
+        ``multibox_layer``; faster on the CPU, parameter names ``feat{k}_pred_*``)
     overlap_threshold, negative_mining_ratio, negative_mining_thresh, minimum_negative_samples :
         ``MultiBoxTarget`` matching and hard-negative mining
     clip : bool, clip decoded detections to [0, 1]
@@ -97,7 +100,7 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
     """
     loc_preds, cls_preds, anchors = _multibox_graph(
         network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
-        steps, min_filter, transition_ratio, extra_kernels, extra_bn, kwargs)
+        steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)
     label = mx.sym.Variable("label")
     loc_target, loc_mask, cls_target = mx.sym.MultiBoxTarget(
         anchors, label, cls_preds, overlap_threshold=overlap_threshold, ignore_label=-1,
@@ -116,7 +119,8 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
 
 def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, strides, pads,
                normalizations=-1, steps=(), min_filter=128, nms_thresh=0.5, force_suppress=False,
-               nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False, clip=True,
+               nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
+               fused_heads=False, clip=True,
                max_detections=-1, **kwargs):
     """SSD inference graph (same network and parameter names as :func:`get_symbol_train`).
 
@@ -130,7 +134,7 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
     """
     loc_preds, cls_preds, anchors = _multibox_graph(
         network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
-        steps, min_filter, transition_ratio, extra_kernels, extra_bn, kwargs)
+        steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)
     cls_prob = mx.sym.softmax(cls_preds, axis=1, name="cls_prob")
     return _detections(cls_prob, loc_preds, anchors, nms_thresh=nms_thresh, force_suppress=force_suppress,
                        nms_topk=nms_topk, clip=clip, max_detections=max_detections)
@@ -138,7 +142,7 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
 
 def get_multibox_outputs(network, num_classes, from_layers, num_filters, sizes, ratios, strides, pads,
                          normalizations=-1, steps=(), min_filter=128, *, transition_ratio=0.5,
-                         extra_kernels=None, extra_bn=False, **kwargs):
+                         extra_kernels=None, extra_bn=False, fused_heads=False, **kwargs):
     """The raw network outputs before decoding, for tests, export and custom heads.
 
     Returns
@@ -147,4 +151,4 @@ def get_multibox_outputs(network, num_classes, from_layers, num_filters, sizes, 
     """
     return mx.sym.Group(list(_multibox_graph(
         network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
-        steps, min_filter, transition_ratio, extra_kernels, extra_bn, kwargs)))
+        steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)))
