@@ -213,6 +213,9 @@ def test_train_api_with_two_cpu_contexts(synthetic, tmp_path):
     result = train_detector(cfg, progress=False)
     assert len(result["module"]._context) == 2
     assert result["epoch"] == 1 and latest_epoch(cfg.runtime.prefix) == 1
+    # the executor skips the detections; the checkpoint keeps the whole training graph
+    assert result["module"].output_names == ["cls_prob_output", "loc_loss_output", "cls_label_output"]
+    assert mx.sym.load(cfg.runtime.prefix + "-symbol.json").list_outputs()[3] == "det_out_output"
     assert np.isfinite(result["history"].rows[-1]["CrossEntropy"])
 
 

@@ -53,6 +53,9 @@ class SSDFamily:
     name = SSD
     data_names = ("data",)
     label_names = ("label",)
+    # what the training executor computes: losses and the metric's inputs, not ``det_out``
+    # (decoding + NMS of every anchor each step; checkpoints keep the whole graph)
+    train_outputs = ("cls_prob_output", "loc_loss_output", "cls_label_output")
 
     # --- graphs and meta -------------------------------------------------------------------------
     def symbols(self, config, num_classes, *, num_devices=1):
@@ -152,6 +155,7 @@ class FPNFamily(SSDFamily):
 
     name = FPN
     data_names = ("data", "im_info")
+    train_outputs = None
 
     def _settings(self, config):
         return dataclasses.asdict(config.fpn)

@@ -71,9 +71,9 @@ def _count_batches(data_iter):
     return n
 
 
-def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label_names=("label",),
-        val_fn=None, arg_params=None, aux_params=None, fixed_param_names=None, initializer=None,
-        progress=True, iters_per_epoch=None, kvstore="auto"):
+def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("data",),
+        label_names=("label",), val_fn=None, arg_params=None, aux_params=None, fixed_param_names=None,
+        initializer=None, progress=True, iters_per_epoch=None, kvstore="auto"):
     """Train ``symbol`` on ``train_iter`` as ``config`` says.
 
     Parameters
@@ -81,8 +81,10 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
     symbol : mx.sym.Symbol, the training graph (its loss outputs drive the gradients)
     train_iter : mx.io.DataIter yielding ``data (B, 3, H, W)`` and ``label (B, M, W)``
     config : ssdkit.config.Config (solver, runtime sections are used here)
-    train_metric : mx.metric.EvalMetric over the symbol's outputs; its values are logged and
+    train_metric : mx.metric.EvalMetric over the computed outputs; its values are logged and
         checked for NaN/inf after every batch
+    outputs : sequence of str or None, names of the outputs the training executor computes, in
+        this order (None: all); checkpoints save the whole ``symbol``
     val_fn : callable ``(arg_params, aux_params, epoch) -> dict`` of validation metrics
         (e.g. ``{"mAP": 0.7}``); the first key decides the best checkpoint
     arg_params, aux_params : dict, initial weights (pretrained or fine-tuning)
@@ -128,7 +130,8 @@ def fit(symbol, train_iter, config, *, train_metric, data_names=("data",), label
     if begin_epoch >= solver.epochs:
         log.info("already trained %d of %d epochs; nothing to do", begin_epoch, solver.epochs)
 
-    mod = mx.mod.Module(symbol, data_names=list(data_names), label_names=list(label_names),
+    graph = symbol if outputs is None else mx.sym.Group([symbol[name] for name in outputs])
+    mod = mx.mod.Module(graph, data_names=list(data_names), label_names=list(label_names),
                         context=contexts, fixed_param_names=fixed_param_names)
     mod.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label, for_training=True)
     mod.init_params(initializer=initializer or he_initializer(),
