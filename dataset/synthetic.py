@@ -20,6 +20,7 @@ Layout written under ``root``::
     VOCdevkit/VOC2007/ImageSets/Main/{trainval,test,val}.txt   (val only when num_val > 0)
     annotations/instances_{trainval,test,val}.json    COCO; category id = class id + 1; extra key "difficult"
 """
+import concurrent.futures
 import json
 import os
 from dataclasses import dataclass
@@ -285,8 +286,34 @@ def _voc_xml(stem, scene):
             "  <segmented>0</segmented>\n%s</annotation>\n" % (stem, width, height, "".join(objects)))
 
 
+def _write_image(job):
+    """Render image ``index`` of ``split`` and write its JPEG and VOC xml (one task of a worker).
+
+    ``job``: ``(voc_dir, seed, split, index, image_id, image_size, scene, jpeg_quality)``.
+    Returns the COCO image entry and the image's annotations (without annotation ids).
+    """
+    voc_dir, seed, split, index, image_id, image_size, scene, jpeg_quality = job
+    rng = scene_generator(seed, split, index)
+    height, width = image_shape(rng, image_size)
+    drawn = render_scene(rng, height, width, scene)
+    stem = "%06d" % image_id
+    ok, jpeg = cv2.imencode(".jpg", drawn.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed for synthetic image %s" % stem)
+    with open(os.path.join(voc_dir, "JPEGImages", stem + ".jpg"), "wb") as f:
+        f.write(jpeg.tobytes())
+    with open(os.path.join(voc_dir, "Annotations", stem + ".xml"), "w") as f:
+        f.write(_voc_xml(stem, drawn))
+    annotations = []
+    for box, cls, diff, mask in zip(drawn.boxes, drawn.classes, drawn.difficult, drawn.masks):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        annotations.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "area": int(mask.sum()), "iscrowd": 0, "difficult": int(diff)})
+    return {"id": image_id, "file_name": stem + ".jpg", "width": width, "height": height}, annotations
+
+
 def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed=0, image_size=(256, 400),
-                           scene=SceneConfig(), jpeg_quality=90):
+                           scene=SceneConfig(), jpeg_quality=90, workers=1):
     """Write the synthetic dataset under ``root`` (see the module docstring for the layout).
 
     Parameters
@@ -298,6 +325,8 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed
     image_size : (int, int), inclusive range of each image side in pixels (height and width drawn apart)
     scene : SceneConfig, drawing parameters
     jpeg_quality : int, JPEG quality of the written images
+    workers : int, processes rendering images (every image has its own generator, so the files
+        do not depend on it)
 
     Returns
     -------
@@ -315,36 +344,28 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SYNTHETIC_CLASSES)]
     coco_paths = {}
     next_id = 1
-    for split, count in zip(SPLITS, (num_train, num_test, num_val)):
-        if split == "val" and count == 0:
-            continue
-        stems, images, annotations = [], [], []
-        for index in range(count):
-            rng = scene_generator(seed, split, index)
-            height, width = image_shape(rng, image_size)
-            drawn = render_scene(rng, height, width, scene)
-            image_id = next_id + index
-            stem = "%06d" % image_id
-            ok, jpeg = cv2.imencode(".jpg", drawn.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            if not ok:
-                raise RuntimeError("JPEG encoding failed for synthetic image %s" % stem)
-            with open(os.path.join(image_dir, stem + ".jpg"), "wb") as f:
-                f.write(jpeg.tobytes())
-            with open(os.path.join(voc_dir, "Annotations", stem + ".xml"), "w") as f:
-                f.write(_voc_xml(stem, drawn))
-            stems.append(stem)
-            images.append({"id": image_id, "file_name": stem + ".jpg", "width": width, "height": height})
-            for box, cls, diff, mask in zip(drawn.boxes, drawn.classes, drawn.difficult, drawn.masks):
-                x0, y0, x1, y1 = (int(v) for v in box)
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                    "category_id": int(cls) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                    "area": int(mask.sum()), "iscrowd": 0, "difficult": int(diff)})
-        next_id += count
-        with open(os.path.join(voc_dir, "ImageSets", "Main", split + ".txt"), "w") as f:
-            f.write("".join(s + "\n" for s in stems))
-        coco_paths[split] = os.path.join(root, "annotations", "instances_%s.json" % split)
-        with open(coco_paths[split], "w") as f:
-            json.dump({"info": {"description": "ssdkit synthetic shapes", "seed": int(seed)}, "licenses": [],
-                       "images": images, "annotations": annotations, "categories": categories}, f)
+    pool = concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        for split, count in zip(SPLITS, (num_train, num_test, num_val)):
+            if split == "val" and count == 0:
+                continue
+            jobs = [(voc_dir, seed, split, index, next_id + index, image_size, scene, jpeg_quality)
+                    for index in range(count)]
+            results = pool.map(_write_image, jobs, chunksize=16) if pool else map(_write_image, jobs)
+            images, annotations = [], []
+            for image, objects in results:
+                images.append(image)
+                for obj in objects:
+                    annotations.append(dict(id=len(annotations) + 1, **obj))
+            next_id += count
+            with open(os.path.join(voc_dir, "ImageSets", "Main", split + ".txt"), "w") as f:
+                f.write("".join(os.path.splitext(im["file_name"])[0] + "\n" for im in images))
+            coco_paths[split] = os.path.join(root, "annotations", "instances_%s.json" % split)
+            with open(coco_paths[split], "w") as f:
+                json.dump({"info": {"description": "ssdkit synthetic shapes", "seed": int(seed)}, "licenses": [],
+                           "images": images, "annotations": annotations, "categories": categories}, f)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return SyntheticDataset(root=root, devkit=os.path.join(root, "VOCdevkit"), image_dir=image_dir,
                             class_file=class_file, coco_annotations=coco_paths)

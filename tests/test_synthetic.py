@@ -28,7 +28,9 @@ def _all_files(root):
 
 
 def test_same_seed_gives_identical_files(synth, tmp_path):
-    again = make_synthetic_dataset(str(tmp_path / "a"), num_train=10, num_test=4, seed=3, image_size=SIZE)
+    # two rendering processes write the very same files as the sequential fixture
+    again = make_synthetic_dataset(str(tmp_path / "a"), num_train=10, num_test=4, seed=3, image_size=SIZE,
+                                   workers=2)
     files = _all_files(synth.root)
     assert files == _all_files(again.root)
     assert len(files) == 2 * 14 + 2 + 2 + 1  # jpg + xml, two image sets, two jsons, classes.txt

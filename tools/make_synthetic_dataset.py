@@ -4,6 +4,7 @@
     python tools/make_synthetic_dataset.py data/synthetic --num-train 2000 --num-test 500 --seed 0
 """
 import argparse
+import os
 
 from ssdkit.dataset.synthetic import make_synthetic_dataset
 
@@ -19,10 +20,13 @@ def main():
     parser.add_argument("--min-size", type=int, default=256, help="smallest image side")
     parser.add_argument("--max-size", type=int, default=400, help="largest image side")
     parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="rendering processes (the files do not depend on it)")
     args = parser.parse_args()
     data = make_synthetic_dataset(args.root, num_train=args.num_train, num_test=args.num_test,
                                   num_val=args.num_val, seed=args.seed,
-                                  image_size=(args.min_size, args.max_size), jpeg_quality=args.jpeg_quality)
+                                  image_size=(args.min_size, args.max_size), jpeg_quality=args.jpeg_quality,
+                                  workers=args.workers)
     print("wrote %d trainval + %d test + %d val images to %s (VOC root %s, classes %s)"
           % (args.num_train, args.num_test, args.num_val, data.root, data.devkit, ", ".join(data.class_names)))
 
