@@ -220,8 +220,11 @@ def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1,
         loc_layers.append(loc)
         cls_layers.append(cls)
         step = (steps[k], steps[k]) if steps else (-1.0, -1.0)
-        anchors = mx.sym.MultiBoxPrior(layer, sizes=_format_list(sizes[k]), ratios=_format_list(ratios[k]),
-                                       clip=clip, steps=_format_list(step), name="feat%d_anchors" % k)
+        # BlockGrad: anchors depend on the feature's shape only; without it the training graph
+        # runs MultiBoxPrior's zero backward and adds its zeros into the feature's gradient
+        anchors = mx.sym.MultiBoxPrior(mx.sym.BlockGrad(layer), sizes=_format_list(sizes[k]),
+                                       ratios=_format_list(ratios[k]), clip=clip, steps=_format_list(step),
+                                       name="feat%d_anchors" % k)
         anchor_layers.append(mx.sym.flatten(anchors))
 
     loc_preds = mx.sym.concat(*loc_layers, dim=1, name="multibox_loc_pred")

@@ -102,8 +102,11 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
         network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
         steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)
     label = mx.sym.Variable("label")
+    # MultiBoxTarget has no gradient: BlockGrad keeps its zero backward (and the addition of its
+    # zeros to the class logits' gradient) out of the training graph
     loc_target, loc_mask, cls_target = mx.sym.MultiBoxTarget(
-        anchors, label, cls_preds, overlap_threshold=overlap_threshold, ignore_label=-1,
+        mx.sym.BlockGrad(anchors), label, mx.sym.BlockGrad(cls_preds), overlap_threshold=overlap_threshold,
+        ignore_label=-1,
         negative_mining_ratio=negative_mining_ratio, negative_mining_thresh=negative_mining_thresh,
         minimum_negative_samples=minimum_negative_samples, variances=VARIANCES, name="multibox_target")
     cls_prob = mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1, use_ignore=True,

@@ -1,5 +1,6 @@
 """SSD graphs: presets build, anchor counts, output shapes, anchors vs numpy, training on one batch."""
 import copy
+import json
 
 import mxnet as mx
 import numpy as np
@@ -212,3 +213,36 @@ def test_training_symbol_overfits_one_batch():
     assert best[0] in (0, 1) and best[1] > 0.5
     gt = label[0][label[0, :, 0] == best[0]][0, 1:]
     assert np.abs(best[2:] - gt).max() < 0.1, (best, gt)
+
+
+def test_gradient_free_ops_are_cut_from_the_backward_pass_without_changing_gradients():
+    """The BlockGrads before MultiBoxPrior / MultiBoxTarget only drop zero-gradient work: replacing
+    them by identities (``_copy``) gives the same parameter gradients, and the executor of the real
+    graph has no backward node of those operators."""
+    data, label = _tiny_batch()
+    sym = symbol_factory.get_symbol_train("tiny", 64, num_classes=3)
+    graph = json.loads(sym.tojson())
+    cut = 0
+    for node in graph["nodes"]:
+        if node["op"] == "BlockGrad" and node["name"] not in ("cls_label", "det_out"):
+            node["op"], cut = "_copy", cut + 1
+    assert cut == 4 + 2                                    # one per feature layer, two for the target
+    uncut = mx.sym.load_json(json.dumps(graph))
+    grads = []
+    for full in (sym, uncut):
+        s = mx.sym.Group([full[n] for n in ("cls_prob_output", "loc_loss_output")])
+        req = {n: "null" if n in ("data", "label") else "write" for n in s.list_arguments()}  # as Module
+        exe = s.simple_bind(mx.cpu(), grad_req=req, data=data.shape, label=label.shape)
+        rng = np.random.default_rng(1)
+        for name, arr in exe.arg_dict.items():
+            arr[:] = {"data": data, "label": label}.get(name, rng.normal(0, 0.1, arr.shape))
+        exe.forward(is_train=True)
+        exe.backward()
+        grads.append({k: v.asnumpy() for k, v in exe.grad_dict.items() if v is not None})
+        if full is sym:
+            assert "_backward_MultiBoxPrior" not in exe.debug_str()
+            assert "_backward_MultiBoxTarget" not in exe.debug_str()
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert any(np.abs(g).max() > 0 for g in grads[0].values())
