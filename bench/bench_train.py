@@ -143,6 +143,7 @@ class SsdkitSide:
     def __init__(self, records, batch_size, workers, params_path, model):
         import mxnet as mx
 
+        from ssdkit.api.family import SSDFamily
         from ssdkit.dataset.augment import AugmentConfig, Normalization
         from ssdkit.dataset.folder_iter import FolderDetIter
         from ssdkit.engine.ssd_metric import MultiBoxMetric
@@ -160,7 +161,9 @@ class SsdkitSide:
         self.iter = FolderDetIter(records, batch_size=batch_size, data_shape=(3, size, size),
                                   augment=AugmentConfig(), normalization=Normalization(), shuffle=True,
                                   seed=0, num_workers=workers, last_batch="discard")
-        mod = mx.mod.Module(self.symbol, data_names=["data"], label_names=["label"], context=[mx.cpu()])
+        # as fit binds it: only the outputs training needs (no det_out)
+        graph = mx.sym.Group([self.symbol[name] for name in SSDFamily.train_outputs])
+        mod = mx.mod.Module(graph, data_names=["data"], label_names=["label"], context=[mx.cpu()])
         mod.bind(data_shapes=self.iter.provide_data, label_shapes=self.iter.provide_label,
                  for_training=True)
         init = he_initializer() if arg is not None else multibox_initializer(len(LITE_CLASSES))
