@@ -245,8 +245,8 @@ def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01)
     """Initializer for an SSD graph trained from scratch (or with a pretrained body).
 
     Every multibox head (``feat{k}_loc_pred``, ``feat{k}_cls_pred``, or a fused ``feat{k}_pred``)
-    starts with small Gaussian weights (``head_sigma``) so the first losses are not dominated by random head outputs, and the
-    class bias gives the background channel a prior probability ``background_prior`` (the object
+    starts with small Gaussian weights (``head_sigma``) so the first losses are not dominated by
+    random head outputs, and the class bias gives the background channel a prior probability ``background_prior`` (the object
     channels share the rest); other parameters use MSRA/He Xavier initialisation.
 
     Parameters
@@ -277,9 +277,13 @@ class _BackgroundBias(mx.init.Initializer):
         super().__init__(value=value, channels=channels)
         self._value, self._channels = float(value), int(channels)
 
+    def _class_channels(self, name, arr):
+        """How many leading channels of ``arr`` are class logits (all of a class head's)."""
+        return arr.size
+
     def _init_weight(self, name, arr):
         bias = np.zeros(arr.shape, dtype=np.float32)
-        bias[::self._channels] = self._value
+        bias[:self._class_channels(name, arr):self._channels] = self._value
         arr[:] = bias
 
     _init_bias = _init_weight
@@ -290,15 +294,9 @@ class _FusedHeadBias(_BackgroundBias):
     """Bias of a fused head (``feat{k}_pred``): the class part as :class:`_BackgroundBias`, box
     offsets and padding 0. The class part's size comes from the variable's ``__cls_channels__``."""
 
-    def _init_weight(self, name, arr):
+    def _class_channels(self, name, arr):
         attrs = getattr(name, "attrs", None) or {}
         if "__cls_channels__" not in attrs:
             raise ValueError("%s looks like a fused head bias but has no __cls_channels__ attribute; "
                              "initialise it through the symbol (mx.mod.Module.init_params)" % (name,))
-        cls_channels = int(attrs["__cls_channels__"])
-        bias = np.zeros(arr.shape, dtype=np.float32)
-        bias[:cls_channels:self._channels] = self._value
-        arr[:] = bias
-
-    _init_bias = _init_weight
-    _init_default = _init_weight
+        return int(attrs["__cls_channels__"])

@@ -25,7 +25,7 @@ trained=$(date +%s)
   --output "$OUT/eval"
 done_eval=$(date +%s)
 "$PY" deploy.py --prefix "$OUT/ssd" --output "$OUT/deploy/ssd"
-mapfile -t TEST_IMAGES < <(head -n 4 "$DATA/VOCdevkit/VOC2007/ImageSets/Main/test.txt" | sed "s#^#$DATA/VOCdevkit/VOC2007/JPEGImages/#; s#\$#.jpg#")
+mapfile -t TEST_IMAGES < <(head -n 4 "$SETS/test.txt" | sed "s#^#$DATA/VOCdevkit/VOC2007/JPEGImages/#; s#\$#.jpg#")
 "$PY" demo.py --deploy "$OUT/deploy/ssd" --images "${TEST_IMAGES[@]}" --output "$OUT/demo" --score-thresh 0.1
 echo "training: $((trained - start)) s, evaluation: $((done_eval - trained)) s"
 echo "metrics: $OUT/eval/metrics.json, curves: $OUT/ssd-curves.png, PR curves: $OUT/eval/pr_curves.png, detections: $OUT/demo/"

@@ -93,7 +93,8 @@ def train_detector(config, *, progress=True):
              family.input_shapes(config, 1)["data"][2:], len(train_set) if train_set is not None else -1,
              len(class_names), len(contexts), parts)
     result = fit(train_sym, train_iter, config, train_metric=family.train_metric(),
-                 outputs=family.train_outputs, data_names=family.data_names, label_names=family.label_names, val_fn=val_fn,
+                 outputs=family.train_outputs, data_names=family.data_names,
+                 label_names=family.label_names, val_fn=val_fn,
                  arg_params=arg, aux_params=aux,
                  fixed_param_names=fixed, progress=progress, kvstore=kvstore,
                  initializer=family.initializer(len(class_names)))

@@ -6,9 +6,10 @@ import numpy as np
 class MultiBoxMetric(mx.metric.EvalMetric):
     """Cross entropy of the sampled anchors and smooth-L1 per positive anchor.
 
-    Reads the outputs of ``get_symbol_train``: ``cls_prob (B, C+1, N)``, ``loc_loss (B, N*4)``
-    (already masked to positives), ``cls_target (B, N)`` (-1 ignored, 0 background, k+1 class k)
-    and ``detections``. Labels are not used.
+    Reads the first three outputs of ``get_symbol_train`` (the ones ``fit`` computes, see
+    ``SSDFamily.train_outputs``): ``cls_prob (B, C+1, N)``, ``loc_loss (B, N*4)`` (already masked
+    to positives) and ``cls_target (B, N)`` (-1 ignored, 0 background, k+1 class k). Labels are
+    not used.
     """
 
     def __init__(self, eps=1e-12):
