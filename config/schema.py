@@ -32,6 +32,13 @@ class ModelConfig:
     anchors by feature-map size (no fixed ``steps``) runs at any size, but a model trained at one
     size mis-scales its boxes at another (check COCO AP / AP75, not only VOC07: see
     bench/README_recipe.md); meant for models trained at several sizes.
+
+    ``overlap_threshold`` and ``negative_mining_ratio`` set the SSD training targets
+    (``MultiBoxTarget``): besides the anchor each ground truth claims first, every anchor whose IoU
+    with a ground truth reaches ``overlap_threshold`` is a positive, and hard negatives are mined at
+    ``negative_mining_ratio`` per positive (-1: no mining, every other anchor is a negative).
+    Lowering the threshold gives small objects, whose best anchor on a coarse grid often stays
+    below IoU 0.5, more positives. Training only; FPN networks have their own ``[fpn]`` settings.
     """
 
     network: str = "tiny"
@@ -43,6 +50,8 @@ class ModelConfig:
     nms_thresh: float = 0.45
     nms_topk: int = 400
     force_suppress: bool = False
+    overlap_threshold: float = 0.5
+    negative_mining_ratio: float = 3.0
     num_classes: int = 0
     pretrained: str = ""
     finetune: str = ""
@@ -60,6 +69,10 @@ class ModelConfig:
                "need 32 <= resize_short <= resize_long, got %r and %r" % (self.resize_short, self.resize_long))
         _check(0 < self.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1], got %r" % self.nms_thresh)
         _check(self.nms_topk == -1 or self.nms_topk > 0, "model.nms_topk", "must be > 0 or -1")
+        _check(0 < self.overlap_threshold <= 1, "model.overlap_threshold",
+               "must be in (0, 1], got %r" % self.overlap_threshold)
+        _check(self.negative_mining_ratio == -1 or self.negative_mining_ratio > 0, "model.negative_mining_ratio",
+               "must be > 0 or -1 (no mining), got %r" % self.negative_mining_ratio)
         _check(len(set(self.class_names)) == len(self.class_names), "model.class_names",
                "has duplicates: %r" % (self.class_names,))
 

@@ -246,3 +246,29 @@ def test_gradient_free_ops_are_cut_from_the_backward_pass_without_changing_gradi
     for name in grads[0]:
         np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
     assert any(np.abs(g).max() > 0 for g in grads[0].values())
+
+
+def test_config_sets_the_training_targets_of_the_graph():
+    """model.overlap_threshold / negative_mining_ratio reach MultiBoxTarget; the defaults are the
+    classic SSD ones; bad values are errors naming the key."""
+    from ssdkit.api.family import family_of
+    from ssdkit.config import apply_overrides
+    from ssdkit.config.schema import Config
+
+    def target_attrs(config):
+        train, infer = family_of(config).symbols(config, 3)
+        nodes = [n for n in json.loads(train.tojson())["nodes"] if n["op"] == "MultiBoxTarget"]
+        assert len(nodes) == 1
+        assert not [n for n in json.loads(infer.tojson())["nodes"] if n["op"] == "MultiBoxTarget"]
+        return nodes[0]["attrs"]
+
+    config = Config()
+    attrs = target_attrs(config)
+    assert float(attrs["overlap_threshold"]) == 0.5 and float(attrs["negative_mining_ratio"]) == 3.0
+    config = apply_overrides(config, {"model.overlap_threshold": 0.4, "model.negative_mining_ratio": 2})
+    attrs = target_attrs(config)
+    assert float(attrs["overlap_threshold"]) == 0.4 and float(attrs["negative_mining_ratio"]) == 2.0
+    with pytest.raises(ValueError, match="model.overlap_threshold"):
+        apply_overrides(config, {"model.overlap_threshold": 0})
+    with pytest.raises(ValueError, match="model.negative_mining_ratio"):
+        apply_overrides(config, {"model.negative_mining_ratio": -2})

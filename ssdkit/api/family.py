@@ -64,7 +64,9 @@ class SSDFamily:
 
         kwargs = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
                       force_suppress=config.model.force_suppress)
-        return (get_symbol_train(config.model.network, config.model.data_shape, num_classes, **kwargs),
+        targets = dict(overlap_threshold=config.model.overlap_threshold,
+                       negative_mining_ratio=config.model.negative_mining_ratio)
+        return (get_symbol_train(config.model.network, config.model.data_shape, num_classes, **kwargs, **targets),
                 get_symbol(config.model.network, config.model.data_shape, num_classes, **kwargs))
 
     def meta_fields(self, config):
