@@ -80,7 +80,7 @@ def test_mobilenet_and_tiny_bodies():
     _, (shape,), _ = tiny.get_symbol(20).infer_shape(data=(1, 3, 64, 64))
     assert shape == (1, 128, 4, 4)
     internals = lite.get_symbol(20).get_internals()
-    for name, expected in (("stage3_unit3_pw_relu", (1, 64, 32, 32)), ("stage4_unit3_pw_relu", (1, 128, 16, 16))):
+    for name, expected in (("stage3_unit3_pw_relu", (1, 96, 32, 32)), ("stage4_unit3_pw_relu", (1, 128, 16, 16))):
         _, (shape,), _ = internals[name + "_output"].infer_shape(data=(1, 3, 256, 256))
         assert shape == expected
     args = lite.get_symbol(20).list_arguments()
