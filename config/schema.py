@@ -71,8 +71,8 @@ class ModelConfig:
         _check(self.nms_topk == -1 or self.nms_topk > 0, "model.nms_topk", "must be > 0 or -1")
         _check(0 < self.overlap_threshold <= 1, "model.overlap_threshold",
                "must be in (0, 1], got %r" % self.overlap_threshold)
-        _check(self.negative_mining_ratio == -1 or self.negative_mining_ratio > 0, "model.negative_mining_ratio",
-               "must be > 0 or -1 (no mining), got %r" % self.negative_mining_ratio)
+        _check(self.negative_mining_ratio == -1 or self.negative_mining_ratio > 0,
+               "model.negative_mining_ratio", "must be > 0 or -1 (no mining), got %r" % self.negative_mining_ratio)
         _check(len(set(self.class_names)) == len(self.class_names), "model.class_names",
                "has duplicates: %r" % (self.class_names,))
 

@@ -39,10 +39,10 @@ _TRAIN = {
                                            help="epochs where the lr is multiplied by lr_factor, e.g. 160,200")),
     "--pretrained": ("model.pretrained", dict(type=str, help="ImageNet weights of the base network (file)")),
     "--finetune": ("model.finetune", dict(type=str, help="detector weights to start from (file)")),
-    "--overlap-threshold": ("model.overlap_threshold", dict(type=float, help="SSD targets: IoU that makes an "
-                                                                              "anchor a positive")),
-    "--negative-mining-ratio": ("model.negative_mining_ratio", dict(type=float, help="SSD targets: hard "
-                                                                                      "negatives per positive")),
+    "--overlap-threshold": ("model.overlap_threshold",
+                            dict(type=float, help="SSD targets: IoU that makes an anchor a positive")),
+    "--negative-mining-ratio": ("model.negative_mining_ratio",
+                                dict(type=float, help="SSD targets: hard negatives per positive (-1: none)")),
     "--freeze": ("model.freeze", dict(type=str, nargs="+", help="regexes of parameter names to freeze")),
     "--kv-store": ("runtime.kv_store", dict(choices=["local", "device", "dist_sync", "dist_async",
                                                      "dist_device_sync"], help="gradient aggregation")),

@@ -246,8 +246,9 @@ def multibox_initializer(num_classes, *, background_prior=0.99, head_sigma=0.01)
 
     Every multibox head (``feat{k}_loc_pred``, ``feat{k}_cls_pred``, or a fused ``feat{k}_pred``)
     starts with small Gaussian weights (``head_sigma``) so the first losses are not dominated by
-    random head outputs, and the class bias gives the background channel a prior probability ``background_prior`` (the object
-    channels share the rest); other parameters use MSRA/He Xavier initialisation.
+    random head outputs, and the class bias gives the background channel a prior probability
+    ``background_prior`` (the object channels share the rest); other parameters use MSRA/He Xavier
+    initialisation.
 
     Parameters
     ----------

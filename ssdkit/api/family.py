@@ -62,12 +62,12 @@ class SSDFamily:
         """``(train_symbol, inference_symbol)`` of ``config.model``."""
         from ssdkit.symbol.symbol_factory import get_symbol, get_symbol_train
 
-        kwargs = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
-                      force_suppress=config.model.force_suppress)
+        model = (config.model.network, config.model.data_shape, num_classes)
+        inference = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
+                         force_suppress=config.model.force_suppress)
         targets = dict(overlap_threshold=config.model.overlap_threshold,
                        negative_mining_ratio=config.model.negative_mining_ratio)
-        return (get_symbol_train(config.model.network, config.model.data_shape, num_classes, **kwargs, **targets),
-                get_symbol(config.model.network, config.model.data_shape, num_classes, **kwargs))
+        return get_symbol_train(*model, **inference, **targets), get_symbol(*model, **inference)
 
     def meta_fields(self, config):
         """What the graph needs besides class names and normalisation (written to ``-meta.json``)."""
