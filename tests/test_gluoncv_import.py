@@ -155,7 +155,7 @@ def test_zoo_ssd_matches_gluoncv(tmp_path, name):
     config = weights.zoo_config(name)
     det = symbol_builder.get_symbol(**config)          # clip=False, 100 rows: GluonCV settings
     inner = det.get_internals()
-    graph = mx.sym.Group([inner["multibox_loc_pred_output"], inner["multibox_cls_pred_output"],
+    graph = mx.sym.Group([inner["multibox_loc_pred_output"], inner["multibox_cls_logits_output"],
                           inner["multibox_anchors_output"], det])
     our_loc, our_cls, our_anchors, our_det = _forward(graph, arg, aux, x)
 
@@ -164,7 +164,7 @@ def test_zoo_ssd_matches_gluoncv(tmp_path, name):
     corners = np.concatenate([a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2], axis=1)
     np.testing.assert_allclose(our_anchors[0], corners, atol=2e-6)
     # raw predictions
-    _assert_close(our_cls.transpose(0, 2, 1), cls, what="class logits")
+    _assert_close(our_cls, cls, what="class logits")
     _assert_close(our_loc.reshape(1, -1, 4), box, what="box regressions")
     # detections: same rows (class, score, normalised box), in the same order
     valid = ids[0, :, 0] >= 0
