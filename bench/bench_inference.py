@@ -5,15 +5,17 @@ Both run in this process on the CPU with identical weights (random, imported wit
 heads decide how much post-processing there is: ``--heads trained-like`` shifts them towards
 background (bias +8, as with a trained detector only a few (anchor, class) pairs pass the 0.01
 score threshold); ``--heads random`` keeps random heads, so all 6132 x 20 pairs are candidates and
-GluonCV's per-class NMS sorts 122k rows. The two frameworks run alternately, one forward each per
-round (shared, noisy cores); wall and process-CPU times are medians over ``--repeat`` rounds
-after warm-up.
+GluonCV's per-class NMS sorts 122k rows. ssdkit runs in two head layouts (:data:`LAYOUTS`): fused
+heads (its CPU layout) and GluonCV's separate heads. GluonCV and the two ssdkit executors run
+alternately, one forward each per round (shared, noisy cores); wall and process-CPU times are
+medians over ``--repeat`` rounds after warm-up.
 
 Usage::
 
     OMP_NUM_THREADS=2 python bench/bench_inference.py [--batches 1 8] [--repeat 10] [--heads random]
 """
 import argparse
+import functools
 import os
 import tempfile
 
@@ -27,6 +29,9 @@ from timing import interleaved_median_wall_cpu_ms
 
 NAME = "ssd_512_resnet50_v1_voc"
 SIZE = 512
+LAYOUTS = (("fused", True), ("separate", False))
+"""ssdkit head layouts timed: one aligned convolution per layer (``fused_heads``, the same weights
+concatenated by ``ssdkit.weights.fuse_head_params``) and GluonCV's two convolutions per layer."""
 
 
 def _gluoncv_net(path, heads):
@@ -46,9 +51,9 @@ def _gluoncv_net(path, heads):
     return net
 
 
-def _ssdkit_executor(path, batch):
-    arg, aux = weights.import_ssd(path, NAME)
-    sym = symbol_builder.get_symbol(**weights.zoo_config(NAME))
+def _ssdkit_executor(path, batch, fused_heads):
+    arg, aux = weights.import_ssd(path, NAME, fused_heads=fused_heads)
+    sym = symbol_builder.get_symbol(**weights.zoo_config(NAME, fused_heads=fused_heads))
     args = dict(arg, data=mx.nd.zeros((batch, 3, SIZE, SIZE)))
     return sym.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
 
@@ -66,27 +71,31 @@ def main():
         rows = []
         for batch in args.batches:
             x = mx.nd.array(np.random.RandomState(0).normal(size=(batch, 3, SIZE, SIZE)).astype(np.float32))
-            exe = _ssdkit_executor(path, batch)
-            exe.arg_dict["data"][:] = x
+            executors = {layout: _ssdkit_executor(path, batch, fused) for layout, fused in LAYOUTS}
+            for exe in executors.values():
+                exe.arg_dict["data"][:] = x
 
             def gluon():
                 return [o.wait_to_read() for o in net(x)]
 
-            def ours():
+            def run(exe):
                 exe.forward(is_train=False)
                 exe.outputs[0].wait_to_read()
-            (ours_ms, ours_cpu), (gluon_ms, gluon_cpu) = interleaved_median_wall_cpu_ms([ours, gluon], args.repeat, warmup=2)
-            n_theirs = int((net(x)[0].asnumpy()[..., 0] >= 0).sum())
-            n_ours = int((exe.outputs[0].asnumpy()[..., 0] >= 0).sum())
-            rows.append((batch, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs))
+            fns = [gluon] + [functools.partial(run, exe) for exe in executors.values()]
+            times = interleaved_median_wall_cpu_ms(fns, args.repeat, warmup=2)
+            (gluon_ms, gluon_cpu), theirs = times[0], net(x)[0].asnumpy()
+            for (layout, exe), (ours_ms, ours_cpu) in zip(executors.items(), times[1:]):
+                ours = exe.outputs[0].asnumpy()
+                rows.append((batch, layout, ours_ms, gluon_ms, ours_cpu, gluon_cpu,
+                             int((ours[..., 0] >= 0).sum()), int((theirs[..., 0] >= 0).sum())))
         print("heads: %s" % args.heads)
-        print("| batch | ssdkit wall ms | GluonCV wall ms | wall ratio | ssdkit CPU ms | GluonCV CPU ms "
-              "| CPU ratio | detections ssdkit / GluonCV |")
-        print("|---|---|---|---|---|---|---|---|")
-        for batch, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs in rows:
-            print("| %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %d / %d |"
-                  % (batch, ours_ms, gluon_ms, ours_ms / gluon_ms, ours_cpu, gluon_cpu, ours_cpu / gluon_cpu,
-                     n_ours, n_theirs))
+        print("| batch | ssdkit heads | ssdkit wall ms | GluonCV wall ms | wall ratio | ssdkit CPU ms "
+              "| GluonCV CPU ms | CPU ratio | detections ssdkit / GluonCV |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for batch, layout, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs in rows:
+            print("| %d | %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %d / %d |"
+                  % (batch, layout, ours_ms, gluon_ms, ours_ms / gluon_ms, ours_cpu, gluon_cpu,
+                     ours_cpu / gluon_cpu, n_ours, n_theirs))
 
 
 if __name__ == "__main__":

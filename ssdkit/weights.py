@@ -4,7 +4,9 @@
   ``mobilenet1.0``, ``vgg16_atrous``) onto the matching ssdkit base network, for
   ``--pretrained PATH``.
 * :func:`import_ssd` maps a GluonCV SSD zoo net (:data:`ZOO`) onto the ssdkit ``get_symbol`` graph
-  of :func:`zoo_config`: base network, extra layers, L2Norm scale, class and box predictors.
+  of :func:`zoo_config`: base network, extra layers, L2Norm scale, class and box predictors
+  (separate, or with ``fused_heads=True`` concatenated into ssdkit's fused heads by
+  :func:`fuse_head_params`).
 
 Both return ``(arg_params, aux_params)`` dicts of NDArrays for ``Module.set_params``. Files saved
 with ``net.save_parameters`` are expected (GluonCV's own downloads use that format).
@@ -38,6 +40,7 @@ import mxnet as mx
 import numpy as np
 
 from ssdkit.symbol import resnet, symbol_builder, symbol_factory
+from ssdkit.symbol.common import FUSED_HEAD_ALIGN
 
 _SUFFIXES = {"weight": ("weight",), "bias": ("bias",), "gamma": ("gamma",), "beta": ("beta",),
              "moving_mean": ("running_mean", "moving_mean"), "moving_var": ("running_var", "moving_var")}
@@ -68,11 +71,12 @@ PRESET_IMAGENET = {"vgg16_reduced": "vgg16_atrous", "resnet18": "resnet18_v1", "
 """ssdkit preset name (``symbol_factory.get_config``) -> the GluonCV ImageNet network it loads."""
 
 
-def zoo_config(name):
+def zoo_config(name, fused_heads=False):
     """``get_symbol`` keyword arguments (``num_classes`` included) reproducing GluonCV SSD ``name``.
 
     Detection settings are GluonCV's: NMS 0.45, top-k 400, 100 rows (``post_nms``), boxes not
-    clipped to the image.
+    clipped to the image. ``fused_heads``: one aligned convolution per layer for the class and box
+    predictors (the same function; faster on the CPU, see :func:`fuse_head_params`).
     """
     if name not in ZOO:
         raise ValueError("no GluonCV SSD mapping for %r; known: %s" % (name, ", ".join(sorted(ZOO))))
@@ -88,7 +92,7 @@ def zoo_config(name):
                                        "", "", "", ""])
     config.update(num_classes=num_classes, sizes=symbol_factory.gluoncv_sizes(pixel_sizes, size),
                   steps=[float(s) / size for s in pixel_steps], nms_thresh=0.45, nms_topk=400,
-                  clip=False, max_detections=100)
+                  clip=False, max_detections=100, fused_heads=fused_heads)
     return config
 
 
@@ -248,8 +252,8 @@ def import_imagenet(path, network):
     return arg_params, aux_params
 
 
-def import_ssd(path, name):
-    """Map a GluonCV SSD zoo ``.params`` file onto ``get_symbol(**zoo_config(name))``.
+def import_ssd(path, name, fused_heads=False):
+    """Map a GluonCV SSD zoo ``.params`` file onto ``get_symbol(**zoo_config(name, fused_heads))``.
 
     Returns
     -------
@@ -280,4 +284,41 @@ def import_ssd(path, name):
     if base == "vgg16":
         arg_params["feat0_scale"] = source["features.norm4.scale"].copy()
         _fold_vgg_input_scale(arg_params, source)
+    if fused_heads:
+        arg_params = fuse_head_params(arg_params)
     return arg_params, aux_params
+
+
+def fuse_head_params(arg_params):
+    """Separate-head parameters -> those of the same graph built with ``fused_heads=True``.
+
+    Every pair ``feat{k}_cls_pred_{weight,bias}`` / ``feat{k}_loc_pred_{weight,bias}`` becomes one
+    ``feat{k}_pred_{weight,bias}``: class rows, then box rows, then zero rows up to
+    :data:`ssdkit.symbol.common.FUSED_HEAD_ALIGN`, the channel order of the fused convolution, so
+    the fused graph computes the same logits and offsets. Other parameters are passed through.
+
+    Parameters
+    ----------
+    arg_params : dict of str -> NDArray, e.g. from :func:`import_ssd` or a separate-heads checkpoint
+
+    Returns
+    -------
+    dict of str -> NDArray, a new dict (the input is not modified)
+    """
+    out = dict(arg_params)
+    pattern = re.compile(r"^feat(\d+)_cls_pred_weight$")
+    layers = sorted({m.group(1) for m in map(pattern.match, arg_params) if m}, key=int)
+    for k in layers:
+        names = ["feat%s_%s_pred_%s" % (k, head, part)
+                 for head in ("cls", "loc") for part in ("weight", "bias")]
+        missing = [n for n in names if n not in arg_params]
+        if missing:
+            raise ValueError("cannot fuse the heads of layer %s: %s missing" % (k, ", ".join(missing)))
+        cls_w, cls_b, loc_w, loc_b = (out.pop(n) for n in names)
+        rows = cls_w.shape[0] + loc_w.shape[0]
+        pad = -rows % FUSED_HEAD_ALIGN
+        weight = [cls_w, loc_w] + ([mx.nd.zeros((pad,) + cls_w.shape[1:], dtype=cls_w.dtype)] if pad else [])
+        bias = [cls_b, loc_b] + ([mx.nd.zeros((pad,), dtype=cls_b.dtype)] if pad else [])
+        out["feat%s_pred_weight" % k] = mx.nd.concat(*weight, dim=0)
+        out["feat%s_pred_bias" % k] = mx.nd.concat(*bias, dim=0)
+    return out

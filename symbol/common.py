@@ -173,7 +173,7 @@ def multibox_layer(from_layers, num_classes, *, sizes, ratios, normalization=-1,
         ``1 / feature size``)
     fused_heads : bool, one aligned convolution per layer for both predictors (see
         :func:`_fused_head`; parameter names ``feat{k}_pred_*`` instead of ``feat{k}_cls_pred_*`` /
-        ``feat{k}_loc_pred_*``, so GluonCV SSD weights import only without it)
+        ``feat{k}_loc_pred_*``; ``ssdkit.weights.fuse_head_params`` converts separate-head weights)
 
     Returns
     -------

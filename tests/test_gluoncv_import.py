@@ -136,8 +136,9 @@ def _one_class_per_anchor(net, x):
         cp.predictor.bias.set_data(mx.nd.array(b))
 
 
+@pytest.mark.parametrize("fused_heads", [False, True])
 @pytest.mark.parametrize("name", ["ssd_300_vgg16_atrous_voc", "ssd_512_mobilenet1.0_voc", "ssd_512_resnet50_v1_voc"])
-def test_zoo_ssd_matches_gluoncv(tmp_path, name):
+def test_zoo_ssd_matches_gluoncv(tmp_path, name, fused_heads):
     _, size, _, _, _ = weights.ZOO[name]
     net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
     net.initialize()
@@ -151,9 +152,10 @@ def test_zoo_ssd_matches_gluoncv(tmp_path, name):
     cls, box, anchors = _zoo_heads(net, x_nd)
     ids, scores, boxes = [o.asnumpy() for o in net(x_nd)]
 
-    arg, aux = weights.import_ssd(path, name)
-    config = weights.zoo_config(name)
+    arg, aux = weights.import_ssd(path, name, fused_heads=fused_heads)
+    config = weights.zoo_config(name, fused_heads=fused_heads)
     det = symbol_builder.get_symbol(**config)          # clip=False, 100 rows: GluonCV settings
+    assert ("feat0_pred_weight" in arg) == fused_heads and ("feat0_cls_pred_weight" in arg) != fused_heads
     inner = det.get_internals()
     graph = mx.sym.Group([inner["multibox_loc_pred_output"], inner["multibox_cls_logits_output"],
                           inner["multibox_anchors_output"], det])
@@ -190,3 +192,25 @@ def test_zoo_configs_follow_gluoncv_generators():
             np.testing.assert_allclose(config["ratios"][k], gen._ratios, rtol=1e-6)
             grid = gen.anchors.data().asnumpy()[0, 0]          # (H, W, A*4) pixel (cx, cy, w, h)
             np.testing.assert_allclose(config["steps"][k], (grid[0, 1, 0] - grid[0, 0, 0]) / size, rtol=1e-6)
+
+
+def test_fuse_head_params_layout_and_errors():
+    """Class rows, box rows, zero padding to the alignment; input untouched; a lone head is an error."""
+    rng = np.random.RandomState(0)
+    params = {"feat0_cls_pred_weight": rng.normal(size=(6, 3, 3, 3)), "feat0_cls_pred_bias": rng.normal(size=6),
+              "feat0_loc_pred_weight": rng.normal(size=(4, 3, 3, 3)), "feat0_loc_pred_bias": rng.normal(size=4),
+              "conv_weight": rng.normal(size=(2, 2))}
+    params = {k: mx.nd.array(v) for k, v in params.items()}
+    before = {k: v.asnumpy().copy() for k, v in params.items()}
+    fused = weights.fuse_head_params(params)
+    assert sorted(fused) == ["conv_weight", "feat0_pred_bias", "feat0_pred_weight"]
+    w, b = fused["feat0_pred_weight"].asnumpy(), fused["feat0_pred_bias"].asnumpy()
+    assert w.shape == (16, 3, 3, 3) and b.shape == (16,)          # 6 + 4 rows aligned up to 16
+    np.testing.assert_array_equal(w[:6], before["feat0_cls_pred_weight"])
+    np.testing.assert_array_equal(w[6:10], before["feat0_loc_pred_weight"])
+    np.testing.assert_array_equal(b[6:10], before["feat0_loc_pred_bias"])
+    assert not w[10:].any() and not b[10:].any()
+    assert all(np.array_equal(params[k].asnumpy(), v) for k, v in before.items())
+    del params["feat0_loc_pred_bias"]
+    with pytest.raises(ValueError, match="feat0_loc_pred_bias missing"):
+        weights.fuse_head_params(params)
