@@ -3,16 +3,19 @@
  * \brief MultiBoxDetection registration and CPU kernel (OpenMP), semantics in multibox_detection-inl.h.
  *
  * CPU plan, for B images of N anchors and C+1 channels:
- *  1. best class per anchor: one streaming pass over cls_prob, channel-outer / anchor-inner so the
- *     (B, C+1, N) layout is read contiguously; parallel over (image, block of anchors) when there
- *     are fewer images than threads, else each image's task runs it right before step 2.
- *  2. per image, in parallel over images: gather the candidates (anchor order), decode only them,
+ *  1. candidates (anchor, best class, score) per block of anchors: one streaming pass over
+ *     cls_prob, channel-outer / anchor-inner so the (B, C+1, N) layout is read contiguously;
+ *     parallel over (image, block of anchors) when there are fewer images than threads, else each
+ *     image's task runs it right before step 2.
+ *  2. per image, in parallel over images: the candidates in anchor order, decode only them,
  *     rank them (partial sort when nms_topk cuts, common/topk.h), greedy NMS against the kept
  *     boxes of the same class (common/nms.h, stopping early at max_detections), write the rows.
  */
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -124,15 +127,25 @@ MXReturnValue DetInferShape(const Attrs& attrs, std::vector<Shape>* in_shapes,
 #define SSDKIT_AVX2_CLONE
 #endif
 
+/*! \brief The candidates of one block of anchors, in anchor order (pass 1's output). */
+struct BlockCandidates {
+  int count = 0;
+  int anchor[kAnchorBlock];
+  int cls[kAnchorBlock];
+  float score[kAnchorBlock];
+};
+
 /*!
- * \brief Pass 1: best object class (-1: not a candidate) and its score for anchors [begin, end).
- *  First the best score of every anchor (a vectorised max over channels), then, for the few
- *  candidates only, the KeepBest scan that names the channel, while the block is still in cache.
- *  `v > s ? v : s` from s = -1 is KeepBest's score rule, so both scans agree.
+ * \brief Pass 1 for anchors [begin, end) of one image: its candidates (anchor, object class, score).
+ *  First the best score of every anchor (a vectorised max over channels, memory-bound on this
+ *  streaming read), then, for the few candidates only and while the block is still in cache, the
+ *  channel holding that score: the first channel whose probability equals it. That is KeepBest's
+ *  channel: `v > s ? v : s` from s = -1 keeps the first of equal values as KeepBest does, NaN never
+ *  wins in either, and the scan can stop at the first match instead of reading every channel.
  */
 SSDKIT_AVX2_CLONE
 void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int channels, int n, int begin,
-                    int end, int* best_class, float* best_score) {
+                    int end, BlockCandidates* out) {
   float score[kAnchorBlock];
   const int len = end - begin;
   for (int i = 0; i < len; ++i) score[i] = -1.f;
@@ -141,32 +154,48 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
     const float* row = prob + static_cast<size_t>(c) * n + begin;
     for (int i = 0; i < len; ++i) score[i] = row[i] > score[i] ? row[i] : score[i];
   }
-  for (int i = 0; i < len; ++i) {
-    int cls = -1;
-    if (IsCandidate(score[i] > -1.f ? 0 : -1, score[i], p.threshold)) {
-      float s = -1.f;
-      int best = -1;
-      for (int c = 0; c < channels; ++c) {
-        if (c != p.background_id) KeepBest(prob[static_cast<size_t>(c) * n + begin + i], c, &s, &best);
+  // candidate flags without a branch per anchor (IsCandidate: a channel above -1 and not below
+  // the threshold), then visit only the 8-anchor groups holding one
+  alignas(8) unsigned char flag[kAnchorBlock + 8];
+  for (int i = 0; i < len; ++i) flag[i] = (score[i] > -1.f) & !(score[i] < p.threshold);
+  std::memset(flag + len, 0, 8);  // the last group may run past `len`
+  int count = 0;
+  for (int g = 0; g < len; g += 8) {
+    uint64_t word;
+    std::memcpy(&word, flag + g, sizeof(word));
+    if (word == 0) continue;
+    for (int i = g; i < g + 8; ++i) {
+      if (!flag[i]) continue;
+      const float* col = prob + begin + i;
+      int best = 0;
+      while (best < channels &&
+             (best == p.background_id || !(col[static_cast<size_t>(best) * n] == score[i]))) {
+        ++best;
       }
-      cls = ChannelToClass(best, p.background_id);
+      if (best == channels) continue;  // unreachable: score[i] > -1 was read from an object channel
+      out->anchor[count] = begin + i;
+      out->cls[count] = ChannelToClass(best, p.background_id);
+      out->score[count] = score[i];
+      ++count;
     }
-    best_class[begin + i] = cls;
-    best_score[begin + i] = score[i];
   }
+  out->count = count;
 }
 
-/*! \brief Pass 2 for one image: candidates -> ranked, suppressed rows in `out` (rows, 6). */
-void DetectImage(const MultiBoxDetectionParam& p, int n, int num_classes, const int* best_class,
-                 const float* best_score, const float* loc, const float* anchor, float* out, int rows,
-                 ImageScratch* s) {
-  s->anchors.clear();
-  for (int i = 0; i < n; ++i) {
-    if (best_class[i] >= 0) s->anchors.push_back(i);
-  }
+/*! \brief Append a block's candidates to the image's list in `s` (anchors, classes, scores). */
+void AppendCandidates(const BlockCandidates& block, ImageScratch* s) {
+  s->anchors.insert(s->anchors.end(), block.anchor, block.anchor + block.count);
+  s->classes.insert(s->classes.end(), block.cls, block.cls + block.count);
+  s->scores.insert(s->scores.end(), block.score, block.score + block.count);
+}
+
+/*!
+ * \brief Pass 2 for one image: its candidates (anchors, classes, scores in `s`, anchor order) ->
+ *  decoded, ranked, suppressed rows in `out` (rows, 6).
+ */
+void DetectImage(const MultiBoxDetectionParam& p, int num_classes, const float* loc, const float* anchor,
+                 float* out, int rows, ImageScratch* s) {
   const int v = static_cast<int>(s->anchors.size());
-  s->classes.resize(v);
-  s->scores.resize(v);
   s->boxes.resize(4 * static_cast<size_t>(v));
   constexpr int kAhead = 16;  // candidates' loc/anchor rows are scattered: load them ahead of use
   for (int c = 0; c < v; ++c) {
@@ -175,8 +204,6 @@ void DetectImage(const MultiBoxDetectionParam& p, int n, int num_classes, const 
       __builtin_prefetch(anchor + 4 * static_cast<size_t>(s->anchors[c + kAhead]));
     }
     const int i = s->anchors[c];
-    s->classes[c] = best_class[i];
-    s->scores[c] = best_score[i];
     BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(i), p.variances, p.clip,
               s->boxes.data() + 4 * static_cast<size_t>(c));
   }
@@ -227,49 +254,56 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const float* anchor = (*inputs)[2].data<float>();
     float* out = (*outputs)[0].data<float>();
 
-    // per-anchor best class and score (default-initialised: pass 1 writes every cell)
-    const size_t cells = static_cast<size_t>(batch) * n;
-    std::unique_ptr<int[]> best_class_buf(new int[cells]);
-    std::unique_ptr<float[]> best_score_buf(new float[cells]);
-    int* best_class = best_class_buf.get();
-    float* best_score = best_score_buf.get();
     const int blocks = (n + kAnchorBlock - 1) / kAnchorBlock;
-    const int tasks = batch * blocks;
     const int threads = NumThreads();
     TaskErrors errors(batch);
-    auto best_class_pass = [&](int b, int blk) {
+    auto best_class_pass = [&](int b, int blk, BlockCandidates* cand) {
       const int begin = blk * kAnchorBlock, end = std::min(n, begin + kAnchorBlock);
-      const size_t base = static_cast<size_t>(b) * n;
-      BestClassBlock(p, prob + base * channels, channels, n, begin, end, best_class + base,
-                     best_score + base);
+      BestClassBlock(p, prob + static_cast<size_t>(b) * channels * n, channels, n, begin, end, cand);
     };
     auto detect_image = [&](int b, ImageScratch* scratch) {
       const size_t base = static_cast<size_t>(b) * n;
       errors.Run(b, [&]() {
-        DetectImage(p, n, num_classes, best_class + base, best_score + base, loc + 4 * base, anchor,
-                    out + 6 * static_cast<size_t>(b) * rows, rows, scratch);
+        DetectImage(p, num_classes, loc + 4 * base, anchor, out + 6 * static_cast<size_t>(b) * rows, rows,
+                    scratch);
       });
     };
-    // Enough images for every thread: one task per image runs both passes back to back, so pass 2
-    // finds the image's best_class / best_score still in cache and no barrier separates them.
-    // Fewer images than threads: pass 1 is split into anchor blocks across all threads first.
+    auto clear = [](ImageScratch* s) {
+      s->anchors.clear();
+      s->classes.clear();
+      s->scores.clear();
+    };
+    // Enough images for every thread: one task per image runs both passes back to back, pass 1
+    // appending each block's candidates straight to the image's list (no barrier, no per-anchor
+    // arrays). Fewer images than threads: pass 1 is split into anchor blocks across all threads
+    // first, each block keeping its candidates, which pass 2 then concatenates in anchor order.
     const bool per_image = batch >= threads;
+    std::unique_ptr<BlockCandidates[]> block_out(per_image ? nullptr : new BlockCandidates[batch * blocks]);
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp single nowait  // no barrier: a late-waking thread must not stall the others
       RecordThreadsUsed(omp_get_num_threads());
       ImageScratch scratch;
       if (per_image) {
+        std::unique_ptr<BlockCandidates> cand(new BlockCandidates);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < batch; ++b) {
-          for (int blk = 0; blk < blocks; ++blk) best_class_pass(b, blk);
+          clear(&scratch);
+          for (int blk = 0; blk < blocks; ++blk) {
+            best_class_pass(b, blk, cand.get());
+            AppendCandidates(*cand, &scratch);
+          }
           detect_image(b, &scratch);
         }
       } else {
 #pragma omp for schedule(dynamic, 4)
-        for (int t = 0; t < tasks; ++t) best_class_pass(t / blocks, t % blocks);
+        for (int t = 0; t < batch * blocks; ++t) best_class_pass(t / blocks, t % blocks, &block_out[t]);
 #pragma omp for schedule(dynamic, 1)
-        for (int b = 0; b < batch; ++b) detect_image(b, &scratch);
+        for (int b = 0; b < batch; ++b) {
+          clear(&scratch);
+          for (int blk = 0; blk < blocks; ++blk) AppendCandidates(block_out[b * blocks + blk], &scratch);
+          detect_image(b, &scratch);
+        }
       }
     }
     errors.Rethrow();
