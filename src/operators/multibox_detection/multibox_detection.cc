@@ -12,6 +12,9 @@
  *     boxes of the same class (common/nms.h, stopping early at max_detections), write the rows.
  */
 #include <omp.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -182,6 +185,24 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
   out->count = count;
 }
 
+/*!
+ * \brief Fill [begin, end) with -1. Large fills (the empty rows of an N-row output) use
+ *  non-temporal stores on x86: the rows are only written here, so loading their cache lines
+ *  first and evicting the inputs for them would be wasted memory traffic.
+ */
+void FillMinusOne(float* begin, float* end) {
+#if defined(__SSE__)
+  constexpr ptrdiff_t kStreamFrom = 4096;  // floats; below this plain stores stay in cache
+  if (end - begin >= kStreamFrom) {
+    while (reinterpret_cast<uintptr_t>(begin) % 16 != 0) *begin++ = -1.f;
+    const __m128 v = _mm_set1_ps(-1.f);
+    for (; end - begin >= 4; begin += 4) _mm_stream_ps(begin, v);
+    _mm_sfence();
+  }
+#endif
+  std::fill(begin, end, -1.f);
+}
+
 /*! \brief Append a block's candidates to the image's list in `s` (anchors, classes, scores). */
 void AppendCandidates(const BlockCandidates& block, ImageScratch* s) {
   s->anchors.insert(s->anchors.end(), block.anchor, block.anchor + block.count);
@@ -238,7 +259,7 @@ void DetectImage(const MultiBoxDetectionParam& p, int num_classes, const float* 
       for (int c = topk; c < v; ++c) emit(c, false);  // cut by nms_topk: contrib leaves them unsorted
     }
   }
-  std::fill(row(written), row(rows), -1.f);
+  FillMinusOne(row(written), row(rows));
 }
 
 MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
