@@ -171,6 +171,22 @@ def test_inference_symbol_outputs_detections():
     assert shape == (1, 8732, 6)
 
 
+@pytest.mark.parametrize("fused_heads", [False, True])
+def test_anchors_read_only_the_head_output(fused_heads):
+    """MultiBoxPrior needs a map's height and width only: every one takes them from its layer's small
+    head convolution (through BlockGrad), never from the feature map, which would be copied and
+    converted out of oneDNN's layout on every forward (bench/README_inference.md)."""
+    sym = symbol_factory.get_symbol("resnet50", 512, num_classes=20, fused_heads=fused_heads)
+    nodes = json.loads(sym.tojson())["nodes"]
+    priors = [n for n in nodes if n["op"] == "MultiBoxPrior"]
+    assert len(priors) == 6
+    head = "feat%d_pred" if fused_heads else "feat%d_loc_pred"
+    for k, prior in enumerate(priors):
+        block = nodes[prior["inputs"][0][0]]
+        assert block["op"] == "BlockGrad"
+        assert nodes[block["inputs"][0][0]]["name"] == head % k
+
+
 def test_train_and_inference_symbols_share_parameters():
     train = symbol_factory.get_symbol_train("vgg16_reduced", 300, num_classes=20)
     infer = symbol_factory.get_symbol("vgg16_reduced", 300, num_classes=20)
