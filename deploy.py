@@ -3,12 +3,15 @@
     python deploy.py --prefix output/ssd --output output/deploy/ssd            # needs ssdkit to run
     python deploy.py --prefix output/ssd --output output/deploy/ssd_portable --portable   # plain MXNet
     python deploy.py --prefix output/fpn --output output/deploy/fpn          # FPN (no --portable: no contrib ops)
+    # a GluonCV SSD zoo file on disk (ssdkit.weights.ZOO names) -> an ssdkit deploy model
+    python deploy.py --gluoncv-zoo ssd_512_resnet50_v1_voc \
+        --gluoncv-params ~/models/ssd_512_resnet50_v1_voc-9c8b225a.params --output output/deploy/gcv_ssd512
 
 See :func:`ssdkit.api.deploy.deploy_model` for the files and how to load them.
 """
 import argparse
 
-from ssdkit.api.deploy import deploy_model
+from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
 
 
 def _epoch(text):
@@ -17,7 +20,17 @@ def _epoch(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefix", required=True, help="training prefix (train.py --prefix)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prefix", help="training prefix (train.py --prefix)")
+    source.add_argument("--gluoncv-zoo", metavar="NAME",
+                        help="GluonCV SSD zoo name of --gluoncv-params (e.g. ssd_512_resnet50_v1_voc; "
+                             "the list is ssdkit.weights.ZOO)")
+    parser.add_argument("--gluoncv-params", metavar="FILE",
+                        help="the GluonCV .params file (with --gluoncv-zoo)")
+    parser.add_argument("--separate-heads", action="store_true",
+                        help="with --gluoncv-zoo: keep GluonCV's two predictor convolutions per layer "
+                             "instead of ssdkit's fused heads (the same detections; fused is faster on "
+                             "the CPU)")
     parser.add_argument("--output", required=True, help="deploy prefix to write")
     parser.add_argument("--epoch", type=_epoch, default=None, help="epoch or 'best' (default: best, else last)")
     parser.add_argument("--portable", action="store_true",
@@ -25,9 +38,16 @@ def main(argv=None):
     parser.add_argument("--max-detections", type=int, default=100,
                         help="detection rows per image (ssdkit graph only; -1: SSD one per anchor, FPN as trained)")
     args = parser.parse_args(argv)
+    if bool(args.gluoncv_zoo) != bool(args.gluoncv_params):
+        parser.error("--gluoncv-zoo and --gluoncv-params go together")
     try:
-        written = deploy_model(args.prefix, args.output, epoch=args.epoch, portable=args.portable,
-                               max_detections=args.max_detections)
+        if args.gluoncv_zoo:
+            written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, args.output,
+                                         fused_heads=not args.separate_heads, portable=args.portable,
+                                         max_detections=args.max_detections)
+        else:
+            written = deploy_model(args.prefix, args.output, epoch=args.epoch, portable=args.portable,
+                                   max_detections=args.max_detections)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     print("wrote %s and %s (%d parameters)" % (written["symbol"], written["params"], written["num_params"]))

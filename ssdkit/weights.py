@@ -71,6 +71,20 @@ PRESET_IMAGENET = {"vgg16_reduced": "vgg16_atrous", "resnet18": "resnet18_v1", "
 """ssdkit preset name (``symbol_factory.get_config``) -> the GluonCV ImageNet network it loads."""
 
 
+def zoo_class_names(name):
+    """Class names of GluonCV SSD ``name`` in its class-id order (VOC: ssdkit's ``VOC_CLASSES``, the
+    same order; COCO: GluonCV's ``COCODetection.CLASSES``, COCO category-id order)."""
+    if name not in ZOO:
+        raise ValueError("no GluonCV SSD mapping for %r; known: %s" % (name, ", ".join(sorted(ZOO))))
+    if name.endswith("_voc"):
+        from ssdkit.dataset.voc import VOC_CLASSES
+
+        return tuple(VOC_CLASSES)
+    from gluoncv.data import COCODetection
+
+    return tuple(COCODetection.CLASSES)
+
+
 def zoo_config(name, fused_heads=False):
     """``get_symbol`` keyword arguments (``num_classes`` included) reproducing GluonCV SSD ``name``.
 

@@ -214,3 +214,57 @@ def test_fuse_head_params_layout_and_errors():
     del params["feat0_loc_pred_bias"]
     with pytest.raises(ValueError, match="feat0_loc_pred_bias missing"):
         weights.fuse_head_params(params)
+
+
+def test_zoo_file_becomes_a_deploy_model(tmp_path):
+    """deploy.py --gluoncv-zoo writes a deploy model that ssdkit.Detector runs with GluonCV's detections
+    (same image, same pixels); the portable variant (MXNet contrib operators) keeps the same rows."""
+    import subprocess
+    import sys
+
+    from ssdkit.api.deploy import deploy_gluoncv_zoo
+    from ssdkit.api.model_files import load_inference_model
+    from ssdkit.dataset.voc import VOC_CLASSES
+    from ssdkit.detector import Detector
+    from ssdkit.symbol.common import IMAGENET_MEAN, IMAGENET_STD
+
+    name, size = "ssd_512_mobilenet1.0_voc", 512
+    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
+    net.initialize()
+    image = np.random.RandomState(7).randint(0, 256, (size, size, 3)).astype(np.uint8)
+    x = ((image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+    x_nd = mx.nd.array(x)
+    net(x_nd)
+    _randomise(net, 8)
+    _one_class_per_anchor(net, x_nd)
+    params = str(tmp_path / (name + ".params"))
+    net.save_parameters(params)
+    ids, scores, boxes = [o.asnumpy()[0] for o in net(x_nd)]
+    keep = (ids[:, 0] >= 0) & (scores[:, 0] >= 0.05)
+    theirs = np.concatenate([ids, scores, boxes], axis=1)[keep]
+    assert len(theirs) > 10
+
+    out = str(tmp_path / "deploy" / "gcv")
+    repo = __file__.rsplit("/tests/", 1)[0]
+    proc = subprocess.run([sys.executable, "deploy.py", "--gluoncv-zoo", name, "--gluoncv-params", params,
+                           "--output", out], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    _, arg, _, meta = load_inference_model(out, deploy=True)
+    assert meta["class_names"] == list(VOC_CLASSES) and meta["data_shape"] == size
+    assert "feat0_pred_weight" in arg                      # fused heads by default
+
+    ours = Detector(out, deploy=True, score_thresh=0.05).detect(image)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours[:, 0], theirs[:, 0])
+    np.testing.assert_allclose(ours[:, 1], theirs[:, 1], atol=1e-5)
+    np.testing.assert_allclose(ours[:, 2:], theirs[:, 2:], atol=1e-2)   # pixels
+
+    portable = str(tmp_path / "deploy" / "gcv_portable")
+    deploy_gluoncv_zoo(params, name, portable, portable=True)
+    rows = Detector(portable, deploy=True, score_thresh=0.05).detect(image)
+    assert len(rows) >= len(ours)                           # contrib's graph has no 100-row cap
+    np.testing.assert_allclose(rows[:len(ours)], ours, atol=1e-2)
+
+    with pytest.raises(ValueError, match="no GluonCV SSD mapping"):
+        deploy_gluoncv_zoo(params, "ssd_999_nothing_voc", str(tmp_path / "x"))

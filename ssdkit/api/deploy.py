@@ -51,12 +51,57 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=1
     if portable:
         symbol = to_portable(symbol)
     arg, aux = load_params(resolve_epoch(prefix, epoch))
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections,
+                         source=prefix)
+
+
+def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=False, max_detections=100):
+    """Write a deploy model from a GluonCV SSD zoo file (:data:`ssdkit.weights.ZOO`, e.g.
+    ``ssd_512_resnet50_v1_voc``) on disk: ssdkit's graph of that network with its weights, usable by
+    ``evaluate.py --deploy``, ``demo.py --deploy`` and ``ssdkit.Detector(..., deploy=True)``.
+
+    Parameters
+    ----------
+    params_path : str, the GluonCV ``.params`` file (``net.save_parameters`` format)
+    name : str, its zoo name
+    output : str, deploy prefix to write
+    fused_heads : bool, one convolution per layer for the class and box predictors (the same
+        function, faster on the CPU; ``ssdkit.weights.fuse_head_params``)
+    portable, max_detections : as in :func:`deploy_model`; NMS 0.45 and top-k 400 are GluonCV's
+
+    Returns
+    -------
+    dict as :func:`deploy_model`.
+    """
+    from ssdkit.symbol import symbol_builder
+    from ssdkit.dataset.augment import IMAGENET_MEAN, IMAGENET_STD  # 0-255 scale, as meta files keep
+    from ssdkit.weights import ZOO, import_ssd, zoo_config, zoo_class_names
+
+    config = zoo_config(name, fused_heads=fused_heads)
+    arg, aux = import_ssd(params_path, name, fused_heads=fused_heads)
+    base, size = ZOO[name][0], ZOO[name][1]
+    meta = {"network": {"vgg16": "vgg16_reduced"}.get(base, base), "data_shape": size, "test_shape": 0,
+            "nms_thresh": config["nms_thresh"], "nms_topk": config["nms_topk"], "force_suppress": False,
+            "class_names": list(zoo_class_names(name)), "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD), "gluoncv_zoo": name}
+    if portable:
+        family_of(meta).check_portable(meta)
+    symbol = symbol_builder.get_symbol(**dict(config, max_detections=-1 if portable else max_detections))
+    if portable:
+        symbol = to_portable(symbol)
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections,
+                         source=params_path)
+
+
+def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections, source):
+    """Write ``output``'s symbol, the parameters ``symbol`` uses and the meta file (atomically)."""
+    family = family_of(meta)
     needed_arg = set(symbol.list_arguments()) - set(family.data_names)
     needed_aux = set(symbol.list_auxiliary_states())
     missing = sorted((needed_arg - set(arg)) | (needed_aux - set(aux)))
     if missing:
         raise ValueError("checkpoint of %s lacks %d parameters of the detection graph (%s)"
-                         % (prefix, len(missing), ", ".join(missing[:5])))
+                         % (source, len(missing), ", ".join(missing[:5])))
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_text(output + "-symbol.json", symbol.tojson())
