@@ -77,12 +77,16 @@ def _pyramid(network, settings, image_shape):
     features = _features(network, settings)
     num_anchors = settings.num_anchors
     level_sizes = _level_sizes(features, image_shape, num_anchors)
-    logits, deltas = rpn_head(features, num_anchors, settings.fpn_channels)
+    logits, deltas, maps = rpn_head(features, num_anchors, settings.fpn_channels)
     rpn_anchors = _op("RPNAnchors")
-    anchors = mx.sym.concat(*[rpn_anchors(feat, stride=stride, scales=_tuple_attr(settings.anchor_scales),
+    # RPNAnchors reads only the grid's height and width: it takes them from the level's A-channel
+    # objectness map rather than the 256-channel feature, which it would copy out of oneDNN's
+    # layout on every forward; BlockGrad keeps its zero backward out of the head's gradient
+    anchors = mx.sym.concat(*[rpn_anchors(mx.sym.BlockGrad(grid), stride=stride,
+                                          scales=_tuple_attr(settings.anchor_scales),
                                           ratios=_tuple_attr(settings.anchor_ratios), offset=0.5,
                                           name="rpn_anchors_p%d" % level)
-                              for feat, stride, level in zip(features, LEVEL_STRIDES, LEVELS)],
+                              for grid, stride, level in zip(maps, LEVEL_STRIDES, LEVELS)],
                             dim=1, name="rpn_anchors")
     return features, logits, deltas, anchors, level_sizes
 

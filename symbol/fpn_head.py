@@ -96,11 +96,13 @@ def rpn_head(features, num_anchors, channels):
     logits : (B, N) objectness logits, N = sum_l H_l W_l A, levels in order, each location-major then
         anchor (``transpose(0, 2, 3, 1)`` of the ``(B, A, H, W)`` map, flattened)
     deltas : (B, N * 4) box deltas in the same order, 4 per anchor
+    maps : list of L symbols ``(B, A, H_l, W_l)``, the objectness convolution's output per level
+        (small maps with each level's grid: what the anchors take their shape from)
     """
     conv_w, conv_b = _weight("rpn_conv", 0.01)
     cls_w, cls_b = _weight("rpn_cls_logits", 0.01)
     box_w, box_b = _weight("rpn_bbox_pred", 0.01)
-    logits, deltas = [], []
+    logits, deltas, maps = [], [], []
     for k, feat in enumerate(features):
         x = mx.sym.Convolution(feat, weight=conv_w, bias=conv_b, num_filter=channels, kernel=(3, 3), pad=(1, 1),
                                name="rpn_conv_l%d" % k)
@@ -109,10 +111,11 @@ def rpn_head(features, num_anchors, channels):
                                  name="rpn_cls_logits_l%d" % k)
         box = mx.sym.Convolution(x, weight=box_w, bias=box_b, num_filter=4 * num_anchors, kernel=(1, 1),
                                  name="rpn_bbox_pred_l%d" % k)
+        maps.append(cls)
         logits.append(mx.sym.reshape(mx.sym.transpose(cls, axes=(0, 2, 3, 1)), shape=(0, -1)))
         deltas.append(mx.sym.reshape(mx.sym.transpose(box, axes=(0, 2, 3, 1)), shape=(0, -1)))
     return (mx.sym.concat(*logits, dim=1, name="rpn_logits"),
-            mx.sym.concat(*deltas, dim=1, name="rpn_deltas"))
+            mx.sym.concat(*deltas, dim=1, name="rpn_deltas"), maps)
 
 
 def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonical_level=4):
