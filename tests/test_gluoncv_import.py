@@ -136,19 +136,26 @@ def _one_class_per_anchor(net, x):
         cp.predictor.bias.set_data(mx.nd.array(b))
 
 
+def _saved_zoo_net(name, x_nd, seed, path):
+    """GluonCV SSD ``name`` with random parameters (``_randomise(seed)``), its heads tamed by
+    :func:`_one_class_per_anchor` on ``x_nd``, saved to ``path``; returns the net."""
+    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
+    net.initialize()
+    net(x_nd)
+    _randomise(net, seed)
+    _one_class_per_anchor(net, x_nd)
+    net.save_parameters(path)
+    return net
+
+
 @pytest.mark.parametrize("fused_heads", [False, True])
 @pytest.mark.parametrize("name", ["ssd_300_vgg16_atrous_voc", "ssd_512_mobilenet1.0_voc", "ssd_512_resnet50_v1_voc"])
 def test_zoo_ssd_matches_gluoncv(tmp_path, name, fused_heads):
     _, size, _, _, _ = weights.ZOO[name]
-    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
-    net.initialize()
     x = np.random.RandomState(5).normal(size=(1, 3, size, size)).astype(np.float32)
     x_nd = mx.nd.array(x)
-    net(x_nd)
-    _randomise(net, 6)
-    _one_class_per_anchor(net, x_nd)
     path = str(tmp_path / (name + ".params"))
-    net.save_parameters(path)
+    net = _saved_zoo_net(name, x_nd, 6, path)
     cls, box, anchors = _zoo_heads(net, x_nd)
     ids, scores, boxes = [o.asnumpy() for o in net(x_nd)]
 
@@ -229,16 +236,11 @@ def test_zoo_file_becomes_a_deploy_model(tmp_path):
     from ssdkit.symbol.common import IMAGENET_MEAN, IMAGENET_STD
 
     name, size = "ssd_512_mobilenet1.0_voc", 512
-    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
-    net.initialize()
     image = np.random.RandomState(7).randint(0, 256, (size, size, 3)).astype(np.uint8)
     x = ((image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
     x_nd = mx.nd.array(x)
-    net(x_nd)
-    _randomise(net, 8)
-    _one_class_per_anchor(net, x_nd)
     params = str(tmp_path / (name + ".params"))
-    net.save_parameters(params)
+    net = _saved_zoo_net(name, x_nd, 8, params)
     ids, scores, boxes = [o.asnumpy()[0] for o in net(x_nd)]
     keep = (ids[:, 0] >= 0) & (scores[:, 0] >= 0.05)
     theirs = np.concatenate([ids, scores, boxes], axis=1)[keep]
