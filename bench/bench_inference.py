@@ -13,6 +13,7 @@ medians over ``--repeat`` rounds after warm-up.
 Usage::
 
     OMP_NUM_THREADS=2 python bench/bench_inference.py [--batches 1 8] [--repeat 10] [--heads random]
+        [--gluoncv-backend MKLDNN]
 """
 import argparse
 import functools
@@ -34,7 +35,7 @@ LAYOUTS = (("fused", True), ("separate", False))
 concatenated by ``ssdkit.weights.fuse_head_params``) and GluonCV's two convolutions per layer."""
 
 
-def _gluoncv_net(path, heads):
+def _gluoncv_net(path, heads, backend=None):
     net = model_zoo.get_model(NAME, pretrained=False, pretrained_base=False)
     net.initialize()
     net(mx.nd.zeros((1, 3, SIZE, SIZE)))
@@ -47,7 +48,7 @@ def _gluoncv_net(path, heads):
     for bp in net.box_predictors:
         bp.predictor.weight.set_data(bp.predictor.weight.data() * 0.05)
     net.save_parameters(path)
-    net.hybridize(static_alloc=True, static_shape=True)
+    net.hybridize(static_alloc=True, static_shape=True, **({"backend": backend} if backend else {}))
     return net
 
 
@@ -63,11 +64,15 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--heads", choices=["trained-like", "random"], default="trained-like")
+    parser.add_argument("--gluoncv-backend", choices=["default", "MKLDNN"], default="default",
+                        help="MKLDNN: hybridize GluonCV with backend='MKLDNN' (MXNet's conv + BatchNorm + "
+                             "ReLU fusion, which symbolic executors such as ssdkit's get by default)")
     args = parser.parse_args()
-    print("OMP_NUM_THREADS=%s, mxnet %s" % (os.environ.get("OMP_NUM_THREADS"), mx.__version__))
+    print("OMP_NUM_THREADS=%s, mxnet %s, GluonCV backend %s"
+          % (os.environ.get("OMP_NUM_THREADS"), mx.__version__, args.gluoncv_backend))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, NAME + ".params")
-        net = _gluoncv_net(path, args.heads)
+        net = _gluoncv_net(path, args.heads, None if args.gluoncv_backend == "default" else "MKLDNN")
         rows = []
         for batch in args.batches:
             x = mx.nd.array(np.random.RandomState(0).normal(size=(batch, 3, SIZE, SIZE)).astype(np.float32))
