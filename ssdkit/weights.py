@@ -71,11 +71,15 @@ PRESET_IMAGENET = {"vgg16_reduced": "vgg16_atrous", "resnet18": "resnet18_v1", "
 """ssdkit preset name (``symbol_factory.get_config``) -> the GluonCV ImageNet network it loads."""
 
 
+def _check_zoo_name(name):
+    if name not in ZOO:
+        raise ValueError("no GluonCV SSD mapping for %r; known: %s" % (name, ", ".join(sorted(ZOO))))
+
+
 def zoo_class_names(name):
     """Class names of GluonCV SSD ``name`` in its class-id order (VOC: ssdkit's ``VOC_CLASSES``, the
     same order; COCO: GluonCV's ``COCODetection.CLASSES``, COCO category-id order)."""
-    if name not in ZOO:
-        raise ValueError("no GluonCV SSD mapping for %r; known: %s" % (name, ", ".join(sorted(ZOO))))
+    _check_zoo_name(name)
     if name.endswith("_voc"):
         from ssdkit.dataset.voc import VOC_CLASSES
 
@@ -92,8 +96,7 @@ def zoo_config(name, fused_heads=False):
     clipped to the image. ``fused_heads``: one aligned convolution per layer for the class and box
     predictors (the same function; faster on the CPU, see :func:`fuse_head_params`).
     """
-    if name not in ZOO:
-        raise ValueError("no GluonCV SSD mapping for %r; known: %s" % (name, ", ".join(sorted(ZOO))))
+    _check_zoo_name(name)
     base, size, num_classes, pixel_sizes, pixel_steps = ZOO[name]
     if base == "vgg16":
         config = symbol_factory.get_config("vgg16_reduced", 300)

@@ -20,7 +20,7 @@ resize and padding. They always need ssdkit (``portable=True`` raises ValueError
 import os
 
 from ssdkit.api.family import family_of
-from ssdkit.api.model_files import inference_symbol, read_meta, resolve_epoch
+from ssdkit.api.model_files import inference_symbol, model_meta, read_meta, resolve_epoch
 from ssdkit.engine import atomic
 from ssdkit.engine.checkpoint import load_params, save_params
 from ssdkit.portable import to_portable
@@ -73,17 +73,19 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     -------
     dict as :func:`deploy_model`.
     """
+    from ssdkit.config.schema import Config, ModelConfig
     from ssdkit.symbol import symbol_builder
-    from ssdkit.dataset.augment import IMAGENET_MEAN, IMAGENET_STD  # 0-255 scale, as meta files keep
     from ssdkit.weights import ZOO, import_ssd, zoo_config, zoo_class_names
 
     config = zoo_config(name, fused_heads=fused_heads)
     arg, aux = import_ssd(params_path, name, fused_heads=fused_heads)
     base, size = ZOO[name][0], ZOO[name][1]
-    meta = {"network": {"vgg16": "vgg16_reduced"}.get(base, base), "data_shape": size, "test_shape": 0,
-            "nms_thresh": config["nms_thresh"], "nms_topk": config["nms_topk"], "force_suppress": False,
-            "class_names": list(zoo_class_names(name)), "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "gluoncv_zoo": name}
+    # the meta of an ssdkit model of the zoo net's preset base network (ImageNet normalisation is
+    # the config default, GluonCV's too)
+    class_names = zoo_class_names(name)
+    model = ModelConfig(network={"vgg16": "vgg16_reduced"}.get(base, base), data_shape=size,
+                        nms_thresh=config["nms_thresh"], nms_topk=config["nms_topk"], class_names=class_names)
+    meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name)
     if portable:
         family_of(meta).check_portable(meta)
     symbol = symbol_builder.get_symbol(**dict(config, max_detections=-1 if portable else max_detections))

@@ -10,13 +10,19 @@ import os
 from ssdkit.engine import atomic
 
 
-def write_meta(prefix, config, class_names):
-    """Write ``<prefix>-meta.json``: the family's graph settings (SSD: network, data_shape, NMS; FPN:
-    network, resize short/long, padded image shape, ``[fpn]`` settings), class names, mean and std."""
+def model_meta(config, class_names):
+    """The meta dict of a model of ``config``: the family's graph settings (SSD: network, data_shape,
+    NMS; FPN: network, resize short/long, padded image shape, ``[fpn]`` settings), class names, mean
+    and std."""
     from ssdkit.api.family import family_of
 
-    meta = dict(family_of(config).meta_fields(config), class_names=list(class_names),
+    return dict(family_of(config).meta_fields(config), class_names=list(class_names),
                 mean=list(config.data.mean), std=list(config.data.std))
+
+
+def write_meta(prefix, config, class_names):
+    """Write ``<prefix>-meta.json`` (:func:`model_meta`) and return it."""
+    meta = model_meta(config, class_names)
     atomic.write_json(prefix + "-meta.json", meta)
     return meta
 

@@ -49,6 +49,13 @@ struct ImageScratch {
   std::vector<int> keep;       // kept candidate positions, best first
   std::vector<char> kept;      // (V,) 1 if kept
   NmsScratch nms;
+
+  /*! \brief Start the next image's candidate list (anchors, classes, scores). */
+  void ClearCandidates() {
+    anchors.clear();
+    classes.clear();
+    scores.clear();
+  }
 };
 
 /*! \brief Shapes (B, C+1, N), (B, N*4), (1, N, 4), checked; returns (B, C+1, N). */
@@ -289,11 +296,6 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
                     scratch);
       });
     };
-    auto clear = [](ImageScratch* s) {
-      s->anchors.clear();
-      s->classes.clear();
-      s->scores.clear();
-    };
     // Enough images for every thread: one task per image runs both passes back to back, pass 1
     // appending each block's candidates straight to the image's list (no barrier, no per-anchor
     // arrays). Fewer images than threads: pass 1 is split into anchor blocks across all threads
@@ -309,7 +311,7 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
         std::unique_ptr<BlockCandidates> cand(new BlockCandidates);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < batch; ++b) {
-          clear(&scratch);
+          scratch.ClearCandidates();
           for (int blk = 0; blk < blocks; ++blk) {
             best_class_pass(b, blk, cand.get());
             AppendCandidates(*cand, &scratch);
@@ -321,7 +323,7 @@ MXReturnValue DetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs,
         for (int t = 0; t < batch * blocks; ++t) best_class_pass(t / blocks, t % blocks, &block_out[t]);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < batch; ++b) {
-          clear(&scratch);
+          scratch.ClearCandidates();
           for (int blk = 0; blk < blocks; ++blk) AppendCandidates(block_out[b * blocks + blk], &scratch);
           detect_image(b, &scratch);
         }
