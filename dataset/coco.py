@@ -5,8 +5,11 @@ json. COCO ``bbox = [x, y, w, h]`` becomes the corners ``(x, y, x + w, y + h)``.
 (``iscrowd = 1``) are skipped by default (``crowd="skip"``) or kept flagged difficult (``crowd="difficult"``);
 either way they are counted in the load report. A non-standard per-annotation key ``"difficult"`` (0/1), when
 present, sets the difficult flag (the synthetic dataset writes it so that its VOC and COCO forms agree).
-Images without annotations are kept. Other bad data is handled as in :mod:`ssdkit.dataset.validation`.
+Images without annotations are kept. An image id given to several images skips all of them (their
+annotations cannot be told apart; counted as ``duplicate_id``), an annotation whose ``image_id`` is not an
+image is counted as ``orphan_annotation``. Other bad data is handled as in :mod:`ssdkit.dataset.validation`.
 """
+import collections
 import contextlib
 import io
 import json
@@ -42,7 +45,39 @@ def read_coco_json(path):
     return coco
 
 
-def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="decode", workers=2):
+def check_image_ids(data, report, name):
+    """Count COCO image ids used twice and annotations of unknown image ids.
+
+    pycocotools indexes images by id, so a second image with the same id replaces the first and the
+    annotations of both land on the survivor; annotations of an id that is not an image are never looked
+    at. This finds both in the raw json.
+
+    Parameters
+    ----------
+    data : dict, the parsed instances json (``images``, ``annotations``)
+    report : LoadReport, receives ``duplicate_id`` (one per image sharing an id) and ``orphan_annotation``
+    name : str, the file name used in messages
+
+    Returns
+    -------
+    set of the duplicated image ids (their images are to be skipped).
+    """
+    images = [img for img in data["images"] if isinstance(img, dict)]
+    counts = collections.Counter(img.get("id") for img in images)
+    duplicated = {i for i, n in counts.items() if n > 1}
+    for img in images:
+        if img.get("id") in duplicated:
+            report.add("duplicate_id", "%s image id %s" % (name, img.get("id")),
+                       "file_name %s; %d images share the id, their annotations cannot be told apart"
+                       % (img.get("file_name"), counts[img.get("id")]))
+    for ann in data["annotations"]:
+        if isinstance(ann, dict) and ann.get("image_id") not in counts:
+            report.add("orphan_annotation", "%s annotation %s" % (name, ann.get("id")),
+                       "image_id %r is not among the images" % (ann.get("image_id"),))
+    return duplicated
+
+
+def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="decode", workers=2, strict=False):
     """Load one COCO instances file (see :func:`load_coco`)."""
     if crowd not in CROWD_MODES:
         raise ValueError("crowd=%r; expected one of %s" % (crowd, ", ".join(CROWD_MODES)))
@@ -50,9 +85,12 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
     cat_ids = sorted(coco.getCatIds())
     cat_index = {cid: i for i, cid in enumerate(cat_ids)}
     names = tuple(coco.cats[cid]["name"] for cid in cat_ids)
-    report = LoadReport("coco:%s" % annotation_file)
+    report = LoadReport("coco:%s" % annotation_file, strict=strict)
+    duplicated = check_image_ids(coco.dataset, report, os.path.basename(annotation_file))
     raws = []
     for image_id in sorted(coco.getImgIds()):
+        if image_id in duplicated:
+            continue
         info = coco.imgs[image_id]
         source = "%s image id %s" % (os.path.basename(annotation_file), image_id)
         if "file_name" not in info:
@@ -89,12 +127,12 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
                                   classes=np.array(classes, np.int32), difficult=np.array(difficult, bool),
                                   image_id=str(image_id), source=source))
     records = build_records(raws, report, check_images=check_images, workers=workers)
-    report.log()
+    report.finish()
     return DetectionDataset(name="coco:%s" % os.path.basename(annotation_file), records=tuple(records),
                             class_names=names, reports=(report,))
 
 
-def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decode", workers=2):
+def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decode", workers=2, strict=False):
     """Load COCO instances files into records.
 
     Parameters
@@ -105,6 +143,8 @@ def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decod
     crowd : ``skip`` (default) drops ``iscrowd`` objects, ``difficult`` keeps them flagged difficult
     check_images : ``decode`` | ``header`` | ``none``, see :func:`ssdkit.dataset.image.inspect_image`
     workers : int, threads checking images
+    strict : bool, raise :class:`~ssdkit.dataset.validation.DataError` naming every damaged or inconsistent
+        entry instead of skipping it with a count
 
     Returns
     -------
@@ -116,6 +156,6 @@ def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decod
         image_dirs = [image_dirs] * len(annotation_files)
     if len(image_dirs) != len(annotation_files):
         raise ValueError("%d annotation files but %d image folders" % (len(annotation_files), len(image_dirs)))
-    parts = [load_coco_set(a, d, crowd=crowd, check_images=check_images, workers=workers)
+    parts = [load_coco_set(a, d, crowd=crowd, check_images=check_images, workers=workers, strict=strict)
              for a, d in zip(annotation_files, image_dirs)]
     return parts[0] if len(parts) == 1 else concat_datasets(parts)

@@ -10,12 +10,16 @@ CHECK_MODES = ("decode", "header", "none")
 
 
 class ImageError(ValueError):
-    """An image file is missing or cannot be decoded; ``path`` names it and ``reason`` is ``missing``/``corrupt``."""
+    """An image file is missing or cannot be decoded.
+
+    ``path`` names it and ``reason`` is ``missing``, ``corrupt`` or ``truncated`` (the file ends before
+    the image does: a decoder would return a partly grey picture).
+    """
 
     def __init__(self, path, reason, detail=""):
         self.path = path
         self.reason = reason
-        what = "not found" if reason == "missing" else "cannot be decoded as an image"
+        what = {"missing": "not found", "truncated": "is truncated"}.get(reason, "cannot be decoded as an image")
         super().__init__("image %s %s%s" % (path, what, ": " + detail if detail else ""))
 
 
@@ -44,6 +48,22 @@ def _read_bytes(path):
     return data
 
 
+def _read_tail(path, size=64):
+    """The first 12 and the last ``size`` bytes of a file (enough for :func:`check_complete`'s marker test;
+    the whole file when the marker is missing, so that Pillow can decide)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        f.seek(0, os.SEEK_END)
+        length = f.tell()
+        f.seek(max(12, length - size))
+        tail = f.read()
+    data = np.frombuffer(head + tail, np.uint8)
+    marker = _END_MARKERS.get(_container(data))
+    if marker is not None and not (head + tail).endswith(marker):
+        return _read_bytes(path)
+    return data
+
+
 def _container(data):
     head = data[:12].tobytes()
     if head.startswith(b"\xff\xd8"):
@@ -57,11 +77,54 @@ def _container(data):
     return "other"
 
 
+_END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
+"""The bytes a complete file of each container ends with (JPEG EOI marker, PNG IEND chunk with its CRC)."""
+
+
+def check_complete(path, data):
+    """Raise ImageError(reason ``truncated``) when encoded image bytes end before the image does.
+
+    OpenCV decodes a JPEG cut half-way without an error (the missing rows come out grey), so the
+    decoders' success says nothing. A JPEG must end with its EOI marker ``FF D9`` and a PNG with its
+    ``IEND`` chunk; a file that does not (e.g. bytes appended after the image by some cameras) is fully
+    decoded by Pillow with truncated images refused, which then decides. Other containers are not
+    checked here (their decoders fail on truncation).
+
+    Parameters
+    ----------
+    path : str, the file named in the error (or a record, e.g. ``train.rec#12``)
+    data : (N,) uint8 array or bytes, the encoded image
+
+    Returns
+    -------
+    str, the container (``jpeg``, ``png``, ``webp``, ``bmp`` or ``other``).
+    """
+    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    container = _container(data)
+    marker = _END_MARKERS.get(container)
+    if marker is None or data[-len(marker):].tobytes() == marker:
+        return container
+    import io
+
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # a process-wide switch someone turned on: it would hide the fault
+        raise ImageError(path, "truncated", "no %s end marker (%s); PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, "
+                         "so the image cannot be verified" % (container.upper(), marker.hex()))
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(path, "truncated", "no %s end marker, %s" % (container.upper(), err)) from None
+    return container
+
+
 def _decode(path, data):
     """(H, W, C) or (H, W) array as stored, and the conversions to RGB it needs."""
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ImageError(path, "corrupt")
+    check_complete(path, data)  # after the decode: a file that decodes only partly is "truncated"
     notes = []
     if img.ndim == 2 or img.shape[2] == 1:
         notes.append("grayscale")
@@ -142,6 +205,7 @@ def inspect_image(path, mode="decode"):
                 width, height, pil_mode, fmt = im.width, im.height, im.mode, (im.format or "other").lower()
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise ImageError(path, "corrupt", str(err)) from None
+        check_complete(path, _read_tail(path))
         notes = {"L": ("grayscale",), "LA": ("grayscale", "alpha"), "RGBA": ("alpha",),
                  "I;16": ("grayscale", "16-bit"), "P": ("palette",)}.get(pil_mode, ())
         return ImageInfo(width, height, notes + (() if fmt == "jpeg" else (fmt,)))

@@ -24,6 +24,10 @@ JSON (``.json``)::
 
 ``classes``, ``width``, ``height``, ``objects`` and ``difficult`` are optional; ``class`` may also be a
 0-based integer id into ``classes``.
+
+Inconsistent entries are skipped with a count (see :mod:`ssdkit.dataset.validation`): a CSV row holding
+more values than the header skips its image (``extra_columns``: the values cannot be assigned to columns),
+a JSON image listed twice keeps its first entry (``duplicate_id``).
 """
 import csv
 import json
@@ -53,6 +57,12 @@ def _read_csv(path):
             if not name:
                 raise ValueError("%s line %d: empty image column" % (path, line))
             entry = images.setdefault(name, {"size": None, "objects": [], "error": None})
+            if row.get(None):  # csv.DictReader keeps the values beyond the header under the key None
+                entry["error"] = entry["error"] or (
+                    "extra_columns", "line %d: %d values, the header has %d (%s); extra %s"
+                    % (line, len(reader.fieldnames) + len(row[None]), len(reader.fieldnames),
+                       ",".join(reader.fieldnames), row[None]))
+                continue
             try:
                 if (row.get("width") or "").strip() and (row.get("height") or "").strip():
                     entry["size"] = (int(float(row["width"])), int(float(row["height"])))
@@ -64,7 +74,7 @@ def _read_csv(path):
                 box = [float(v) for v in fields[:4]]
                 entry["objects"].append((box, fields[4], int(float((row.get("difficult") or "0").strip() or 0))))
             except ValueError as err:
-                entry["error"] = entry["error"] or "line %d: %s" % (line, err)
+                entry["error"] = entry["error"] or ("bad_annotation", "line %d: %s" % (line, err))
     return [(name, e["size"], e["objects"], e["error"]) for name, e in images.items()], None
 
 
@@ -76,7 +86,7 @@ def _read_json(path):
         raise ValueError("%s: not valid JSON (%s)" % (path, err)) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError('%s: expected an object with an "images" list (see ssdkit.dataset.lists)' % path)
-    entries = []
+    entries, seen = [], {}
     for index, item in enumerate(data["images"]):
         error, objects, size, name = None, [], None, None
         try:
@@ -89,12 +99,17 @@ def _read_json(path):
                     raise ValueError("box %s is not [xmin, ymin, xmax, ymax]" % obj["box"])
                 objects.append((box, obj["class"], int(obj.get("difficult", 0))))
         except (AttributeError, KeyError, TypeError, ValueError) as err:
-            error = "images[%d]: %s %r" % (index, type(err).__name__, err)
+            error = ("bad_annotation", "images[%d]: %s %r" % (index, type(err).__name__, err))
+        if error is None and name in seen:
+            error = ("duplicate_id", "images[%d] lists %s again (first: images[%d])" % (index, name, seen[name]))
+            name = "%s (images[%d])" % (name, index)
+        elif name is not None:
+            seen.setdefault(name, index)
         entries.append((name or "images[%d]" % index, size, objects, error))
     return entries, data.get("classes")
 
 
-def load_list_set(path, *, class_names=None, image_root=None, check_images="decode", workers=2):
+def load_list_set(path, *, class_names=None, image_root=None, check_images="decode", workers=2, strict=False):
     """Load one CSV or JSON annotation file (see :func:`load_list`)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".json"):
@@ -112,12 +127,12 @@ def load_list_set(path, *, class_names=None, image_root=None, check_images="deco
     names = resolve_class_names(class_names)
     class_index = {n: i for i, n in enumerate(names)}
     root = os.path.abspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
-    report = LoadReport("list:%s" % path)
+    report = LoadReport("list:%s" % path, strict=strict)
     raws = []
     for name, size, objects, error in entries:
         source = "%s [%s]" % (os.path.basename(path), name)
         if error is not None:
-            report.add("bad_annotation", source, error)
+            report.add(error[0], source, error[1])
             continue
         classes = []
         for _, cls, _ in objects:
@@ -139,12 +154,12 @@ def load_list_set(path, *, class_names=None, image_root=None, check_images="deco
     if check_images == "none" and any(r.width is None for r in raws):
         check_images = "header"  # the size must come from somewhere
     records = build_records(raws, report, check_images=check_images, workers=workers)
-    report.log()
+    report.finish()
     return DetectionDataset(name="list:%s" % os.path.basename(path), records=tuple(records), class_names=names,
                             reports=(report,))
 
 
-def load_list(paths, *, class_names=None, image_root=None, check_images="decode", workers=2):
+def load_list(paths, *, class_names=None, image_root=None, check_images="decode", workers=2, strict=False):
     """Load CSV/JSON annotation files of the custom format (module docstring) into records.
 
     Parameters
@@ -154,6 +169,8 @@ def load_list(paths, *, class_names=None, image_root=None, check_images="decode"
     image_root : str, folder image paths are relative to (default: each file's folder)
     check_images : ``decode`` | ``header`` | ``none``, see :func:`ssdkit.dataset.image.inspect_image`
     workers : int, threads checking images
+    strict : bool, raise :class:`~ssdkit.dataset.validation.DataError` naming every damaged or inconsistent
+        entry instead of skipping it with a count
 
     Returns
     -------
@@ -162,5 +179,5 @@ def load_list(paths, *, class_names=None, image_root=None, check_images="decode"
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     parts = [load_list_set(p, class_names=class_names, image_root=image_root, check_images=check_images,
-                           workers=workers) for p in paths]
+                           workers=workers, strict=strict) for p in paths]
     return parts[0] if len(parts) == 1 else concat_datasets(parts)

@@ -11,7 +11,7 @@ DATASET_KINDS = ("voc", "coco", "list")
 
 
 def load_dataset(kind, sources, *, root=None, image_dirs=None, class_names=None, crowd="skip",
-                 check_images="decode", workers=2):
+                 check_images="decode", workers=2, strict=False):
     """Load image sets of one kind into a DetectionDataset.
 
     Parameters
@@ -26,6 +26,8 @@ def load_dataset(kind, sources, *, root=None, image_dirs=None, class_names=None,
         come from the json, a given list must equal them)
     crowd : COCO crowd handling, see :func:`ssdkit.dataset.coco.load_coco`
     check_images, workers : see :func:`ssdkit.dataset.validation.build_records`
+    strict : bool, raise :class:`~ssdkit.dataset.validation.DataError` naming every damaged or inconsistent
+        entry instead of skipping it with a count (see :mod:`ssdkit.dataset.validation`)
     """
     sources = [sources] if isinstance(sources, str) else list(sources)
     if not sources:
@@ -33,11 +35,13 @@ def load_dataset(kind, sources, *, root=None, image_dirs=None, class_names=None,
     if kind == "voc":
         if root is None:
             raise ValueError("voc needs root= (the VOCdevkit folder)")
-        return load_voc(root, sources, class_names=class_names, check_images=check_images, workers=workers)
+        return load_voc(root, sources, class_names=class_names, check_images=check_images, workers=workers,
+                        strict=strict)
     if kind == "coco":
         if image_dirs is None:
             raise ValueError("coco needs image_dirs= (the folder(s) file_name is relative to)")
-        data = load_coco(sources, image_dirs, crowd=crowd, check_images=check_images, workers=workers)
+        data = load_coco(sources, image_dirs, crowd=crowd, check_images=check_images, workers=workers,
+                         strict=strict)
         if class_names is not None and resolve_class_names(class_names) != data.class_names:
             raise ValueError("class_names %s differ from the COCO categories %s (%s); COCO class ids come from "
                              "the json, drop class_names" % (list(resolve_class_names(class_names)),
@@ -46,7 +50,7 @@ def load_dataset(kind, sources, *, root=None, image_dirs=None, class_names=None,
     if kind == "list":
         image_root = image_dirs if isinstance(image_dirs, (str, type(None))) else image_dirs[0]
         return load_list(sources, class_names=class_names, image_root=image_root, check_images=check_images,
-                         workers=workers)
+                         workers=workers, strict=strict)
     raise ValueError("dataset kind %r; expected one of %s" % (kind, ", ".join(DATASET_KINDS)))
 
 

@@ -5,18 +5,35 @@ checks every image, fixes what can be fixed and skips what cannot, counting each
 :class:`LoadReport` that is logged (logger ``ssdkit.dataset``) when loading ends. Readers give records
 absolute image paths.
 
-============================  ======================================================================
-case                          action
-============================  ======================================================================
-missing / corrupt image       image skipped
-unparsable annotation         image skipped (a whole unparsable COCO/list file raises ValueError)
-annotated size != image size  the decoded image's size is used
-box partly outside the image  box clipped to the image
-zero-area / inverted box      box dropped (also a box entirely outside the image, or non-finite)
-image without objects         kept
-gray / RGBA / 16-bit / PNG    kept; :func:`ssdkit.dataset.image.load_image_rgb` converts at decode
-unknown class name            ValueError naming the file and listing the known classes
-============================  ======================================================================
+==============================  ====================================================================
+case                            action (report kind)
+==============================  ====================================================================
+missing / corrupt image         image skipped (``missing_image`` / ``corrupt_image``)
+truncated image                 image skipped (``truncated_image``): a JPEG without its end marker
+                                ``FFD9`` / a PNG without ``IEND`` that Pillow cannot fully decode
+unparsable annotation           image skipped (``bad_annotation``; a whole unparsable file raises)
+image id used twice             skipped (``duplicate_id``): COCO every image with the id (their
+                                annotations cannot be told apart); VOC / JSON list the repeats
+annotation of an unknown image  annotation skipped (``orphan_annotation``, COCO)
+CSV row with extra values       image skipped (``extra_columns``)
+RecordIO record damaged         record skipped (``bad_record``: framing or header cannot be read;
+                                ``corrupt_image`` / ``truncated_image`` for its image bytes)
+RecordIO label unusable         record skipped (``bad_label``: class outside ``[0, num_classes)``,
+                                non-finite or out-of-image coordinates, malformed layout)
+annotated size != image size    the decoded image's size is used (``size_mismatch``)
+box partly outside the image    box clipped to the image (``clipped_box``)
+zero-area / inverted box        box dropped (``dropped_box``; also a box entirely outside the image,
+                                or non-finite)
+image without objects           kept (``no_objects``)
+gray / RGBA / 16-bit / PNG      kept; :func:`ssdkit.dataset.image.load_image_rgb` converts at decode
+unknown class name              ValueError naming the file and listing the known classes
+==============================  ====================================================================
+
+Nothing is dropped silently: every skip is counted per kind and the summary names the files / records.
+With ``strict=True`` (config key ``data.strict``, flag ``--strict``) every case of :data:`STRICT_KINDS`
+(all the skips above, orphan annotations and dropped boxes) is an error instead: :meth:`LoadReport.finish`
+raises :class:`DataError` naming each file / record. A dataset left without any record is an error in
+either mode.
 """
 import logging
 from collections import OrderedDict
@@ -33,8 +50,15 @@ logger = logging.getLogger("ssdkit.dataset")
 ISSUES = OrderedDict([
     ("missing_image", "skipped, image file not found"),
     ("corrupt_image", "skipped, image cannot be decoded"),
+    ("truncated_image", "skipped, image file ends early (no JPEG FFD9 / PNG IEND end marker)"),
     ("missing_annotation", "skipped, annotation file not found"),
     ("bad_annotation", "skipped, annotation cannot be parsed"),
+    ("duplicate_id", "skipped, image id given to more than one image"),
+    ("extra_columns", "skipped, CSV row with more values than the header"),
+    ("bad_record", "skipped, RecordIO record cannot be unpacked"),
+    ("bad_label", "skipped, label with an out-of-range class, a non-finite or outside coordinate or a "
+                  "malformed layout"),
+    ("orphan_annotation", "skipped, annotation of an image id that is not in the image list"),
     ("size_mismatch", "fixed, annotated size differs from the image (image size used)"),
     ("clipped_box", "fixed, box clipped to the image"),
     ("dropped_box", "fixed, zero-area, inverted or outside box dropped"),
@@ -43,7 +67,15 @@ ISSUES = OrderedDict([
     ("no_objects", "kept, image without objects"),
 ])
 """Every counted case: kind -> what was done."""
-SKIP_KINDS = ("missing_image", "corrupt_image", "missing_annotation", "bad_annotation")
+SKIP_KINDS = ("missing_image", "corrupt_image", "truncated_image", "missing_annotation", "bad_annotation",
+              "duplicate_id", "extra_columns", "bad_record", "bad_label")
+"""Kinds whose every case is one image / record left out (counted in ``num_skipped``)."""
+STRICT_KINDS = SKIP_KINDS + ("orphan_annotation", "dropped_box")
+"""Kinds that are errors with ``strict=True``: everything damaged or inconsistent that is left out."""
+
+
+class DataError(ValueError):
+    """A dataset holds damaged or inconsistent records and ``strict`` mode is on, or none is usable."""
 
 
 class LoadReport:
@@ -52,10 +84,13 @@ class LoadReport:
     Parameters
     ----------
     source : str, what was loaded (shown in the summary)
+    strict : bool, make :meth:`finish` raise :class:`DataError` when any case of :data:`STRICT_KINDS`
+        was counted
     """
 
-    def __init__(self, source):
+    def __init__(self, source, *, strict=False):
         self.source = source
+        self.strict = bool(strict)
         self.num_records = 0
         self._items = OrderedDict((kind, []) for kind in ISSUES)
 
@@ -91,10 +126,32 @@ class LoadReport:
             lines.append("  %s: %d [%s]: %s%s" % (kind, len(items), ISSUES[kind], ", ".join(names), more))
         return "\n".join(lines)
 
+    @property
+    def num_strict(self):
+        """Cases of :data:`STRICT_KINDS` counted (what ``strict`` mode refuses)."""
+        return sum(self.count(k) for k in STRICT_KINDS)
+
     def log(self):
         """Log the summary: WARNING when something was skipped or fixed, INFO otherwise."""
-        fixed = self.num_skipped + sum(self.count(k) for k in ("size_mismatch", "clipped_box", "dropped_box"))
+        fixed = self.num_strict + sum(self.count(k) for k in ("size_mismatch", "clipped_box"))
         logger.log(logging.WARNING if fixed else logging.INFO, "%s", self.summary())
+
+    def finish(self, *, max_files=5):
+        """End loading: log the summary, then raise :class:`DataError` in ``strict`` mode when anything
+        damaged or inconsistent was counted (every such file / record named), or in either mode when no
+        record is left but some were skipped."""
+        self.log()
+        if self.strict and self.num_strict:
+            lines = ["%s: strict mode refuses %d damaged or inconsistent entries:"
+                     % (self.source, self.num_strict)]
+            for kind in STRICT_KINDS:
+                for file, detail in self._items[kind]:
+                    lines.append("  %s: %s%s" % (kind, file, " (%s)" % detail if detail else ""))
+            lines.append("Fix or remove them, or drop --strict (data.strict = false) to skip them with a count.")
+            raise DataError("\n".join(lines))
+        if self.num_records == 0 and self.num_skipped:
+            raise DataError("%s: no usable record, all %d were skipped:\n%s"
+                            % (self.source, self.num_skipped, self.summary(max_files=max_files)))
 
 
 @dataclass
@@ -146,6 +203,11 @@ def sanitize_boxes(boxes, width, height):
     return clipped.astype(np.float32), keep, changed
 
 
+def image_error_kind(error):
+    """The report kind of an :class:`~ssdkit.dataset.image.ImageError` (from its ``reason``)."""
+    return {"missing": "missing_image", "truncated": "truncated_image"}.get(error.reason, "corrupt_image")
+
+
 def _check(path, mode):
     try:
         return inspect_image(path, mode)
@@ -176,8 +238,7 @@ def build_records(raws, report, *, check_images="decode", workers=2):
     records = []
     for raw, info in zip(raws, infos):
         if isinstance(info, ImageError):
-            report.add("missing_image" if info.reason == "missing" else "corrupt_image", raw.path,
-                       str(info).split(": ", 1)[1] if ": " in str(info) else "")
+            report.add(image_error_kind(info), raw.path, str(info).split(": ", 1)[1] if ": " in str(info) else "")
             continue
         width, height = raw.width, raw.height
         if info.width and info.height:

@@ -104,7 +104,8 @@ def _image_path(image_dir, stem):
     return os.path.join(image_dir, stem + ".jpg")  # reported missing by the image check
 
 
-def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, check_images="decode", workers=2):
+def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, check_images="decode", workers=2,
+                 strict=False):
     """Load one VOC image set (see :func:`load_voc`)."""
     year, name = parse_image_set(image_set)
     root = os.path.abspath(root)
@@ -116,10 +117,15 @@ def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, chec
         raise FileNotFoundError("VOC image set file %s not found (root=%s, set=%s/%s); root must be the "
                                 "VOCdevkit folder holding VOC%s/" % (list_file, root, year, name, year))
     with open(list_file) as f:
-        stems = [line.split()[0] for line in f if line.strip()]
-    report = LoadReport("voc:%s/%s (%s)" % (year, name, year_dir))
+        stems = [(number, line.split()[0]) for number, line in enumerate(f, start=1) if line.strip()]
+    report = LoadReport("voc:%s/%s (%s)" % (year, name, year_dir), strict=strict)
     raws = []
-    for stem in stems:
+    seen = set()
+    for line, stem in stems:
+        if stem in seen:
+            report.add("duplicate_id", "%s line %d" % (list_file, line), "%s listed again" % stem)
+            continue
+        seen.add(stem)
         xml_path = os.path.join(year_dir, "Annotations", stem + ".xml")
         if not os.path.isfile(xml_path):
             report.add("missing_annotation", xml_path)
@@ -134,13 +140,13 @@ def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, chec
                                   height=height, boxes=boxes, classes=classes, difficult=difficult,
                                   image_id=stem, source=xml_path))
     records = build_records(raws, report, check_images=check_images, workers=workers)
-    report.log()
+    report.finish()
     return DetectionDataset(name="voc:%s/%s" % (year, name), records=tuple(records), class_names=names,
                             reports=(report,))
 
 
 def load_voc(root, sets=("2007/trainval",), *, class_names=None, keep_difficult=True, check_images="decode",
-             workers=2):
+             workers=2, strict=False):
     """Load Pascal VOC image sets into records.
 
     Parameters
@@ -152,6 +158,8 @@ def load_voc(root, sets=("2007/trainval",), *, class_names=None, keep_difficult=
     keep_difficult : bool, False drops objects marked ``difficult`` (kept by default, flagged)
     check_images : ``decode`` | ``header`` | ``none``, see :func:`ssdkit.dataset.image.inspect_image`
     workers : int, threads checking images
+    strict : bool, raise :class:`~ssdkit.dataset.validation.DataError` naming every damaged or inconsistent
+        entry instead of skipping it with a count
 
     Returns
     -------
@@ -161,5 +169,5 @@ def load_voc(root, sets=("2007/trainval",), *, class_names=None, keep_difficult=
     if isinstance(sets, str):
         sets = [sets]
     parts = [load_voc_set(root, s, class_names=class_names, keep_difficult=keep_difficult,
-                          check_images=check_images, workers=workers) for s in sets]
+                          check_images=check_images, workers=workers, strict=strict) for s in sets]
     return parts[0] if len(parts) == 1 else concat_datasets(parts)

@@ -1,0 +1,203 @@
+"""Damaged and inconsistent data (issue 21): every case is found at load time or at decode, skipped
+with a per-kind count naming the file / record in the logged summary, or refused in strict mode.
+
+Each test damages a copy of a small synthetic dataset (VOC + COCO json written by
+:func:`ssdkit.dataset.synthetic.make_synthetic_dataset`) in one way and checks the count, the name in
+the log and that exactly the damaged entry is left out."""
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ssdkit.dataset.coco import load_coco
+from ssdkit.dataset.image import ImageError, inspect_image, load_image_rgb
+from ssdkit.dataset.lists import load_list
+from ssdkit.dataset.synthetic import make_synthetic_dataset
+from ssdkit.dataset.validation import DataError
+from ssdkit.dataset.voc import load_voc
+
+NUM_IMAGES = 8
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """An undamaged synthetic dataset (NUM_IMAGES training images); tests damage copies of it."""
+    root = str(tmp_path_factory.mktemp("pristine"))
+    make_synthetic_dataset(root, num_train=NUM_IMAGES, num_test=1, seed=3, image_size=(96, 128))
+    return root
+
+
+@pytest.fixture
+def synth(pristine, tmp_path):
+    """A private copy of the synthetic dataset: ``(root, devkit, image_dir, coco_json)``."""
+    root = str(tmp_path / "synth")
+    shutil.copytree(pristine, root)
+    devkit = os.path.join(root, "VOCdevkit")
+    return root, devkit, os.path.join(devkit, "VOC2007", "JPEGImages"), \
+        os.path.join(root, "annotations", "instances_trainval.json")
+
+
+def _summary(caplog):
+    """The one load summary logged by a reader (logger ``ssdkit.dataset``)."""
+    logged = [r for r in caplog.records if r.name == "ssdkit.dataset" and r.levelno == logging.WARNING]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    return logged[0].getMessage()
+
+
+def _rewrite_json(path, change):
+    with open(path) as f:
+        data = json.load(f)
+    change(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return data
+
+
+# ---------------------------------------------------------------- images cut short
+def test_jpeg_truncated_half_way_is_skipped_and_named(synth, caplog):
+    root, devkit, image_dir, _ = synth
+    victim = os.path.join(image_dir, "000003.jpg")
+    with open(victim, "rb") as f:
+        data = f.read()
+    with open(victim, "wb") as f:
+        f.write(data[:len(data) // 2])
+    with caplog.at_level(logging.INFO, logger="ssdkit.dataset"):
+        voc = load_voc(devkit, "2007/trainval", class_names=os.path.join(root, "classes.txt"))
+    report = voc.reports[0]
+    assert report.count("truncated_image") == 1 and report.files("truncated_image") == [victim]
+    assert report.num_skipped == 1 and len(voc) == NUM_IMAGES - 1
+    assert "000003" not in [r.image_id for r in voc]
+    text = _summary(caplog)
+    assert "7 images loaded, 1 skipped" in text and "truncated_image: 1" in text and "000003.jpg" in text
+    # the decoder behind the iterators refuses it too (it used to return a half-grey picture)
+    with pytest.raises(ImageError, match="000003.jpg is truncated") as err:
+        load_image_rgb(victim)
+    assert err.value.reason == "truncated"
+    with pytest.raises(ImageError, match="truncated"):
+        inspect_image(victim, "header")  # the header-only check reads the end marker as well
+
+
+def test_complete_images_with_a_trailer_or_png_pass(tmp_path, rng):
+    import cv2
+
+    image = rng.integers(0, 255, (24, 32, 3), np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image)
+    trailer = tmp_path / "trailer.jpg"  # bytes after the EOI marker (some cameras append data): complete
+    trailer.write_bytes(jpeg.tobytes() + b"maker notes" * 8)
+    assert load_image_rgb(str(trailer)).shape == (24, 32, 3)
+    ok, png = cv2.imencode(".png", image)
+    (tmp_path / "a.png").write_bytes(png.tobytes())
+    np.testing.assert_array_equal(load_image_rgb(str(tmp_path / "a.png")), image[:, :, ::-1])
+    (tmp_path / "cut.png").write_bytes(png.tobytes()[:len(png) // 2])
+    with pytest.raises(ImageError, match="cut.png"):
+        load_image_rgb(str(tmp_path / "cut.png"))
+
+
+# ---------------------------------------------------------------- COCO ids
+def test_coco_images_sharing_an_id_are_skipped_not_merged(synth, caplog):
+    _, _, image_dir, ann = synth
+
+    def share_id(data):  # image 5 takes the id of image 4: their annotations become indistinguishable
+        data["images"][4]["id"] = data["images"][3]["id"]
+
+    data = _rewrite_json(ann, share_id)
+    shared = data["images"][3]["id"]
+    with caplog.at_level(logging.INFO, logger="ssdkit.dataset"):
+        coco = load_coco(ann, image_dir)
+    report = coco.reports[0]
+    assert report.count("duplicate_id") == 2
+    assert report.files("duplicate_id") == ["instances_trainval.json image id %d" % shared] * 2
+    assert sorted(d.split(";")[0] for _, d in report.entries("duplicate_id")) == \
+        ["file_name 000004.jpg", "file_name 000005.jpg"]
+    assert len(coco) == NUM_IMAGES - 2 and str(shared) not in [r.image_id for r in coco]
+    text = _summary(caplog)
+    assert "duplicate_id: 2" in text and "000005.jpg" in text
+
+
+def test_coco_annotations_of_unknown_images_are_counted(synth, caplog):
+    _, _, image_dir, ann = synth
+    before = load_coco(ann, image_dir)
+
+    def orphan(data):
+        data["annotations"][0]["image_id"] = 999
+        data["annotations"].append(dict(data["annotations"][1], id=777, image_id=555))
+
+    data = _rewrite_json(ann, orphan)
+    with caplog.at_level(logging.INFO, logger="ssdkit.dataset"):
+        coco = load_coco(ann, image_dir)
+    report = coco.reports[0]
+    assert report.count("orphan_annotation") == 2
+    assert report.files("orphan_annotation") == ["instances_trainval.json annotation %d" % data["annotations"][0]["id"],
+                                                 "instances_trainval.json annotation 777"]
+    assert "image_id 999" in report.entries("orphan_annotation")[0][1]
+    assert len(coco) == NUM_IMAGES  # no image is lost, the orphans' image lost its first object
+    assert sum(r.num_objects for r in coco) == sum(r.num_objects for r in before) - 1
+    text = _summary(caplog)
+    assert "orphan_annotation: 2" in text and "annotation 777" in text
+
+
+# ---------------------------------------------------------------- CSV lists
+def _csv_from_voc(root, devkit, path, extra_row=None):
+    """The synthetic training set as a CSV list (one row per object); ``extra_row`` (image index) gets
+    one more value than the header."""
+    voc = load_voc(devkit, "2007/trainval", class_names=os.path.join(root, "classes.txt"))
+    names = voc.class_names
+    lines = ["image,xmin,ymin,xmax,ymax,class,difficult"]
+    for index, rec in enumerate(voc):
+        for k, (box, cls, diff) in enumerate(zip(rec.boxes, rec.classes, rec.difficult)):
+            row = "%s,%g,%g,%g,%g,%s,%d" % ((rec.path,) + tuple(box) + (names[cls], diff))
+            if index == extra_row and k == 0:
+                row += ",7"
+            lines.append(row)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return voc
+
+
+def test_csv_row_with_extra_values_is_skipped(synth, tmp_path, caplog):
+    root, devkit, _, _ = synth
+    path = str(tmp_path / "train.csv")
+    voc = _csv_from_voc(root, devkit, path, extra_row=2)
+    with caplog.at_level(logging.INFO, logger="ssdkit.dataset"):
+        data = load_list(path, class_names=list(voc.class_names))
+    report = data.reports[0]
+    assert report.count("extra_columns") == 1
+    (file, detail), = report.entries("extra_columns")
+    assert voc[2].path in file and "8 values, the header has 7" in detail and "'7'" in detail
+    assert [r.path for r in data] == [r.path for i, r in enumerate(voc) if i != 2]
+    text = _summary(caplog)
+    assert "extra_columns: 1" in text and os.path.basename(voc[2].path) in text
+
+
+# ---------------------------------------------------------------- strict mode
+def test_strict_mode_turns_every_skip_into_an_error_naming_it(synth, tmp_path):
+    root, devkit, image_dir, ann = synth
+    names = os.path.join(root, "classes.txt")
+    assert len(load_voc(devkit, "2007/trainval", class_names=names, strict=True)) == NUM_IMAGES  # clean: fine
+    victim = os.path.join(image_dir, "000006.jpg")
+    with open(victim, "rb") as f:
+        data = f.read()
+    with open(victim, "wb") as f:
+        f.write(data[:len(data) // 3])
+    assert len(load_voc(devkit, "2007/trainval", class_names=names)) == NUM_IMAGES - 1
+    with pytest.raises(DataError, match=r"(?s)strict mode refuses 1 .*truncated_image: .*000006\.jpg.*--strict"):
+        load_voc(devkit, "2007/trainval", class_names=names, strict=True)
+    _rewrite_json(ann, lambda d: d["annotations"].append(dict(d["annotations"][0], id=4242, image_id=31337)))
+    with pytest.raises(DataError, match=r"(?s)orphan_annotation: instances_trainval.json annotation 4242"):
+        load_coco(ann, image_dir, strict=True)
+    path = str(tmp_path / "train.csv")
+    _csv_from_voc(root, devkit, path, extra_row=0)
+    with pytest.raises(DataError, match=r"extra_columns: train.csv \[.*000001.jpg\]"):
+        load_list(path, class_names=names, strict=True)
+
+
+def test_a_dataset_without_any_usable_image_is_an_error(synth):
+    root, devkit, image_dir, _ = synth
+    for name in os.listdir(image_dir):
+        with open(os.path.join(image_dir, name), "wb") as f:
+            f.write(b"\xff\xd8\xff")
+    with pytest.raises(DataError, match="no usable record, all 8 were skipped"):
+        load_voc(devkit, "2007/trainval", class_names=os.path.join(root, "classes.txt"))
