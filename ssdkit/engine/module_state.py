@@ -33,3 +33,21 @@ def set_optimizer_states(mod, blob):
 def current_optimizer(mod):
     """The optimizer the module really uses (for reading the learning rate)."""
     return _updater(mod).optimizer
+
+
+def optimizer_state_arrays(mod):
+    """The optimizer's state arrays (momentum, Adam moments ...) as a dict ``"index/k" -> NDArray``."""
+    arrays = {}
+
+    def collect(key, value):
+        if value is None:
+            return
+        if isinstance(value, (tuple, list)):
+            for k, item in enumerate(value):
+                collect("%s/%d" % (key, k), item)
+        else:
+            arrays[key] = value
+
+    for index, value in _updater(mod).states.items():
+        collect(str(index), value)
+    return arrays

@@ -1,7 +1,8 @@
 """The training loop: MXNet Module over one or more devices, checkpoints, resume, NaN guard.
 
 :func:`fit` is what ``train.py`` calls; it knows nothing about SSD beyond the metric it is given,
-so the FPN path uses it too.
+so the FPN path uses it too. What makes ``--resume`` exact, and which checkpoint it continues from,
+is described in :mod:`ssdkit.engine.resume`.
 """
 import contextlib
 import logging
@@ -13,7 +14,7 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from ssdkit.engine import atomic, checkpoint, module_state
+from ssdkit.engine import atomic, checkpoint, module_state, resume
 from ssdkit.engine.history import History
 from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.schedule import build_lr_scheduler
@@ -23,7 +24,11 @@ log = logging.getLogger("ssdkit.train")
 
 
 class NonFiniteLossError(RuntimeError):
-    """A training loss became NaN or infinite; the last good checkpoint was left untouched."""
+    """A training loss, parameter or optimizer state became NaN or infinite.
+
+    Nothing non-finite is ever written as a checkpoint: the message names the newest checkpoint on
+    disk, which is finite, or says that there is none.
+    """
 
 
 def make_contexts(runtime):
@@ -71,6 +76,68 @@ def _count_batches(data_iter):
     return n
 
 
+def _last_good(prefix, epoch):
+    """Words naming the newest checkpoint on disk (``epoch``, 0 or None: there is none)."""
+    if not epoch:
+        return "No checkpoint was written (%s-last.json does not exist)" % prefix
+    return "The last finite checkpoint is %s (epoch %d, named by %s-last.json); it is intact" % (
+        checkpoint.checkpoint_paths(prefix, epoch)["params"], epoch, prefix)
+
+
+def _resume_point(prefix, rank):
+    """``(epoch, ckpt or None)`` to continue from: the newest intact checkpoint (see :mod:`resume`)."""
+    ckpt, skipped = resume.find_resume_checkpoint(prefix)
+    for epoch, reason in skipped:
+        log.warning("--resume: %s checkpoint skipped: %s", "the latest" if epoch is None
+                    else "epoch %d" % epoch, reason)
+    if ckpt is None:
+        log.warning("--resume: no checkpoint at %s, starting from scratch", prefix)
+        return 0, None
+    epoch = ckpt["epoch"]
+    if skipped:
+        log.warning("--resume: falling back to epoch %d, the newest intact checkpoint", epoch)
+        if rank == 0:
+            checkpoint.mark_latest(prefix, epoch)      # readers of -last.json get an intact one too
+    log.info("resuming from %s epoch %d", prefix, epoch)
+    return epoch, ckpt
+
+
+def _restore_history(prefix, begin_epoch, trainer_state):
+    """History rows up to ``begin_epoch``: those saved in the checkpoint, else the history file's."""
+    if "history" in trainer_state:
+        return History(prefix, trainer_state["history"])
+    return History.load(prefix, up_to_epoch=begin_epoch)
+
+
+def _position_data(train_iter, begin_epoch, trainer_state):
+    """Put ``train_iter`` at the epoch a resumed run continues with (see :mod:`resume`)."""
+    if begin_epoch == 0:
+        return
+    if resume.restore_data_position(train_iter, trainer_state.get("data_epoch", begin_epoch)):
+        return
+    if getattr(train_iter, "shuffle", True) is not False:
+        log.warning("--resume: %s has no epoch position (no integer `epoch` attribute); the resumed "
+                    "run's data order and augmentation differ from an uninterrupted run's",
+                    type(train_iter).__name__)
+
+
+def _write_epoch(prefix, epoch, symbol, mod, args, auxs, state, history, is_best, best):
+    """Write the checkpoint of ``epoch`` (plus best and history files), ``-last.json`` last.
+
+    The trainer state holds the history rows, so a kill anywhere in here loses no row: a resumed
+    run takes them from the checkpoint it continues from.
+    """
+    checkpoint.save_checkpoint(prefix, epoch, symbol, args, auxs,
+                               optimizer_states=module_state.get_optimizer_states(mod),
+                               trainer_state=dict(state, history=history.rows), commit=False)
+    if is_best:
+        checkpoint.save_params(prefix + "-best.params", args, auxs)
+        atomic.write_json(prefix + "-best.json", {"epoch": epoch, "value": best})
+    history.save()
+    checkpoint.mark_latest(prefix, epoch)
+    history.plot()
+
+
 def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("data",),
         label_names=("label",), val_fn=None, arg_params=None, aux_params=None, fixed_param_names=None,
         initializer=None, progress=True, iters_per_epoch=None, kvstore="auto"):
@@ -79,7 +146,8 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
     Parameters
     ----------
     symbol : mx.sym.Symbol, the training graph (its loss outputs drive the gradients)
-    train_iter : mx.io.DataIter yielding ``data (B, 3, H, W)`` and ``label (B, M, W)``
+    train_iter : mx.io.DataIter yielding ``data (B, 3, H, W)`` and ``label (B, M, W)``; one with
+        an integer ``epoch`` attribute (FolderDetIter) is resumed at the right epoch
     config : ssdkit.config.Config (solver, runtime sections are used here)
     train_metric : mx.metric.EvalMetric over the computed outputs; its values are logged and
         checked for NaN/inf after every batch
@@ -97,17 +165,29 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
     Gradients are rescaled by ``1 / (devices * workers)``: the losses must be normalised per device
     batch (SSD's ``normalization='valid'``, or ``'batch'``).
 
+    At the end of every epoch the parameters are read after all pending work has finished
+    (``mx.nd.waitall()``: the last batch's BatchNorm statistics included), checked for NaN/inf
+    with the optimizer state, and only then validated and written (:func:`_write_epoch`). With
+    ``config.runtime.resume`` the run continues from the newest intact checkpoint, exactly as the
+    uninterrupted run would have (:mod:`ssdkit.engine.resume` says what that covers).
+
     Returns
     -------
-    dict with ``epoch`` (last finished), ``best`` (best validation value or None), ``history``.
+    dict with ``epoch`` (last finished), ``best`` (best validation value or None), ``history``,
+    ``module``.
 
     Raises
     ------
     NonFiniteLossError
-        when a loss becomes NaN/inf; the checkpoints on disk are those of the last good epoch.
+        when a loss, parameter or optimizer state becomes NaN/inf; nothing of that epoch is
+        written, and the message names the newest (finite) checkpoint.
+    ssdkit.engine.checkpoint.CheckpointError
+        with ``resume`` when checkpoints exist but none is intact.
+    ssdkit.engine.atomic.WriteError
+        when a checkpoint file cannot be written (disk full); the message names the file.
     """
     solver, runtime = config.solver, config.runtime
-    mx.random.seed(runtime.seed)      # parameter initialisation (and MXNet-side randomness)
+    mx.random.seed(runtime.seed)      # parameter initialisation; each epoch reseeds (resume.epoch_seed)
     contexts = make_contexts(runtime)
     if isinstance(kvstore, str) and kvstore == "auto":
         kvstore = make_kvstore(runtime, len(contexts))
@@ -116,17 +196,15 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
     prefix = runtime.prefix
     if rank == 0:
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        for path in atomic.remove_stray_temps(prefix):
+            log.info("removed %s, left by an interrupted write", path)
 
     begin_epoch, trainer_state, states_blob = 0, {}, None
     if runtime.resume:
-        last = checkpoint.latest_epoch(prefix)
-        if last is None:
-            log.warning("--resume: no checkpoint at %s, starting from scratch", prefix)
-        else:
-            ckpt = checkpoint.load_checkpoint(prefix, last)
+        begin_epoch, ckpt = _resume_point(prefix, rank)
+        if ckpt is not None:
             arg_params, aux_params = ckpt["arg_params"], ckpt["aux_params"]
-            begin_epoch, trainer_state, states_blob = last, ckpt["trainer_state"], ckpt["optimizer_states"]
-            log.info("resuming from %s epoch %d", prefix, last)
+            trainer_state, states_blob = ckpt["trainer_state"], ckpt["optimizer_states"]
     if begin_epoch >= solver.epochs:
         log.info("already trained %d of %d epochs; nothing to do", begin_epoch, solver.epochs)
 
@@ -139,6 +217,7 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
                     allow_extra=True, force_init=True)
 
     iters = iters_per_epoch or getattr(train_iter, "num_batches", None) or _count_batches(train_iter)
+    _position_data(train_iter, begin_epoch, trainer_state)
     optimizer = mx.optimizer.create(
         solver.optimizer, learning_rate=solver.lr, wd=solver.wd,
         lr_scheduler=build_lr_scheduler(solver, iters),
@@ -156,9 +235,13 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         restored.lr_scheduler = build_lr_scheduler(solver, iters)
         restored.lr = solver.lr
 
-    history = History.load(prefix, up_to_epoch=begin_epoch)
+    history = _restore_history(prefix, begin_epoch, trainer_state)
+    if begin_epoch and rank == 0:
+        history.save()          # the history files agree with the checkpoint resumed from
     best = trainer_state.get("best")
+    last_good = begin_epoch
     for epoch in range(begin_epoch, solver.epochs):
+        mx.random.seed(resume.epoch_seed(runtime.seed, epoch))
         train_metric.reset()
         train_iter.reset()
         tic = time.time()
@@ -174,12 +257,11 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
                 if bar is not None:
                     bar.close()
                 raise NonFiniteLossError(
-                    "training loss became non-finite at epoch %d, batch %d (%s). The last good "
-                    "checkpoint (%s, epoch %s) is intact; lower the learning rate (solver.lr=%g) or "
-                    "check the data for broken boxes." % (
+                    "training loss became non-finite at epoch %d, batch %d (%s). %s; lower the "
+                    "learning rate (solver.lr=%g) or check the data for broken boxes." % (
                         epoch + 1, nbatch + 1,
                         ", ".join("%s=%s" % (n, v) for n, v in zip(names, values)),
-                        prefix, checkpoint.latest_epoch(prefix), solver.lr))
+                        _last_good(prefix, last_good), solver.lr))
             samples += batch.data[0].shape[0]
             if bar is not None:
                 # refresh=False: update() redraws, at most every mininterval (see engine/progress.py)
@@ -196,7 +278,16 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         row.update({str(n): float(v) for n, v in zip(np.atleast_1d(names), np.atleast_1d(values))})
         log.info("epoch %d: %s", epoch + 1, ", ".join("%s=%.4g" % (k, v) for k, v in row.items()
                                                       if k != "epoch"))
+        mx.nd.waitall()         # the last batch's updates (BatchNorm statistics too) are finished
         args, auxs = mod.get_params()
+        mx.nd.waitall()
+        bad = checkpoint.nonfinite_names(args, auxs, module_state.optimizer_state_arrays(mod))
+        if bad:
+            raise NonFiniteLossError(
+                "epoch %d ended with NaN/inf in %d parameter or optimizer arrays (%s%s); it was not "
+                "saved. %s; lower the learning rate (solver.lr=%g) or set solver.clip_gradient." % (
+                    epoch + 1, len(bad), ", ".join(bad[:4]), ", ..." if len(bad) > 4 else "",
+                    _last_good(prefix, last_good), solver.lr))
         is_best = False
         if val_fn is not None and ((epoch + 1) % runtime.val_interval == 0 or epoch + 1 == solver.epochs):
             scores = val_fn(args, auxs, epoch + 1)
@@ -206,16 +297,12 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
                      ", ".join("%s=%.4f" % (k, v) for k, v in scores.items()))
             if best is None or scores[key] > best:
                 best, is_best = float(scores[key]), True
+        history.rows.append(row)
         if rank == 0:
-            state = {"iteration": (epoch + 1) * iters, "best": best, "num_workers": num_workers}
-            checkpoint.save_checkpoint(prefix, epoch + 1, symbol, args, auxs,
-                                       optimizer_states=module_state.get_optimizer_states(mod),
-                                       trainer_state=state)
-            if is_best:
-                checkpoint.save_params(prefix + "-best.params", args, auxs)
-                atomic.write_json(prefix + "-best.json", {"epoch": epoch + 1, "value": best})
-            history.append(row)
-            history.plot()
+            state = {"iteration": (epoch + 1) * iters, "best": best, "num_workers": num_workers,
+                     "data_epoch": resume.data_position(train_iter)}
+            _write_epoch(prefix, epoch + 1, symbol, mod, args, auxs, state, history, is_best, best)
+        last_good = epoch + 1
     if kvstore is not None and "dist" in kvstore.type:
         kvstore._barrier()
     return {"epoch": max(begin_epoch, solver.epochs), "best": best, "history": history, "module": mod}

@@ -1,0 +1,102 @@
+"""Choosing the checkpoint a ``--resume`` run continues from, and what makes the continuation exact.
+
+Exact resume
+------------
+A run killed at any point (mid-epoch, or inside the checkpoint writes) and continued with
+``--resume`` ends every later epoch with parameters, BatchNorm statistics and optimizer states
+bit-identical to the uninterrupted run's, on CPU with the same seed and the same number of devices.
+The resumed run restarts the epoch after its checkpoint, from that checkpoint, with:
+
+- parameters and auxiliary states read after all pending work finished (``mx.nd.waitall()``);
+- the optimizer state (momentum buffers, update counts, which position the lr schedule);
+- MXNet's random state reseeded at every epoch start from ``(seed, epoch)``
+  (:func:`epoch_seed`), so Dropout and the sampling operators (RPNTarget, ProposalTarget) draw the
+  same numbers whether or not the run was interrupted;
+- the data iterator positioned at the epoch: an iterator with an integer ``epoch`` attribute (the
+  epoch its last ``reset()`` started: :class:`~ssdkit.dataset.folder_iter.FolderDetIter`,
+  :class:`~ssdkit.dataset.two_stage_iter.TwoStageIter`, whose order and augmentation are drawn from
+  ``(seed, epoch, position)`` whatever the number of decoding threads) gets the value it had when
+  the checkpoint was written (``data_epoch`` in the trainer state);
+- the history rows up to the checkpoint, stored inside its trainer state.
+
+What is not exact: :class:`~ssdkit.dataset.rec_iter.RecordDetIter` (MXNet's C++
+``ImageDetRecordIter``) and ``mx.io.NDArrayIter(shuffle=True)`` have no epoch position: the resumed
+run shuffles and augments from a fresh random state (a warning says so). Several devices average
+their BatchNorm statistics into the checkpoint; the resumed run starts every device from that
+average, so its statistics (not its parameters) differ from the uninterrupted run by rounding.
+A distributed run resumes from rank 0's checkpoint; its exactness was not tested.
+
+Which checkpoint
+----------------
+:func:`find_resume_checkpoint` tries the epoch ``prefix-last.json`` names, then older ones, newest
+first, and takes the first that :func:`~ssdkit.engine.checkpoint.verify_checkpoint` accepts. When
+``prefix-last.json`` itself is damaged, every saved epoch is a candidate.
+"""
+import logging
+
+import numpy as np
+
+from ssdkit.engine import checkpoint
+
+log = logging.getLogger("ssdkit.train")
+
+
+def epoch_seed(seed, epoch):
+    """MXNet's seed for 0-based ``epoch`` of a run seeded with ``seed``: a 31-bit int."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0] >> 1)
+
+
+def find_resume_checkpoint(prefix):
+    """The newest intact checkpoint of ``prefix``, with the reasons older or damaged ones were skipped.
+
+    Returns
+    -------
+    (ckpt, skipped) : ckpt is the dict :func:`~ssdkit.engine.checkpoint.verify_checkpoint`
+        returns, or None when ``prefix`` has no checkpoint at all; skipped is a list of
+        ``(epoch or None, reason)`` for every candidate passed over (newest first).
+
+    Raises
+    ------
+    CheckpointError
+        when checkpoints exist but none is intact (the message lists why each was refused).
+    """
+    skipped = []
+    try:
+        named = checkpoint.read_latest_pointer(prefix)
+    except checkpoint.CheckpointError as err:
+        named = None
+        skipped.append((None, str(err)))
+    saved = checkpoint.saved_epochs(prefix)
+    if named is not None:
+        candidates = [named] + [e for e in saved if e < named]
+    else:
+        candidates = saved
+    for epoch in candidates:
+        try:
+            return checkpoint.verify_checkpoint(prefix, epoch), skipped
+        except checkpoint.CheckpointError as err:
+            skipped.append((epoch, str(err)))
+    if not skipped:
+        return None, skipped
+    raise checkpoint.CheckpointError(
+        "--resume: no intact checkpoint with prefix %s: %s. Remove the damaged files to start from "
+        "scratch, or run without --resume." % (prefix, "; ".join(reason for _, reason in skipped)))
+
+
+def data_position(data_iter):
+    """The iterator's epoch position (its ``epoch`` attribute) or None when it has none."""
+    epoch = getattr(data_iter, "epoch", None)
+    return int(epoch) if isinstance(epoch, (int, np.integer)) else None
+
+
+def restore_data_position(data_iter, position):
+    """Set the iterator's ``epoch`` to ``position`` so its next ``reset()`` starts the epoch after it.
+
+    Returns
+    -------
+    bool, whether the iterator could be positioned (False: it has no ``epoch`` or nothing was saved).
+    """
+    if position is None or data_position(data_iter) is None:
+        return False
+    data_iter.epoch = int(position)
+    return True
