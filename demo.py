@@ -3,12 +3,20 @@
     python demo.py --prefix output/ssd --images photo.jpg --output output/demo
     python demo.py --deploy output/deploy/ssd --images data/synthetic/VOCdevkit/VOC2007/JPEGImages --limit 8
     python demo.py --deploy output/deploy/fpn --images photo.jpg       # FPN models alike
+
+An image that cannot be read is skipped with a message on stderr; detections.json holds the others
+and the last line counts the skipped ones. Bad input (a missing folder, model files that do not fit
+their graph) ends with ``error: ...`` and exit status 2.
 """
 import argparse
 import json
 import os
+import sys
 
+from ssdkit.cli import run_script
+from ssdkit.dataset.image import ImageError, load_image_rgb
 from ssdkit.detector import Detector, list_images
+from ssdkit.errors import InputError
 
 
 def main(argv=None):
@@ -23,23 +31,35 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
     args = parser.parse_args(argv)
     epoch = None if args.epoch is None else (args.epoch if args.epoch == "best" else int(args.epoch))
-    detector = Detector(args.deploy or args.prefix, epoch=epoch, deploy=bool(args.deploy),
-                        score_thresh=args.score_thresh)
     paths = [p for item in args.images for p in list_images(item)]
     if args.limit:
         paths = paths[:args.limit]
-    report = {}
+    if not paths:
+        raise InputError("no image files in %s" % ", ".join(args.images))
+    detector = Detector(args.deploy or args.prefix, epoch=epoch, deploy=bool(args.deploy),
+                        score_thresh=args.score_thresh)
+    report, skipped = {}, []
     os.makedirs(args.output, exist_ok=True)
     for path in paths:
-        dets = detector.detect(path)
+        try:
+            image = load_image_rgb(path)
+        except ImageError as err:
+            skipped.append(path)
+            print("skipped: %s" % err, file=sys.stderr)
+            continue
+        dets = detector.detect(image)
         name = os.path.splitext(os.path.basename(path))[0]
-        out = detector.save_drawing(path, dets, os.path.join(args.output, name + "_det.png"))
+        out = detector.save_drawing(image, dets, os.path.join(args.output, name + "_det.png"))
         report[path] = detector.to_json(dets)
         print("%s: %d objects -> %s" % (path, len(dets), out))
-    with open(os.path.join(args.output, "detections.json"), "w") as f:
+    json_path = os.path.join(args.output, "detections.json")
+    with open(json_path, "w") as f:
         json.dump(report, f, indent=1)
+    print("detections of %d image(s) in %s; %d unreadable image(s) skipped" % (len(report), json_path, len(skipped)))
+    if not report:
+        raise InputError("none of the %d image(s) could be read (see the messages above)" % len(paths))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

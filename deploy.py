@@ -7,11 +7,14 @@
     python deploy.py --gluoncv-zoo ssd_512_resnet50_v1_voc \
         --gluoncv-params ~/models/ssd_512_resnet50_v1_voc-9c8b225a.params --output output/deploy/gcv_ssd512
 
-See :func:`ssdkit.api.deploy.deploy_model` for the files and how to load them.
+See :func:`ssdkit.api.deploy.deploy_model` for the files and how to load them. Parameters that do not
+fit the meta's graph (e.g. a checkpoint trained with another class count) are refused before anything
+is written: ``error: ...`` and exit status 2.
 """
 import argparse
 
 from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
+from ssdkit.cli import run_script
 
 
 def _epoch(text):
@@ -40,19 +43,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if bool(args.gluoncv_zoo) != bool(args.gluoncv_params):
         parser.error("--gluoncv-zoo and --gluoncv-params go together")
-    try:
-        if args.gluoncv_zoo:
-            written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, args.output,
-                                         fused_heads=not args.separate_heads, portable=args.portable,
-                                         max_detections=args.max_detections)
-        else:
-            written = deploy_model(args.prefix, args.output, epoch=args.epoch, portable=args.portable,
-                                   max_detections=args.max_detections)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+    if args.gluoncv_zoo:
+        written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, args.output,
+                                     fused_heads=not args.separate_heads, portable=args.portable,
+                                     max_detections=args.max_detections)
+    else:
+        written = deploy_model(args.prefix, args.output, epoch=args.epoch, portable=args.portable,
+                               max_detections=args.max_detections)
     print("wrote %s and %s (%d parameters)" % (written["symbol"], written["params"], written["num_params"]))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -9,7 +9,7 @@ The evaluation itself is :func:`ssdkit.api.evaluate.evaluate_detector`.
 import logging
 
 from ssdkit.api.evaluate import evaluate_detector
-from ssdkit.cli import config_from_args, make_parser
+from ssdkit.cli import config_from_args, make_parser, run_script
 
 
 def _epoch(text):
@@ -41,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

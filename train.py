@@ -11,7 +11,7 @@ Every flag maps onto a config key (see ``--help``); the training itself is
 import logging
 
 from ssdkit.api.train import train_detector
-from ssdkit.cli import config_from_args, make_parser
+from ssdkit.cli import config_from_args, make_parser, run_script
 
 
 def main(argv=None):
@@ -28,4 +28,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -1,9 +1,14 @@
-"""Command-line flags of the scripts, mapped onto config keys (``section.key``).
+"""Command-line flags of the scripts, mapped onto config keys (``section.key``), and how a script ends.
 
 Flags only override what they name: a flag not given leaves the value of ``--config`` (or the
-default) alone. Every script parses with these helpers so flags mean the same everywhere.
+default) alone. Every script parses with these helpers so flags mean the same everywhere, and runs
+its ``main`` through :func:`run_script`, so a user error ends every script the same way.
 """
 import argparse
+import os
+import sys
+
+from ssdkit.errors import UserError, user_input
 
 # flag -> (config key, argparse kwargs)
 _COMMON = {
@@ -79,17 +84,31 @@ def overrides_from_args(args, *, training):
 def config_from_args(args, *, training, parser=None):
     """Load ``--config`` (or defaults) and apply the flags given.
 
-    With ``parser``, a bad config file, key or value ends the program through ``parser.error``
-    (usage and the message naming the key, exit code 2) instead of raising.
+    A bad config file, key or value raises :class:`~ssdkit.errors.InputError` (or
+    :class:`~ssdkit.errors.MissingFileError`) naming the key; :func:`run_script` prints it as
+    ``error: ...`` with exit code 2. ``parser`` is accepted for older callers and not used.
     """
     from ssdkit.config import apply_overrides, load_config
 
-    try:
+    with user_input():
         return apply_overrides(load_config(args.config), overrides_from_args(args, training=training))
-    except (ValueError, FileNotFoundError) as err:
-        if parser is None:
+
+
+def run_script(main, argv=None):
+    """Run a script's ``main(argv)`` and return its exit status (for ``raise SystemExit(...)``).
+
+    A :class:`~ssdkit.errors.UserError` (bad config, bad data, missing files, unknown class names,
+    parameters that do not fit the graph) is printed as one message ``error: <message>`` on stderr and
+    gives exit status 2, without a traceback. Any other exception is a defect and propagates with its
+    traceback (status 1). Set ``SSDKIT_TRACEBACK=1`` to see the traceback of user errors too.
+    """
+    try:
+        return main(argv)
+    except UserError as err:
+        if os.environ.get("SSDKIT_TRACEBACK"):
             raise
-        parser.error(str(err))
+        print("error: %s" % err, file=sys.stderr)
+        return 2
 
 
 def _dest(flag):

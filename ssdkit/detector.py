@@ -15,6 +15,7 @@ from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.augment import Normalization
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.engine.evaluator import bind_inference
+from ssdkit.errors import MissingFileError
 from ssdkit.visualize import draw_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -35,6 +36,8 @@ class Detector:
 
     SSD and FPN models are loaded alike; they differ only in :meth:`preprocess` (see
     :mod:`ssdkit.api.family`). Both graphs give boxes normalised to the valid image, scaled to pixels here.
+    Missing model files and parameters that do not fit the meta's graph raise
+    :class:`ssdkit.errors.UserError` (see :func:`ssdkit.api.model_files.load_inference_model`).
     """
 
     def __init__(self, prefix, *, epoch=None, deploy=False, score_thresh=0.5, ctx=None, batch_size=1,
@@ -116,5 +119,5 @@ def list_images(path):
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError("%s is neither an image file nor a folder" % path)
+        raise MissingFileError("%s is neither an image file nor a folder" % path)
     return sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))

@@ -21,8 +21,10 @@ import os
 
 from ssdkit.api.family import family_of
 from ssdkit.api.model_files import inference_symbol, model_meta, read_meta, resolve_epoch
+from ssdkit.api.param_check import check_params
 from ssdkit.engine import atomic
 from ssdkit.engine.checkpoint import load_params, save_params
+from ssdkit.errors import user_input
 from ssdkit.portable import to_portable
 
 
@@ -42,17 +44,27 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=1
     Returns
     -------
     dict with the written paths and the number of parameters.
+
+    Raises
+    ------
+    ssdkit.errors.UserError (nothing written): a missing or unreadable file, ``portable`` for FPN, or
+    parameters that do not fit the meta's graph (:class:`~ssdkit.errors.ParameterMismatchError`, e.g. a
+    checkpoint trained with another class count than the meta's class list).
     """
     meta = read_meta(prefix)
     family = family_of(meta)
     if portable:
-        family.check_portable(meta)
+        with user_input():
+            family.check_portable(meta)
     symbol = inference_symbol(meta, max_detections=-1 if portable else max_detections)
     if portable:
         symbol = to_portable(symbol)
-    arg, aux = load_params(resolve_epoch(prefix, epoch))
-    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections,
-                         source=prefix)
+    params = resolve_epoch(prefix, epoch)
+    with user_input():
+        arg, aux = load_params(params)
+    check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params, meta=meta,
+                 meta_source=prefix + "-meta.json")
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections)
 
 
 def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=False, max_detections=100):
@@ -77,8 +89,9 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     from ssdkit.symbol import symbol_builder
     from ssdkit.weights import ZOO, import_ssd, zoo_config, zoo_class_names
 
-    config = zoo_config(name, fused_heads=fused_heads)
-    arg, aux = import_ssd(params_path, name, fused_heads=fused_heads)
+    with user_input():      # the zoo name and the file are the user's input
+        config = zoo_config(name, fused_heads=fused_heads)
+        arg, aux = import_ssd(params_path, name, fused_heads=fused_heads)
     base, size = ZOO[name][0], ZOO[name][1]
     # the meta of an ssdkit model of the zoo net's preset base network (ImageNet normalisation is
     # the config default, GluonCV's too)
@@ -87,23 +100,24 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
                         nms_thresh=config["nms_thresh"], nms_topk=config["nms_topk"], class_names=class_names)
     meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name)
     if portable:
-        family_of(meta).check_portable(meta)
+        with user_input():
+            family_of(meta).check_portable(meta)
     symbol = symbol_builder.get_symbol(**dict(config, max_detections=-1 if portable else max_detections))
     if portable:
         symbol = to_portable(symbol)
-    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections,
-                         source=params_path)
+    # the imported arrays may hold more than the graph uses (dropped); the zoo meta does not record the
+    # head layout, so no class-count diagnosis from it
+    check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params_path,
+                 allow_extra=True)
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections)
 
 
-def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections, source):
-    """Write ``output``'s symbol, the parameters ``symbol`` uses and the meta file (atomically)."""
+def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections):
+    """Write ``output``'s symbol, the parameters ``symbol`` uses and the meta file (atomically).
+    The callers have checked that the parameters fit ``symbol`` (:func:`check_params`)."""
     family = family_of(meta)
     needed_arg = set(symbol.list_arguments()) - set(family.data_names)
     needed_aux = set(symbol.list_auxiliary_states())
-    missing = sorted((needed_arg - set(arg)) | (needed_aux - set(aux)))
-    if missing:
-        raise ValueError("checkpoint of %s lacks %d parameters of the detection graph (%s)"
-                         % (source, len(missing), ", ".join(missing[:5])))
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_text(output + "-symbol.json", symbol.tojson())

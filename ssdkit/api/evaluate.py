@@ -12,6 +12,7 @@ from ssdkit.api.model_files import load_inference_model
 from ssdkit.engine import atomic
 from ssdkit.engine.evaluator import bind_inference, iterate_detections
 from ssdkit.engine.trainer import make_contexts
+from ssdkit.errors import InputError, user_input
 from ssdkit.metrics.coco import COCOEvaluator
 from ssdkit.metrics.voc import VOCMeanAP
 from ssdkit.visualize import format_ap_table, plot_pr_curves
@@ -35,19 +36,26 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     -------
     dict: ``voc07`` / ``voc12`` mAP, ``per_class`` (name -> VOC07 AP), ``coco`` (AP, AP50, ...; when
     the data are image files), and ``output_dir``.
+
+    Raises
+    ------
+    ssdkit.errors.UserError before anything runs: missing or unreadable model files, parameters that
+    do not fit the meta's graph (:class:`~ssdkit.errors.ParameterMismatchError`), bad evaluation data
+    (e.g. a class name the model does not know), bad settings.
     """
     symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy)
     family = family_of(meta)
     class_names = tuple(meta["class_names"])
-    config = family.apply_meta(config, meta)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, class_names=class_names),
-        data=dataclasses.replace(config.data, mean=tuple(meta["mean"]), std=tuple(meta["std"])))
-    val_set = load_split(config, "val")
-    if val_set is not None and tuple(val_set.class_names) != class_names:
-        raise ValueError("the evaluation data's classes %s differ from the model's %s"
-                         % (list(val_set.class_names), list(class_names)))
-    data_iter = make_iterator(config, "val", val_set)
+    with user_input():      # the evaluation settings (e.g. test_shape) and data
+        config = family.apply_meta(config, meta)
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, class_names=class_names),
+            data=dataclasses.replace(config.data, mean=tuple(meta["mean"]), std=tuple(meta["std"])))
+        val_set = load_split(config, "val")
+        if val_set is not None and tuple(val_set.class_names) != class_names:
+            raise InputError("the evaluation data's classes %s differ from the model's %s"
+                             % (list(val_set.class_names), list(class_names)))
+        data_iter = make_iterator(config, "val", val_set)
     mod = bind_inference(symbol, arg, aux, data_iter.provide_data, make_contexts(config.runtime))
 
     iou = config.eval.iou_thresh

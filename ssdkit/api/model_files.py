@@ -8,6 +8,10 @@ import json
 import os
 
 from ssdkit.engine import atomic
+from ssdkit.errors import InputError, MissingFileError, user_input
+
+META_KEYS = ("network", "class_names", "mean", "std")
+"""Keys every meta file holds (the family adds its own, see :meth:`ssdkit.api.family.SSDFamily.meta_fields`)."""
 
 
 def model_meta(config, class_names):
@@ -28,12 +32,22 @@ def write_meta(prefix, config, class_names):
 
 
 def read_meta(prefix):
+    """``<prefix>-meta.json`` as a dict; MissingFileError / InputError if it is absent, not JSON or
+    lacks one of :data:`META_KEYS`."""
     path = prefix + "-meta.json"
     if not os.path.exists(path):
-        raise FileNotFoundError("%s not found: it is written by train.py next to the checkpoints "
-                                "(is --prefix the training prefix?)" % path)
+        raise MissingFileError("%s not found: it is written by train.py next to the checkpoints and by "
+                               "deploy.py next to the deploy model (is the prefix right?)" % path)
     with open(path) as f:
-        return json.load(f)
+        try:
+            meta = json.load(f)
+        except ValueError as err:
+            raise InputError("%s is not valid JSON (%s); it is written by train.py / deploy.py" % (path, err)) from None
+    absent = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if absent:
+        raise InputError("%s lacks %s; it is not a model meta file written by train.py / deploy.py"
+                         % (path, ", ".join(absent)))
+    return meta
 
 
 def inference_symbol(meta, *, max_detections=-1):
@@ -54,16 +68,16 @@ def resolve_epoch(prefix, epoch=None):
     if epoch == "best" or (epoch is None and os.path.exists(prefix + "-best.params")):
         path = prefix + "-best.params"
         if not os.path.exists(path):
-            raise FileNotFoundError("%s not found (no validation was run, so there is no best epoch); "
-                                    "give --epoch N" % path)
+            raise MissingFileError("%s not found (no validation was run, so there is no best epoch); "
+                                   "give --epoch N" % path)
         return path
     if epoch is None:
         epoch = latest_epoch(prefix)
         if epoch is None:
-            raise FileNotFoundError("no checkpoint with prefix %s" % prefix)
+            raise MissingFileError("no checkpoint with prefix %s (no %s-last.json)" % (prefix, prefix))
     path = "%s-%04d.params" % (prefix, int(epoch))
     if not os.path.exists(path):
-        raise FileNotFoundError("%s not found" % path)
+        raise MissingFileError("%s not found" % path)
     return path
 
 
@@ -80,16 +94,32 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, max_detections=-1)
     Returns
     -------
     (symbol, arg_params, aux_params, meta)
+
+    Raises
+    ------
+    MissingFileError, InputError : a file is absent or unreadable
+    ParameterMismatchError : the parameters do not fit the graph (names or shapes), e.g. a meta file
+        whose class list differs from the checkpoint's (see :func:`ssdkit.api.param_check.check_params`)
     """
     import mxnet as mx
 
+    from ssdkit.api.family import family_of
+    from ssdkit.api.param_check import check_params
     from ssdkit.engine.checkpoint import load_params
 
     meta = read_meta(prefix)
     if deploy:
+        for suffix in ("-symbol.json", "-0000.params"):
+            if not os.path.exists(prefix + suffix):
+                raise MissingFileError("%s not found: a deploy prefix holds -symbol.json, -0000.params and "
+                                       "-meta.json (deploy.py --output)" % (prefix + suffix))
         symbol = mx.sym.load(prefix + "-symbol.json")
-        arg, aux = load_params(prefix + "-0000.params")
+        params = prefix + "-0000.params"
     else:
         symbol = inference_symbol(meta, max_detections=max_detections)
-        arg, aux = load_params(resolve_epoch(prefix, epoch))
+        params = resolve_epoch(prefix, epoch)
+    with user_input():
+        arg, aux = load_params(params)
+    check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params, meta=meta,
+                 meta_source=prefix + "-meta.json")
     return symbol, arg, aux, meta

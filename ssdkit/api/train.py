@@ -9,6 +9,7 @@ from ssdkit.api.model_files import write_meta
 from ssdkit.engine.checkpoint import load_params
 from ssdkit.engine.evaluator import make_validator
 from ssdkit.engine.trainer import fit, make_contexts, make_kvstore
+from ssdkit.errors import user_input
 from ssdkit.metrics.voc import VOCMeanAP
 
 log = logging.getLogger("ssdkit.train")
@@ -59,29 +60,35 @@ def frozen_parameters(symbol, patterns, inputs=("data", "label")):
 
 
 def train_detector(config, *, progress=True):
-    """Train as ``config`` says; return :func:`ssdkit.engine.trainer.fit`'s result plus ``class_names``."""
-    family = family_of(config)
-    contexts = make_contexts(config.runtime)
-    kvstore = make_kvstore(config.runtime, len(contexts))
-    dist = kvstore is not None and "dist" in kvstore.type
-    rank, parts = (kvstore.rank, kvstore.num_workers) if dist else (0, 1)
+    """Train as ``config`` says; return :func:`ssdkit.engine.trainer.fit`'s result plus ``class_names``.
 
-    train_set = load_split(config, "train")
-    val_set = load_split(config, "val")
-    class_names = class_names_of(config, train_set)
-    if val_set is not None and tuple(val_set.class_names) != tuple(class_names):
-        raise ValueError("validation classes %s differ from training classes %s"
-                         % (list(val_set.class_names), list(class_names)))
-    train_iter = make_iterator(config, "train", train_set, part_index=rank, num_parts=parts)
-    train_sym, infer_sym = family.symbols(config, len(class_names), num_devices=len(contexts))
-    device_batch = config.data.batch_size // len(contexts)
-    arg, aux = initial_weights(config, train_sym, family.input_shapes(config, device_batch))
-    inputs = family.data_names + family.label_names
-    fixed = frozen_parameters(train_sym, config.model.freeze, inputs) if config.model.freeze else None
+    Bad input found while setting up (data, class names, weight files, devices, settings) raises
+    :class:`ssdkit.errors.UserError` before the first step.
+    """
+    family = family_of(config)
+    with user_input():      # devices, data, class names, weight files, freeze patterns: the user's input
+        contexts = make_contexts(config.runtime)
+        kvstore = make_kvstore(config.runtime, len(contexts))
+        dist = kvstore is not None and "dist" in kvstore.type
+        rank, parts = (kvstore.rank, kvstore.num_workers) if dist else (0, 1)
+
+        train_set = load_split(config, "train")
+        val_set = load_split(config, "val")
+        class_names = class_names_of(config, train_set)
+        if val_set is not None and tuple(val_set.class_names) != tuple(class_names):
+            raise ValueError("validation classes %s differ from training classes %s"
+                             % (list(val_set.class_names), list(class_names)))
+        train_iter = make_iterator(config, "train", train_set, part_index=rank, num_parts=parts)
+        train_sym, infer_sym = family.symbols(config, len(class_names), num_devices=len(contexts))
+        device_batch = config.data.batch_size // len(contexts)
+        arg, aux = initial_weights(config, train_sym, family.input_shapes(config, device_batch))
+        inputs = family.data_names + family.label_names
+        fixed = frozen_parameters(train_sym, config.model.freeze, inputs) if config.model.freeze else None
 
     val_fn = None
     if config.data.val:
-        val_iter = make_iterator(family.inference_config(config), "val", val_set)  # at test_shape
+        with user_input():
+            val_iter = make_iterator(family.inference_config(config), "val", val_set)  # at test_shape
         use_07 = config.eval.metric != "voc12"
         val_fn = make_validator(infer_sym, val_iter,
                                 lambda: VOCMeanAP(class_names, iou_thresh=config.eval.iou_thresh,
