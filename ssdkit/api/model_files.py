@@ -99,7 +99,9 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, max_detections=-1)
     ------
     MissingFileError, InputError : a file is absent or unreadable
     ParameterMismatchError : the parameters do not fit the graph (names or shapes), e.g. a meta file
-        whose class list differs from the checkpoint's (see :func:`ssdkit.api.param_check.check_params`)
+        whose class list differs from the checkpoint's (see :func:`ssdkit.api.param_check.check_params`);
+        a deploy model's parameters must fit both its saved graph and the graph its meta describes
+        (except GluonCV zoo imports, whose meta does not record the head layout)
     """
     import mxnet as mx
 
@@ -120,6 +122,12 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, max_detections=-1)
         params = resolve_epoch(prefix, epoch)
     with user_input():
         arg, aux = load_params(params)
-    check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params, meta=meta,
-                 meta_source=prefix + "-meta.json")
+    family = family_of(meta)
+    shapes = family.inference_shapes(meta, 1)
+    check_params(symbol, arg, aux, shapes, source=params, meta=meta, meta_source=prefix + "-meta.json")
+    if deploy and "gluoncv_zoo" not in meta:
+        # the deploy graph fits its parameters; the meta must describe them too (its class names
+        # label the detections): check against the graph the meta describes
+        check_params(family.inference_symbol(meta), arg, aux, shapes, source=params, meta=meta,
+                     meta_source=prefix + "-meta.json")
     return symbol, arg, aux, meta
