@@ -5,6 +5,7 @@ MXNet's Module keeps its updater either locally (``_updater``) or inside the kvs
 carries the optimizer object. This file is the only place in ssdkit that reaches into those
 attributes.
 """
+import pickle
 
 
 def _updater(mod):
@@ -35,19 +36,43 @@ def current_optimizer(mod):
     return _updater(mod).optimizer
 
 
-def optimizer_state_arrays(mod):
-    """The optimizer's state arrays (momentum, Adam moments ...) as a dict ``"index/k" -> NDArray``."""
+def _leaves(value):
+    if value is None:
+        return []
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
+def _flatten_states(states, idx2name):
+    """``{index: NDArray | tuple | None}`` -> ``{"<param>:opt<k>": NDArray}`` (``@<index>`` added
+    when several device copies of one parameter have their own state)."""
     arrays = {}
-
-    def collect(key, value):
-        if value is None:
-            return
-        if isinstance(value, (tuple, list)):
-            for k, item in enumerate(value):
-                collect("%s/%d" % (key, k), item)
-        else:
-            arrays[key] = value
-
-    for index, value in _updater(mod).states.items():
-        collect(str(index), value)
+    for index in sorted(states):
+        for k, leaf in enumerate(_leaves(states[index])):
+            key = "%s:opt%d" % (idx2name.get(index, index), k)
+            arrays[key if key not in arrays else "%s@%d" % (key, index)] = leaf
     return arrays
+
+
+def optimizer_state_arrays(mod):
+    """The optimizer's live state arrays (momentum, Adam moments ...).
+
+    Returns
+    -------
+    dict ``"<param name>:opt<k>" -> NDArray``: the k-th state array of that parameter.
+    """
+    updater = _updater(mod)
+    return _flatten_states(updater.states, updater.optimizer.idx2name)
+
+
+def blob_state_arrays(blob):
+    """What :func:`optimizer_state_arrays` returns, read from a :func:`get_optimizer_states` blob.
+
+    Returns
+    -------
+    (arrays, optimizer) : dict as :func:`optimizer_state_arrays`, and the pickled optimizer
+    (``num_update``, ``_index_update_count`` ...).
+    """
+    states, optimizer = pickle.loads(blob)
+    return _flatten_states(states, optimizer.idx2name), optimizer
