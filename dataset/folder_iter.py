@@ -25,7 +25,8 @@ class FolderDetIter(DetectionIter):
     records : sequence of Record
     batch_size : int, B
     data_shape : (3, H, W) network input shape
-    max_objects : int or None, M; default the largest object count in ``records`` (at least 1)
+    max_objects : int or None, the least label rows M; M grows to the largest object count in ``records``
+        (so no image is refused for holding many objects); None: that count (at least 1)
     augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform (resize only)
     normalization : Normalization, ``(rgb - mean) / std``; ImageNet by default
     shuffle : bool, reshuffle every epoch
@@ -36,15 +37,17 @@ class FolderDetIter(DetectionIter):
     loader : callable ``path -> (H, W, 3) uint8 RGB`` raising on a bad file;
         :func:`ssdkit.dataset.image.load_image_rgb` by default
     data_name, label_name : names in ``provide_data`` / ``provide_label``
+    strict : bool, an image that fails to decode raises RuntimeError naming it instead of being skipped
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` normalised to [0, 1], padded with -1 rows.
-    An image that fails to decode is skipped with a warning and counted in ``num_skipped``.
+    An image that fails to decode (or is truncated) is skipped with a warning naming it and counted in
+    ``num_skipped`` (the readers' load-time check finds such images first; this catches files changed since).
     """
 
     def __init__(self, records, *, batch_size, data_shape, max_objects=None, augment=None,
                  normalization=Normalization(), shuffle=False, seed=0, num_workers=2,
-                 last_batch="pad", loader=load_image_rgb, data_name="data", label_name="label"):
+                 last_batch="pad", loader=load_image_rgb, data_name="data", label_name="label", strict=False):
         super().__init__(batch_size)
         if not records:
             raise ValueError("FolderDetIter needs at least one record")
@@ -52,16 +55,10 @@ class FolderDetIter(DetectionIter):
             raise ValueError("data_shape must be (3, H, W), got %s" % (data_shape,))
         if last_batch not in ("pad", "discard"):
             raise ValueError("last_batch must be 'pad' or 'discard', got %r" % (last_batch,))
-        most = max(r.num_objects for r in records)
-        if max_objects is None:
-            max_objects = max(1, most)
-        elif most > max_objects:
-            worst = next(r for r in records if r.num_objects == most)
-            raise ValueError("record %s has %d objects but max_objects=%d; raise max_objects"
-                             % (worst.path, most, max_objects))
         self.records = list(records)
         self.data_shape = tuple(int(v) for v in data_shape)
-        self.max_objects = int(max_objects)
+        self.max_objects = max(int(max_objects or 1), max(r.num_objects for r in self.records))
+        self.strict = bool(strict)
         self.augment = NO_AUGMENT if augment is None else augment
         self.normalization = normalization
         self.shuffle = shuffle
@@ -148,6 +145,10 @@ class FolderDetIter(DetectionIter):
                 return result
             self.num_skipped += 1
             record = self.records[self._order[pos]]
+            if self.strict:
+                raise RuntimeError("strict mode: image %s cannot be used (%s); fix or remove it, or drop "
+                                   "--strict (data.strict = false) to skip it with a count"
+                                   % (record.path, result)) from result
             warnings.warn("skipping image %s (%s); %d skipped so far"
                           % (record.path, result, self.num_skipped), RuntimeWarning)
         return None

@@ -50,7 +50,7 @@ def _read_bytes(path):
 
 def _read_tail(path, size=64):
     """The first 12 and the last ``size`` bytes of a file (enough for :func:`check_complete`'s marker test;
-    the whole file when the marker is missing, so that Pillow can decide)."""
+    the whole file when the marker is not at the end, so that it can look further)."""
     with open(path, "rb") as f:
         head = f.read(12)
         f.seek(0, os.SEEK_END)
@@ -58,13 +58,16 @@ def _read_tail(path, size=64):
         f.seek(max(12, length - size))
         tail = f.read()
     data = np.frombuffer(head + tail, np.uint8)
-    marker = _END_MARKERS.get(_container(data))
+    marker = _END_MARKERS.get(container_of(data))
     if marker is not None and not (head + tail).endswith(marker):
         return _read_bytes(path)
     return data
 
 
-def _container(data):
+def container_of(data):
+    """The container of encoded image bytes from their signature: ``jpeg``, ``png``, ``webp``, ``bmp`` or
+    ``other``; ``data`` is a uint8 array or bytes (the first 12 bytes suffice)."""
+    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     head = data[:12].tobytes()
     if head.startswith(b"\xff\xd8"):
         return "jpeg"
@@ -81,42 +84,55 @@ _END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
 """The bytes a complete file of each container ends with (JPEG EOI marker, PNG IEND chunk with its CRC)."""
 
 
-def check_complete(path, data):
-    """Raise ImageError(reason ``truncated``) when encoded image bytes end before the image does.
-
-    OpenCV decodes a JPEG cut half-way without an error (the missing rows come out grey), so the
-    decoders' success says nothing. A JPEG must end with its EOI marker ``FF D9`` and a PNG with its
-    ``IEND`` chunk; a file that does not (e.g. bytes appended after the image by some cameras) is fully
-    decoded by Pillow with truncated images refused, which then decides. Other containers are not
-    checked here (their decoders fail on truncation).
+def has_end_marker(head, tail):
+    """Whether encoded image bytes look complete from their ends alone (no decode).
 
     Parameters
     ----------
-    path : str, the file named in the error (or a record, e.g. ``train.rec#12``)
+    head : bytes, at least the first 12 bytes of the image (the container signature)
+    tail : bytes, the last bytes of the image (at least 12)
+
+    Returns
+    -------
+    True for a JPEG ending with ``FF D9``, a PNG ending with its ``IEND`` chunk, or another container
+    (not checked by markers); False when the marker is not last (:func:`check_complete` then decides).
+    """
+    marker = _END_MARKERS.get(container_of(np.frombuffer(head[:12], np.uint8)))
+    return marker is None or bytes(tail).endswith(marker)
+
+
+def check_complete(path, data):
+    """Raise ImageError(reason ``truncated``) when encoded image bytes end before the image does.
+
+    OpenCV decodes a JPEG cut half-way, or one whose end was overwritten, without an error (the missing
+    rows come out grey or as noise), and so does Pillow for a damaged end; the decoders' success says
+    nothing. A complete JPEG holds its EOI marker ``FF D9`` after its last scan (``FF DA``), a complete PNG
+    its ``IEND`` chunk. Usually they are the last bytes; bytes appended after them (camera trailers,
+    padding) are allowed. Other containers are not checked here (their decoders fail on truncation).
+
+    Parameters
+    ----------
+    path : str, the file named in the error (or a record, e.g. ``train.rec record 12``)
     data : (N,) uint8 array or bytes, the encoded image
 
     Returns
     -------
-    str, the container (``jpeg``, ``png``, ``webp``, ``bmp`` or ``other``).
+    str, the container (see :func:`container_of`).
     """
-    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    container = _container(data)
+    data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    container = container_of(data[:12])
     marker = _END_MARKERS.get(container)
-    if marker is None or data[-len(marker):].tobytes() == marker:
+    if marker is None or data.endswith(marker):
         return container
-    import io
-
-    from PIL import Image, ImageFile
-
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # a process-wide switch someone turned on: it would hide the fault
-        raise ImageError(path, "truncated", "no %s end marker (%s); PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, "
-                         "so the image cannot be verified" % (container.upper(), marker.hex()))
-    try:
-        with Image.open(io.BytesIO(data.tobytes())) as im:
-            im.load()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(path, "truncated", "no %s end marker, %s" % (container.upper(), err)) from None
-    return container
+    if container == "jpeg":
+        last_scan = data.rfind(b"\xff\xda")
+        if last_scan != -1 and data.find(marker, last_scan) != -1:
+            return container
+        raise ImageError(path, "truncated", "no JPEG end marker FFD9 after the image data (the file is cut "
+                         "short or its end is damaged)")
+    if marker in data:
+        return container
+    raise ImageError(path, "truncated", "no PNG IEND chunk (the file is cut short or its end is damaged)")
 
 
 def _decode(path, data):
@@ -134,7 +150,7 @@ def _decode(path, data):
         raise ImageError(path, "corrupt", "%d channels" % img.shape[2])
     if img.dtype != np.uint8:
         notes.append("16-bit" if img.dtype == np.uint16 else str(img.dtype))
-    container = _container(data)
+    container = container_of(data)
     if container != "jpeg":
         notes.append(container)
     return img, tuple(notes)

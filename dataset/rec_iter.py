@@ -7,6 +7,11 @@ C++ iterator itself documents (:func:`accepted_keywords`) before the iterator is
 Labels come out of the C++ iterator as ``[n_extra, H, W, raw_len, header_width, object_width,
 cls, xmin, ymin, xmax, ymax, difficult, ...]`` padded with -1; :class:`RecordDetIter` strips the
 leading values and returns ``(B, M, 6)`` rows like :class:`~ssdkit.dataset.folder_iter.FolderDetIter`.
+
+The C++ iterator cannot skip or count a damaged record, so :class:`RecordDetIter` first checks the file
+with :func:`ssdkit.dataset.rec_check.check_recordio` (framing, header, label, image end marker) and
+reads a clean copy when records had to be skipped; the same pass finds the largest object count, which
+sets the label padding ``M``.
 """
 import functools
 import re
@@ -16,6 +21,7 @@ import numpy as np
 
 from ssdkit.dataset.augment import NO_AUGMENT, Normalization
 from ssdkit.dataset.det_iter import DetectionIter
+from ssdkit.dataset.rec_check import check_recordio
 from ssdkit.dataset.records import LABEL_WIDTH
 
 
@@ -138,7 +144,8 @@ class RecordDetIter(DetectionIter):
         normalised to [0, 1])
     batch_size : int, B
     data_shape : (3, H, W)
-    max_objects : int, M; a record with more objects makes the iterator raise
+    max_objects : int or None, the least label rows M; M grows to the largest object count in the file
+        (found by the load-time check), so no record is refused for holding many objects
     augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform
     normalization : Normalization, the same ``(rgb - mean) / std`` as FolderDetIter
     shuffle : bool
@@ -149,10 +156,16 @@ class RecordDetIter(DetectionIter):
     data_name, label_name : names in ``provide_data`` / ``provide_label``
     extra : dict or None, further ImageDetRecordIter keywords (e.g. ``{"inter_method": 2}``),
         checked against :func:`accepted_keywords` like every other keyword
+    num_classes : int or None, records with a class outside ``[0, num_classes)`` are skipped
+    strict : bool, a damaged or inconsistent record raises
+        :class:`~ssdkit.dataset.validation.DataError` naming it instead of being skipped
+    check_images, clean_prefix : see :func:`ssdkit.dataset.rec_check.check_recordio`
 
-    A record whose image cannot be decoded (or with more than M objects) stops the C++ iterator:
-    ``next`` then raises a ``RuntimeError`` naming the file and the fix (files written by
-    ``pack_recordio`` hold only images that decoded when packed).
+    Damaged records (unreadable framing or header, unusable label, truncated or undecodable image
+    bytes) are found before the C++ iterator starts and skipped with a counted warning naming each
+    (``check.report``); the iterator then reads a clean copy of the file (``check.path``). Should the
+    C++ iterator still fail (an image that passes the end-marker check but does not decode: use
+    ``check_images="decode"``), ``next`` raises a ``RuntimeError`` naming the file and the fix.
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. Every epoch starts at the
@@ -160,18 +173,22 @@ class RecordDetIter(DetectionIter):
     says how many.
     """
 
-    def __init__(self, path_imgrec, *, batch_size, data_shape, max_objects, augment=None,
+    def __init__(self, path_imgrec, *, batch_size, data_shape, max_objects=None, augment=None,
                  normalization=Normalization(), shuffle=False, seed=0, num_threads=2,
                  object_width=LABEL_WIDTH, num_parts=1, part_index=0,
-                 data_name="data", label_name="label", extra=None):
+                 data_name="data", label_name="label", extra=None, num_classes=None, strict=False,
+                 check_images="marker", clean_prefix=None):
         super().__init__(batch_size)
         augment = NO_AUGMENT if augment is None else augment
-        self.max_objects = int(max_objects)
+        check_keywords(extra or {})  # a typo is reported before the file is read
+        self.check = check_recordio(path_imgrec, num_classes=num_classes, object_width=object_width,
+                                    check_images=check_images, strict=strict, clean_prefix=clean_prefix)
+        self.max_objects = max(int(max_objects or 1), self.check.max_objects)
         self.object_width = int(object_width)
         self.data_shape = tuple(int(v) for v in data_shape)
         self.data_name, self.label_name = data_name, label_name
         kwargs = det_record_iter_kwargs(augment, normalization)
-        kwargs.update(path_imgrec=path_imgrec, batch_size=batch_size, data_shape=self.data_shape,
+        kwargs.update(path_imgrec=self.check.path, batch_size=batch_size, data_shape=self.data_shape,
                       label_width=-1, label_pad_width=2 + self.object_width * self.max_objects,
                       label_pad_value=-1.0, shuffle=bool(shuffle), seed=int(seed),
                       preprocess_threads=int(num_threads), num_parts=int(num_parts),
@@ -190,10 +207,11 @@ class RecordDetIter(DetectionIter):
                 fix = ("A record holds more than max_objects=%d objects; raise max_objects."
                        % self.max_objects)
             else:
-                fix = ("The C++ iterator cannot skip a record whose image does not decode. Re-pack the "
-                       "file with ssdkit.dataset.recordio.pack_recordio (it decodes every image first) "
-                       "or train from the image files with FolderDetIter, which skips bad images with "
-                       "a counted warning.")
+                fix = ("The C++ iterator cannot skip a record whose image does not decode. Check the file "
+                       "with check_images='decode' (ssdkit.dataset.rec_check.check_recordio: records whose "
+                       "image does not decode are then skipped with a count), re-pack it with "
+                       "ssdkit.dataset.recordio.pack_recordio (it decodes every image first) or train from "
+                       "the image files with FolderDetIter.")
             raise RuntimeError("ImageDetRecordIter failed reading %s: %s\n%s"
                                % (self.kwargs["path_imgrec"], detail, fix)) from err
 

@@ -24,10 +24,10 @@ class TwoStageIter(FolderDetIter):
         (see :func:`ssdkit.dataset.two_stage.resize_scale`)
     data_shape : (3, H, W) or None, the padded batch shape; default ``(3,) + batch_shape(short, long)``
         (a smaller one, e.g. landscape-only data, is checked against the records' sizes)
-    max_objects : int or None, M (default: the largest object count in ``records``, at least 1)
+    max_objects : int or None, the least label rows M; M grows to the largest object count in ``records``
     augment : AugmentConfig or None; mirror and photometric settings only (zoom-out and crops raise,
         see :func:`ssdkit.dataset.two_stage.two_stage_augment`); None is the validation transform
-    normalization, shuffle, seed, num_workers, last_batch, loader : as for FolderDetIter
+    normalization, shuffle, seed, num_workers, last_batch, loader, strict : as for FolderDetIter
     data_name, im_info_name, label_name : names in ``provide_data`` / ``provide_label``
 
     Batches hold ``data (B, 3, H, W)`` float32 (images top-left, zero padding), ``im_info (B, 3)``
@@ -39,7 +39,7 @@ class TwoStageIter(FolderDetIter):
     def __init__(self, records, *, batch_size, short, long, data_shape=None, max_objects=None,
                  augment=None, normalization=Normalization(), shuffle=False, seed=0, num_workers=2,
                  last_batch="pad", loader=load_image_rgb, data_name="data", im_info_name="im_info",
-                 label_name="label"):
+                 label_name="label", strict=False):
         needed = batch_shape(short, long)
         if data_shape is None:
             data_shape = (3,) + needed
@@ -58,7 +58,7 @@ class TwoStageIter(FolderDetIter):
         super().__init__(records, batch_size=batch_size, data_shape=data_shape, max_objects=max_objects,
                          augment=augment, normalization=normalization, shuffle=shuffle, seed=seed,
                          num_workers=num_workers, last_batch=last_batch, loader=loader,
-                         data_name=data_name, label_name=label_name)
+                         data_name=data_name, label_name=label_name, strict=strict)
 
     @property
     def provide_data(self):

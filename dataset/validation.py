@@ -10,7 +10,7 @@ case                            action (report kind)
 ==============================  ====================================================================
 missing / corrupt image         image skipped (``missing_image`` / ``corrupt_image``)
 truncated image                 image skipped (``truncated_image``): a JPEG without its end marker
-                                ``FFD9`` / a PNG without ``IEND`` that Pillow cannot fully decode
+                                ``FFD9`` after its data / a PNG without ``IEND``
 unparsable annotation           image skipped (``bad_annotation``; a whole unparsable file raises)
 image id used twice             skipped (``duplicate_id``): COCO every image with the id (their
                                 annotations cannot be told apart); VOC / JSON list the repeats

@@ -201,3 +201,133 @@ def test_a_dataset_without_any_usable_image_is_an_error(synth):
             f.write(b"\xff\xd8\xff")
     with pytest.raises(DataError, match="no usable record, all 8 were skipped"):
         load_voc(devkit, "2007/trainval", class_names=os.path.join(root, "classes.txt"))
+
+
+# ---------------------------------------------------------------- RecordIO
+@pytest.fixture(scope="module")
+def packed(pristine, tmp_path_factory):
+    """The synthetic training set packed to ``.rec`` / ``.idx``: ``(records, rec path, {key: offset})``."""
+    from ssdkit.dataset.recordio import pack_recordio
+
+    voc = load_voc(os.path.join(pristine, "VOCdevkit"), "2007/trainval",
+                   class_names=os.path.join(pristine, "classes.txt"))
+    result = pack_recordio(voc, str(tmp_path_factory.mktemp("packed") / "train"))
+    with open(result.idx) as f:
+        offsets = {int(k): int(v) for k, v in (line.split() for line in f)}
+    return voc.records, result.rec, offsets
+
+
+def _copy_rec(packed, tmp_path):
+    _, rec, _ = packed
+    target = str(tmp_path / "train.rec")
+    shutil.copy(rec, target)
+    shutil.copy(os.path.splitext(rec)[0] + ".idx", str(tmp_path / "train.idx"))
+    return target
+
+
+def _rec_epoch(path, **kwargs):
+    """``(iterator, labels of every real sample (N, M, 6))`` of one pass with RecordDetIter (no shuffle)."""
+    from ssdkit.dataset.rec_iter import RecordDetIter
+
+    it = RecordDetIter(path, batch_size=2, data_shape=(3, 64, 64), num_threads=1, **kwargs)
+    labels = []
+    for batch in it:
+        label = batch.label[0].asnumpy()
+        labels.extend(label[:len(label) - batch.pad])
+    return it, np.stack(labels)
+
+
+def _expected_labels(records, keep, rows):
+    out = np.full((len(keep), rows, 6), -1.0, np.float32)
+    for j, i in enumerate(keep):
+        out[j, :records[i].num_objects] = records[i].normalized_label()
+    return out
+
+
+def _assert_rec_skips(packed, path, expected, caplog, **kwargs):
+    """Iterate ``path`` and check that exactly the records ``expected`` {key: kind} were skipped, named
+    in the log, and that the others come out with their labels, in order."""
+    records, _, _ = packed
+    with caplog.at_level(logging.INFO, logger="ssdkit.dataset"):
+        it, labels = _rec_epoch(path, **kwargs)
+    report = it.check.report
+    kinds = {}
+    for kind in ("bad_record", "bad_label", "corrupt_image", "truncated_image"):
+        for file in report.files(kind):
+            kinds[int(file.rsplit(" ", 1)[1])] = kind
+    assert kinds == expected
+    assert report.num_skipped == len(expected) and it.check.num_records == len(records) - len(expected)
+    assert it.check.path.endswith("train.clean.rec")
+    keep = [i for i in range(len(records)) if i not in expected]
+    np.testing.assert_allclose(labels, _expected_labels(records, keep, it.max_objects), atol=1e-5)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "%d skipped" % len(expected) in text
+    for key in expected:
+        assert "train.rec record %d" % key in text
+    return report
+
+
+def test_rec_random_bytes_in_the_middle_skip_the_records_they_hit(packed, tmp_path, caplog):
+    _, _, offsets = packed
+    path = _copy_rec(packed, tmp_path)
+    start = offsets[3] + 2  # garbles record 3's header and whatever follows in 4 KiB
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(np.random.default_rng(1).integers(0, 256, 4096, np.uint8).tobytes())
+    hit = {k: "bad_record" for k, off in offsets.items() if offsets[3] <= off < start + 4096}
+    assert len(hit) >= 1
+    _assert_rec_skips(packed, path, hit, caplog)
+
+
+def test_rec_zeroed_block_truncates_one_image_and_loses_the_next_records(packed, tmp_path, caplog):
+    _, _, offsets = packed
+    path = _copy_rec(packed, tmp_path)
+    start = offsets[5] - 40  # the end of record 4's image, then record 5's header and on
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(4096))
+    expected = {k: "bad_record" for k, off in offsets.items() if start <= off < start + 4096}
+    expected[4] = "truncated_image"
+    report = _assert_rec_skips(packed, path, expected, caplog)
+    assert "FFD9" in report.entries("truncated_image")[0][1]
+
+
+def _rewrite_labels(packed, tmp_path, change):
+    """A copy of the packed file whose labels ``change(key, label)`` may alter."""
+    import mxnet as mx
+
+    _, rec, offsets = packed
+    reader = mx.recordio.MXIndexedRecordIO(os.path.splitext(rec)[0] + ".idx", rec, "r")
+    path = str(tmp_path / "train.rec")
+    writer = mx.recordio.MXIndexedRecordIO(str(tmp_path / "train.idx"), path, "w")
+    for key in sorted(offsets):
+        header, image = mx.recordio.unpack(reader.read_idx(key))
+        label = change(key, np.array(header.label, np.float32))
+        writer.write_idx(key, mx.recordio.pack(header._replace(flag=len(label), label=label), image))
+    reader.close()
+    writer.close()
+    return path
+
+
+def _bad_labels(key, label):
+    if key == 2:
+        label[2] = 99  # the first object's class, of 6
+    if key == 5:
+        label[2 + 1] = np.nan  # the first object's xmin
+    return label
+
+
+def test_rec_labels_with_class_99_or_nan_are_skipped(packed, tmp_path, caplog):
+    path = _rewrite_labels(packed, tmp_path, _bad_labels)
+    report = _assert_rec_skips(packed, path, {2: "bad_label", 5: "bad_label"}, caplog, num_classes=6)
+    details = [d for _, d in report.entries("bad_label")]
+    assert "object 0 has class 99, outside [0, 6)" in details[0] and "object 0 has a non-finite" in details[1]
+
+
+def test_rec_strict_mode_refuses_the_damaged_record(packed, tmp_path):
+    path = _rewrite_labels(packed, tmp_path, _bad_labels)
+    with pytest.raises(DataError, match=r"(?s)strict mode refuses 2 .*bad_label: train.rec record 2 .*class 99"):
+        _rec_epoch(path, num_classes=6, strict=True)
+    clean = _copy_rec(packed, tmp_path / "..")  # an undamaged file is read as it is, also in strict mode
+    it, labels = _rec_epoch(clean, num_classes=6, strict=True)
+    assert it.check.path == clean and len(labels) == NUM_IMAGES

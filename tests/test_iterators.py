@@ -212,23 +212,44 @@ def test_record_iter_mirror_only_flips_boxes(dataset):
     np.testing.assert_allclose(data, expected_data[..., ::-1], atol=1e-4)
 
 
-def test_record_iter_bad_image_raises_an_error_naming_the_fix(tmp_path):
+def _rec_with_bad_image(tmp_path, bad_bytes):
     path = str(tmp_path / "bad.rec")
     writer = mx.recordio.MXIndexedRecordIO(str(tmp_path / "bad.idx"), path, "w")
     for i in range(4):
         header = mx.recordio.IRHeader(0, np.array([2, 6, 0, .1, .1, .5, .5, 0], np.float32), i, 0)
         image = np.full((20, 20, 3), 100, np.uint8)
-        writer.write_idx(i, mx.recordio.pack(header, b"\xff\xd8 not a jpeg") if i == 2
+        writer.write_idx(i, mx.recordio.pack(header, bad_bytes) if i == 2
                          else mx.recordio.pack_img(header, image, img_fmt=".png"))
     writer.close()
-    with pytest.raises(RuntimeError, match="(?s)bad.rec.*pack_recordio"):
+    return path
+
+
+def test_record_iter_skips_a_record_whose_image_is_not_whole(tmp_path):
+    path = _rec_with_bad_image(tmp_path, b"\xff\xd8 not a jpeg, no end marker")
+    it = RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2)
+    assert it.check.report.files("truncated_image") == ["bad.rec record 2"]
+    data, label, pads = _epoch(it)
+    assert pads == [0, 1] and it.check.num_records == 3
+
+
+def test_record_iter_bad_image_raises_an_error_naming_the_fix(tmp_path):
+    # JPEG signature and end marker: passes the fast end-marker check, fails in the C++ decoder
+    path = _rec_with_bad_image(tmp_path, b"\xff\xd8 not a jpeg at all \xff\xd9")
+    with pytest.raises(RuntimeError, match="(?s)bad.rec.*check_images='decode'.*pack_recordio"):
         _epoch(RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2))
+    it = RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2, check_images="decode")
+    assert it.check.report.files("corrupt_image") == ["bad.rec record 2"]
+    assert _epoch(it)[2] == [0, 1]
 
 
-def test_record_iter_too_many_objects_raises(dataset):
-    _, _, rec_path = dataset
-    with pytest.raises(RuntimeError, match="raise max_objects"):
-        _epoch(RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W), max_objects=3))
+def test_record_iter_label_rows_follow_the_data(dataset):
+    records, _, rec_path = dataset
+    it = RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W), max_objects=3)
+    assert it.max_objects == 5 and it.provide_label[0].shape == (5, 5, 6)  # img04 holds 5 objects
+    _, label, _ = _epoch(it)
+    for lab, record in zip(label, records):
+        np.testing.assert_allclose(lab[:record.num_objects], record.normalized_label(), atol=1e-6)
+        assert (lab[record.num_objects:] == -1).all()
 
 
 # ---------------------------------------------------------------- the folder iterator
@@ -285,10 +306,13 @@ def test_folder_iter_skips_bad_images_with_a_counted_warning(dataset, tmp_path):
     np.testing.assert_allclose(label, expected_label, atol=1e-6)
 
 
-def test_folder_iter_rejects_too_many_objects(dataset):
+def test_folder_iter_label_rows_follow_the_data(dataset):
     records, _, _ = dataset
-    with pytest.raises(ValueError, match="img04.png has 5 objects"):
-        FolderDetIter(records, batch_size=2, data_shape=(3, H, W), max_objects=4)
+    it = FolderDetIter(records, batch_size=5, data_shape=(3, H, W), max_objects=4)
+    assert it.max_objects == 5 and it.provide_label[0].shape == (5, 5, 6)  # img04 holds 5 objects
+    _, label, _ = _epoch(it)
+    it.close()
+    np.testing.assert_allclose(label[4], records[4].normalized_label(), atol=1e-6)
 
 
 def test_module_trains_from_folder_iter(dataset):
