@@ -84,6 +84,12 @@ class DataConfig:
     ``format``: ``voc`` (``root`` = VOCdevkit, ``train``/``val`` = "2007/trainval" style sets),
     ``coco`` (``train``/``val`` = annotation json files, ``root`` = image folder prefix),
     ``list`` (``train``/``val`` = list files), ``rec`` (``train``/``val`` = .rec files).
+
+    ``max_objects`` is the least number of label rows per image: the label padding grows to the largest
+    object count in the data, so no image is refused for holding many objects.
+    ``strict``: a damaged or inconsistent record (truncated image, duplicate id, orphan annotation, extra
+    CSV values, damaged ``.rec`` record or label, ...) is an error naming it instead of being skipped with a
+    count (see :mod:`ssdkit.dataset.validation`).
     """
 
     format: str = "voc"
@@ -95,6 +101,7 @@ class DataConfig:
     num_workers: int = 2
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
+    strict: bool = False
 
     def __post_init__(self):
         _check(self.format in ("voc", "coco", "list", "rec"), "data.format",

@@ -27,6 +27,9 @@ _COMMON = {
     "--val": ("data.val", dict(type=str, nargs="+", help="validation sets / files")),
     "--batch-size": ("data.batch_size", dict(type=int, help="images per batch (per worker)")),
     "--num-workers": ("data.num_workers", dict(type=int, help="data loading workers")),
+    "--strict": ("data.strict", dict(action="store_const", const=True,
+                                     help="refuse damaged or inconsistent data records instead of skipping "
+                                          "them with a count")),
     "--gpus": ("runtime.gpus", dict(type=str, help="GPU ids, e.g. 0,1 (default: CPU)")),
     "--cpus": ("runtime.cpus", dict(type=int, help="number of CPU contexts for data parallelism")),
     "--nms-thresh": ("model.nms_thresh", dict(type=float, help="NMS IoU threshold")),

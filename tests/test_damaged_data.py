@@ -331,3 +331,66 @@ def test_rec_strict_mode_refuses_the_damaged_record(packed, tmp_path):
     clean = _copy_rec(packed, tmp_path / "..")  # an undamaged file is read as it is, also in strict mode
     it, labels = _rec_epoch(clean, num_classes=6, strict=True)
     assert it.check.path == clean and len(labels) == NUM_IMAGES
+
+
+# ---------------------------------------------------------------- many objects, config and flag
+def _crowded_list(tmp_path, rng, counts=(60, 2, 3, 1), size=96):
+    """A CSV list of grey images holding ``counts[i]`` small solid squares each (6 classes)."""
+    import cv2
+
+    rows = ["image,xmin,ymin,xmax,ymax,class"]
+    for i, count in enumerate(counts):
+        image = np.full((size, size, 3), 128, np.uint8)
+        for k in range(count):  # an 8 x 8 grid of 12-px cells, one 8-px square per cell
+            x0, y0 = 12 * (k % 8) + 2, 12 * (k // 8) + 2
+            image[y0:y0 + 8, x0:x0 + 8] = rng.integers(0, 255, 3)
+            rows.append("img%d.png,%d,%d,%d,%d,c%d" % (i, x0, y0, x0 + 8, y0 + 8, k % 6))
+        cv2.imwrite(str(tmp_path / ("img%d.png" % i)), image)
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "train.csv")
+
+
+def test_an_image_with_60_objects_trains(tmp_path, rng):
+    from ssdkit.api.train import train_detector
+    from ssdkit.config import apply_overrides, load_config
+
+    csv_path = _crowded_list(tmp_path, rng)
+    config = apply_overrides(load_config("tiny_256_synthetic"), {
+        "model.class_names": tuple("c%d" % k for k in range(6)), "model.data_shape": 64,
+        "data.format": "list", "data.root": "", "data.train": (csv_path,), "data.val": (), "data.batch_size": 2,
+        "data.num_workers": 1, "solver.epochs": 1, "runtime.prefix": str(tmp_path / "ssd")})
+    assert config.data.max_objects == 16  # the preset's padding: 60 objects used to stop training
+    result = train_detector(config, progress=False)
+    assert result["module"].label_shapes[0].shape == (2, 60, 6)
+    assert np.isfinite(result["history"].rows[-1]["CrossEntropy"])
+
+
+def test_an_image_with_60_objects_iterates_from_a_rec_file(tmp_path, rng):
+    from ssdkit.dataset.recordio import pack_recordio
+
+    data = load_list(_crowded_list(tmp_path, rng), class_names=["c%d" % k for k in range(6)])
+    packed = pack_recordio(data, str(tmp_path / "crowd"))
+    it, labels = _rec_epoch(packed.rec, max_objects=8, num_classes=6)
+    assert it.max_objects == 60 and it.provide_label[0].shape == (2, 60, 6) and len(labels) == 4
+    np.testing.assert_allclose(labels, _expected_labels(data.records, range(4), 60), atol=1e-5)
+
+
+def test_strict_is_a_config_key_and_a_flag_of_both_scripts(synth):
+    import argparse
+
+    from ssdkit.api.data import load_split
+    from ssdkit.cli import add_config_flags, overrides_from_args
+    from ssdkit.config import apply_overrides, load_config
+
+    for training in (True, False):
+        parser = add_config_flags(argparse.ArgumentParser(), training=training)
+        assert overrides_from_args(parser.parse_args(["--strict"]), training=training) == {"data.strict": True}
+        assert "data.strict" not in overrides_from_args(parser.parse_args([]), training=training)
+    root, devkit, image_dir, _ = synth
+    victim = os.path.join(image_dir, "000002.jpg")
+    with open(victim, "r+b") as f:
+        f.truncate(os.path.getsize(victim) // 2)
+    config = apply_overrides(load_config("tiny_256_synthetic"), {"data.root": devkit, "data.val": ()})
+    assert config.data.strict is False and len(load_split(config, "train")) == NUM_IMAGES - 1
+    with pytest.raises(DataError, match=r"(?s)truncated_image: .*000002\.jpg"):
+        load_split(apply_overrides(config, {"data.strict": True}), "train")

@@ -41,7 +41,14 @@ def load_split(config, split):
     names = configured_class_names(config)
     return load_dataset(data.format, sources, root=data.root or None, image_dirs=data.root or None,
                         class_names=list(names) if names and data.format != "coco" else None,
-                        workers=max(1, data.num_workers))
+                        workers=max(1, data.num_workers), strict=data.strict)
+
+
+def label_rows(config, dataset):
+    """Label rows M of a split's batches: ``data.max_objects``, or more when an image of ``dataset`` (all of
+    it, not one worker's shard, so every worker pads alike) holds more objects."""
+    most = max((r.num_objects for r in dataset.records), default=0) if dataset is not None else 0
+    return max(config.data.max_objects, most)
 
 
 def normalization_of(config):
@@ -72,7 +79,9 @@ def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augm
 
     Returns
     -------
-    mx.io.DataIter with ``data (B, 3, S, S)`` and ``label (B, M, 6)``.
+    mx.io.DataIter with ``data (B, 3, S, S)`` and ``label (B, M, 6)``, M from :func:`label_rows` (for rec
+    files the largest object count the load-time check finds); damaged records skipped with a count, or
+    refused when ``data.strict``.
     """
     data = config.data
     train = split == "train"
@@ -83,16 +92,19 @@ def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augm
         sources = data.train if train else data.val
         if len(sources) != 1:
             raise ValueError("data.format = rec takes exactly one .rec file per split, got %r" % (sources,))
+        names = configured_class_names(config)
         return RecordDetIter(sources[0], batch_size=data.batch_size, data_shape=shape,
                              max_objects=data.max_objects, augment=aug, normalization=normalization_of(config),
                              shuffle=train, seed=seed, num_threads=max(1, data.num_workers),
-                             num_parts=num_parts, part_index=part_index)
+                             num_parts=num_parts, part_index=part_index, strict=data.strict,
+                             num_classes=len(names) if names else (config.model.num_classes or None))
     if dataset is None:
         raise ValueError("no %s data given (data.%s is empty)" % (split, "train" if train else "val"))
     records = list(dataset.records)[part_index::num_parts]
-    return FolderDetIter(records, batch_size=data.batch_size, data_shape=shape, max_objects=data.max_objects,
-                         augment=aug, normalization=normalization_of(config), shuffle=train, seed=seed,
-                         num_workers=max(1, data.num_workers), last_batch="discard" if train else "pad")
+    return FolderDetIter(records, batch_size=data.batch_size, data_shape=shape,
+                         max_objects=label_rows(config, dataset), augment=aug, normalization=normalization_of(config),
+                         shuffle=train, seed=seed, num_workers=max(1, data.num_workers),
+                         last_batch="discard" if train else "pad", strict=data.strict)
 
 
 def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
@@ -117,7 +129,7 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
     aug = (augment if augment is not None else config.augment.to_augment()) if train else None
     records = list(dataset.records)[part_index::num_parts]
     return TwoStageIter(records, batch_size=data.batch_size, short=config.model.resize_short,
-                        long=config.model.resize_long, max_objects=data.max_objects, augment=aug,
+                        long=config.model.resize_long, max_objects=label_rows(config, dataset), augment=aug,
                         normalization=normalization_of(config), shuffle=train,
                         seed=config.runtime.seed + 1000 * part_index, num_workers=max(1, data.num_workers),
-                        last_batch="discard" if train else "pad")
+                        last_batch="discard" if train else "pad", strict=data.strict)
