@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from resume_worker import make_metric, train
+from ssdkit.cli import run_script
 from ssdkit.engine import atomic, checkpoint, module_state, resume
 from ssdkit.engine.trainer import NonFiniteLossError
 
@@ -303,3 +304,19 @@ def test_metric_helper_sees_nan():
     metric = make_metric()
     metric.update([mx.nd.zeros((2, 1, 6))], [mx.nd.array([[np.nan, 0.5], [0.5, 0.5]])])
     assert np.isnan(metric.get()[1])
+
+
+def test_scripts_print_divergence_as_one_line_from_scratch_and_on_resume(tmp_path, capsys):
+    """train.py runs under cli.run_script: the same clean 'error:' line (status 2) with or without
+    --resume, no traceback."""
+    prefix = str(tmp_path / "toy")
+    status = run_script(lambda argv: train(prefix, 2, lr=1e6, metric=_Accuracy()))
+    first = capsys.readouterr().err.strip().splitlines()
+    train(str(tmp_path / "resumed" / "toy"), 1)
+    status_resumed = run_script(lambda argv: train(str(tmp_path / "resumed" / "toy"), 3, resume=True, lr=1e6))
+    second = capsys.readouterr().err.strip().splitlines()
+    assert status == status_resumed == 2
+    assert first[-1].startswith("error: epoch 1 ended with NaN/inf") and "No checkpoint was written" in first[-1]
+    assert second[-1].startswith("error: training loss became non-finite at epoch 2")
+    assert "toy-0001.params (epoch 1" in second[-1]
+    assert not any("Traceback" in line for line in first + second)

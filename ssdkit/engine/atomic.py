@@ -10,9 +10,15 @@ import json
 import os
 import tempfile
 
+from ssdkit.errors import UserError
 
-class WriteError(OSError):
-    """A file could not be written (disk full, quota, permissions); the message names the file."""
+
+class WriteError(UserError, OSError):
+    """A file could not be written (disk full, quota, permissions); the message names the file.
+
+    A :class:`~ssdkit.errors.UserError`: the scripts print it as one line. ``errno`` is the cause's
+    (e.g. 28, ENOSPC) or None.
+    """
 
 
 def _temp_prefix(path):
@@ -36,10 +42,11 @@ def _fsync_folder(folder):
 def write_failed(path, err):
     """The :class:`WriteError` for a failed write of ``path`` caused by ``err`` (any exception)."""
     detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return WriteError(getattr(err, "errno", None) or 0,
-                      "cannot write %s (%s): the disk is probably full or the folder not writable; "
-                      "free space and run again (--resume continues from the last complete checkpoint)"
-                      % (path, detail))
+    error = WriteError("cannot write %s (%s): the disk is probably full or the folder not writable; "
+                       "free space and run again (--resume continues from the last complete checkpoint)"
+                       % (path, detail))
+    error.errno = getattr(err, "errno", None)
+    return error
 
 
 @contextlib.contextmanager

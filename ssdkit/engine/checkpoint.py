@@ -17,10 +17,14 @@ import mxnet as mx
 import numpy as np
 
 from ssdkit.engine import atomic
+from ssdkit.errors import InputError
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or holds non-finite values; the message names it."""
+class CheckpointError(InputError):
+    """A checkpoint file is missing, unreadable or holds non-finite values; the message names it.
+
+    An :class:`~ssdkit.errors.InputError` (so a ``ValueError``): the scripts print it as one line.
+    """
 
 
 def checkpoint_paths(prefix, epoch):

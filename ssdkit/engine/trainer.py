@@ -18,16 +18,19 @@ from ssdkit.engine import atomic, checkpoint, module_state, resume
 from ssdkit.engine.history import History
 from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.schedule import build_lr_scheduler
+from ssdkit.errors import UserError
 from ssdkit.symbol.common import he_initializer
 
 log = logging.getLogger("ssdkit.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A training loss, parameter or optimizer state became NaN or infinite.
 
     Nothing non-finite is ever written as a checkpoint: the message names the newest checkpoint on
-    disk, which is finite, or says that there is none.
+    disk, which is finite, or says that there is none. A :class:`~ssdkit.errors.UserError` (the
+    fix is a lower learning rate or clean data): the scripts print it as one line, from scratch
+    and with ``--resume`` alike.
     """
 
 
