@@ -1,11 +1,19 @@
 """Install ssdkit and build its MXNet operator library.
 
-``pip install --no-build-isolation -e .`` (or ``.``) compiles every C++ source under
-``src/operators/`` into ``ssdkit/lib/libssdkit_ops.so``. With ``SSDKIT_WITH_CUDA=1`` it also builds
+``pip install .``, ``pip wheel .`` and ``pip install -e .`` compile every C++ source under
+``src/operators/`` into ``ssdkit/lib/libssdkit_ops.so`` against the headers of the MXNet that
+``pyproject.toml`` names as a build requirement (pip installs it into the isolated build
+environment). ``pip install --no-build-isolation -e .`` (what ``tools/setup_env.sh`` does) builds
+against the environment's own MXNet instead. With ``SSDKIT_WITH_CUDA=1`` it also builds
 ``ssdkit/lib/libssdkit_ops_cuda.so`` (nvcc), loaded only by a CUDA-enabled MXNet.
+
+Dependencies come from the requirements files (one pin each): ``requirements.txt`` (what ssdkit
+imports), the extras ``gpu`` (``requirements-gpu.txt``), ``gluoncv`` (``requirements-gluoncv.txt``)
+and ``test`` (``requirements-test.txt``). The version is ``__version__`` in ``ssdkit/__init__.py``.
 """
 import importlib.util
 import os
+import re
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -50,25 +58,43 @@ def _extensions():
 
 
 def _packages():
-    """ssdkit, plus symbol/, dataset/, config/ (installed as ssdkit.symbol, ...) and their subfolders."""
-    found = ["ssdkit", "ssdkit.lib"]
-    for folder in ("symbol", "dataset", "config"):
-        for root, _dirs, files in os.walk(os.path.join(HERE, folder)):
+    """ssdkit and its subpackages, plus symbol/, dataset/, config/ (installed as ssdkit.symbol, ...)."""
+    found = []
+    for folder, name in (("ssdkit", ""), ("symbol", "ssdkit."), ("dataset", "ssdkit."), ("config", "ssdkit.")):
+        for root, dirs, files in os.walk(os.path.join(HERE, folder)):
+            dirs.sort()
             if "__init__.py" in files:
-                rel = os.path.relpath(root, HERE).replace(os.sep, ".")
-                found.append("ssdkit." + rel)
+                found.append(name + os.path.relpath(root, HERE).replace(os.sep, "."))
     return found
 
 
 def _requirements(name):
+    """Requirement lines of ``name``, following ``-r other.txt`` includes, in file order."""
+    found = []
     with open(os.path.join(HERE, name)) as f:
-        return [line.split("#")[0].strip() for line in f
-                if line.split("#")[0].strip() and not line.startswith("-r")]
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line.startswith("-r"):
+                found += [r for r in _requirements(line[2:].strip()) if r not in found]
+            elif line and line not in found:
+                found.append(line)
+    return found
+
+
+def _extra(name):
+    """An extra: the lines of ``name`` that ``requirements.txt`` does not already require."""
+    base = _requirements("requirements.txt")
+    return [r for r in _requirements(name) if r not in base]
+
+
+def _version():
+    with open(os.path.join(HERE, "ssdkit", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
 setup(
     name="ssdkit",
-    version="0.1.0",
+    version=_version(),
     description="SSD and FPN object detection on Apache MXNet 1.9 with fast C++/CUDA operators",
     python_requires=">=3.11",
     packages=_packages(),
@@ -80,8 +106,9 @@ setup(
     install_requires=[r for r in _requirements("requirements.txt")
                       if not (r.startswith("mxnet") and os.environ.get("SSDKIT_WITH_CUDA") == "1")],
     extras_require={
-        "gpu": ["mxnet-cu112==1.9.1"],
-        "test": ["pytest==9.2.0"],
+        "gpu": _extra("requirements-gpu.txt"),
+        "gluoncv": _extra("requirements-gluoncv.txt"),
+        "test": _extra("requirements-test.txt"),
     },
     zip_safe=False,
 )
