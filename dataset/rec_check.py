@@ -35,6 +35,7 @@ valid payload never holds an aligned magic. The payload starts with MXNet's ``IR
 encoded image.
 """
 import bisect
+import math
 import mmap
 import os
 import struct
@@ -203,6 +204,30 @@ def label_problem(label, *, num_classes=None, object_width=LABEL_WIDTH):
     return len(objects), None
 
 
+def _count_if_valid(values, num_classes, object_width):
+    """The object count of a label that :func:`label_problem` accepts, or None when it may not (then
+    :func:`label_problem` gives the reason). Plain Python over the floats: for labels of a few dozen values
+    it is several times faster than numpy, which matters on files of a million records."""
+    if len(values) < 2 + object_width or values[0] != 2 or values[1] != object_width:
+        return None
+    if (len(values) - 2) % object_width:
+        return None
+    limit = math.inf if num_classes is None else num_classes
+    low, high = -COORD_TOLERANCE, 1 + COORD_TOLERANCE
+    count = 0
+    for start in range(2, len(values), object_width):
+        row = values[start:start + object_width]
+        if not all(map(math.isfinite, row)):
+            return None
+        cls, x0, y0, x1, y1 = row[:5]
+        if cls == -1 and all(v == -1 for v in row):
+            continue
+        if not (0 <= cls < limit and cls == int(cls) and low <= x0 < x1 <= high and low <= y0 < y1 <= high):
+            return None
+        count += 1
+    return count
+
+
 def _check_image(name, source, start, stop, mode):
     """Raise ImageError when the image bytes ``source[start:stop]`` are unusable (``mode``: see
     :func:`check_recordio`). JPEG and PNG ending with their end marker pass ``marker`` without a decode
@@ -318,10 +343,13 @@ def _check_record(record, payload, num_classes, object_width, check_images):
         return "bad_record", "header announces %d label values, more than the record holds" % flag, 0
     if flag == 0:
         return "bad_label", "no detection label (a single label value %g)" % first, 0
-    label = np.frombuffer(source[start + _IR_HEADER.size:label_stop], np.float32)
-    count, problem = label_problem(label, num_classes=num_classes, object_width=object_width)
-    if problem is not None:
-        return "bad_label", problem, 0
+    values = struct.unpack_from("<%df" % flag, source, start + _IR_HEADER.size)
+    count = _count_if_valid(values, num_classes, object_width)
+    if count is None:
+        count, problem = label_problem(np.array(values, np.float32), num_classes=num_classes,
+                                       object_width=object_width)
+        if problem is not None:
+            return "bad_label", problem, 0
     try:
         _check_image(record, source, label_stop, stop, check_images)
     except ImageError as err:

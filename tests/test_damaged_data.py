@@ -394,3 +394,50 @@ def test_strict_is_a_config_key_and_a_flag_of_both_scripts(synth):
     assert config.data.strict is False and len(load_split(config, "train")) == NUM_IMAGES - 1
     with pytest.raises(DataError, match=r"(?s)truncated_image: .*000002\.jpg"):
         load_split(apply_overrides(config, {"data.strict": True}), "train")
+
+
+# ---------------------------------------------------------------- the RecordIO scanner's parts
+def test_scanner_reads_multi_part_records_like_mxnet(tmp_path):
+    """A payload holding the magic at an aligned position is split by MXNet's writer; the scanner joins
+    the parts back (and damage-free files give no damaged stretch)."""
+    import mxnet as mx
+
+    from ssdkit.dataset.rec_check import MAGIC_BYTES, scan_frames
+
+    payloads = [b"abcde", b"1234" + MAGIC_BYTES + b"5678" + MAGIC_BYTES + b"9", b"x" + MAGIC_BYTES + b"yz", b"",
+                MAGIC_BYTES * 3]
+    path = str(tmp_path / "parts.rec")
+    writer = mx.recordio.MXRecordIO(path, "w")
+    for p in payloads:
+        writer.write(p)
+    writer.close()
+    with open(path, "rb") as f:
+        frames = list(scan_frames(f.read()))
+    assert [bytes(src[a:b]) for _, _, (src, a, b) in frames] == payloads
+    assert frames[0][0] == 0 and all(f[1] == g[0] for f, g in zip(frames, frames[1:]))
+
+
+@pytest.mark.parametrize("label, problem", [
+    ([2, 6, 1, .1, .2, .5, .6, 0], None),
+    ([2, 6, 1, .1, .2, .5, .6, 0, -1, -1, -1, -1, -1, -1], None),  # a padding row
+    ([2, 6, 6, .1, .2, .5, .6, 0], "object 0 has class 6, outside [0, 6)"),
+    ([2, 6, 1.5, .1, .2, .5, .6, 0], "object 0 has class 1.5"),
+    ([2, 6, -2, .1, .2, .5, .6, 0], "object 0 has class -2"),
+    ([2, 6, 1, .1, .2, .5, .6, 0, 0, np.inf, .2, .5, .6, 0], "object 1 has a non-finite value"),
+    ([2, 6, 1, .5, .2, .1, .6, 0], "inverted or empty"),
+    ([2, 6, 1, .1, .2, 1.5, .6, 0], "outside [0, 1]"),
+    ([2, 5, 1, .1, .2, .5, .6], "objects of 5 values, the iterator expects 6"),
+    ([2, 6, 1, .1, .2, .5, .6], "5 values after the header do not make rows of 6"),
+    ([2, 6], "0 values after the header"),
+    ([7.0], "label of 1 value(s)"),
+    ([np.nan, 6, 1, .1, .2, .5, .6, 0], "non-finite label header"),
+])
+def test_label_checks(label, problem):
+    from ssdkit.dataset.rec_check import _count_if_valid, label_problem
+
+    count, found = label_problem(np.array(label, np.float32), num_classes=6)
+    fast = _count_if_valid(tuple(float(v) for v in np.array(label, np.float32)), 6, 6)
+    if problem is None:
+        assert found is None and count == fast == 1
+    else:
+        assert problem in found and fast is None
