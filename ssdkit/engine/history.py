@@ -21,12 +21,23 @@ class History:
 
     @classmethod
     def load(cls, prefix, up_to_epoch=None):
-        """Read an existing history (keeping rows with epoch <= ``up_to_epoch``)."""
+        """Read an existing history (keeping rows with epoch <= ``up_to_epoch``).
+
+        Raises
+        ------
+        ValueError
+            when ``<prefix>-history.json`` exists but is not a JSON list of rows.
+        """
         path = prefix + "-history.json"
         rows = []
         if os.path.exists(path):
-            with open(path) as f:
-                rows = json.load(f)
+            try:
+                with open(path) as f:
+                    rows = json.load(f)
+            except ValueError as err:
+                raise ValueError("%s is damaged (%s)" % (path, err)) from None
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ValueError("%s is not a list of history rows" % path)
         if up_to_epoch is not None:
             rows = [r for r in rows if r.get("epoch", 0) <= up_to_epoch]
         return cls(prefix, rows)

@@ -109,7 +109,11 @@ def _restore_history(prefix, begin_epoch, trainer_state):
     """History rows up to ``begin_epoch``: those saved in the checkpoint, else the history file's."""
     if "history" in trainer_state:
         return History(prefix, trainer_state["history"])
-    return History.load(prefix, up_to_epoch=begin_epoch)
+    try:        # a checkpoint written before the rows were part of the trainer state
+        return History.load(prefix, up_to_epoch=begin_epoch)
+    except ValueError as err:
+        log.warning("--resume: %s; the history starts empty", err)
+        return History(prefix)
 
 
 def _position_data(train_iter, begin_epoch, trainer_state):
