@@ -56,14 +56,14 @@ def load_dataset(kind, sources, *, root=None, image_dirs=None, class_names=None,
 
 def prepare_dataset(kind, target, *, train, val=(), root=None, train_image_dirs=None, val_image_dirs=None,
                     class_names=None, crowd="skip", check_images="decode", with_difficult=True, quality=95,
-                    max_side=None, workers=2):
+                    max_side=None, workers=2, strict=False):
     """Load train (and val) sets and pack each to ``<target>_<split>.{lst,rec,idx}``.
 
     Also writes ``<target>_classes.txt`` (one name per line, line i = class id i).
 
     Parameters
     ----------
-    kind, root, class_names, crowd, check_images : see :func:`load_dataset`
+    kind, root, class_names, crowd, check_images, strict : see :func:`load_dataset`
     workers : int, threads checking, decoding and encoding images
     target : str, output prefix, e.g. ``data/voc/voc07``
     train, val : sequences of sources for :func:`load_dataset`; ``val`` may be empty
@@ -78,7 +78,7 @@ def prepare_dataset(kind, target, *, train, val=(), root=None, train_image_dirs=
     if val:
         splits["val"] = (val, val_image_dirs)
     loaded = {name: load_dataset(kind, sources, root=root, image_dirs=dirs, class_names=class_names, crowd=crowd,
-                                 check_images=check_images, workers=workers)
+                                 check_images=check_images, workers=workers, strict=strict)
               for name, (sources, dirs) in splits.items()}
     concat_datasets(list(loaded.values()))  # raises a clear error if class lists differ
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)

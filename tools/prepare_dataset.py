@@ -35,13 +35,16 @@ def main():
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument("--max-side", type=int, help="downscale images whose longer side is larger")
     parser.add_argument("--workers", type=int, default=2, help="threads checking images")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse damaged or inconsistent records instead of skipping them with a count")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = prepare_dataset(
         args.dataset, args.target, train=_split(args.train), val=_split(args.val), root=args.root,
         train_image_dirs=_split(args.train_images) or None, val_image_dirs=_split(args.val_images) or None,
         class_names=args.class_names, crowd=args.crowd, check_images=args.check_images,
-        with_difficult=not args.no_difficult, quality=args.quality, max_side=args.max_side, workers=args.workers)
+        with_difficult=not args.no_difficult, quality=args.quality, max_side=args.max_side, workers=args.workers,
+        strict=args.strict)
     for split, res in results.items():
         print("%s: %d images, %d objects -> %s" % (split, res.num_images, res.num_objects, res.rec))
 
