@@ -36,6 +36,10 @@ class ImageInfo:
     notes: tuple = ()
 
 
+_END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
+"""The bytes a complete file of each container ends with (JPEG EOI marker, PNG IEND chunk with its CRC)."""
+
+
 def _read_bytes(path):
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -49,19 +53,16 @@ def _read_bytes(path):
 
 
 def _read_tail(path, size=64):
-    """The first 12 and the last ``size`` bytes of a file (enough for :func:`check_complete`'s marker test;
-    the whole file when the marker is not at the end, so that it can look further)."""
+    """The first 12 and the last ``size`` bytes of a file when they show the end marker (enough for
+    :func:`check_complete`), else the whole file, so that it can look further."""
     with open(path, "rb") as f:
         head = f.read(12)
         f.seek(0, os.SEEK_END)
-        length = f.tell()
-        f.seek(max(12, length - size))
+        f.seek(max(12, f.tell() - size))
         tail = f.read()
-    data = np.frombuffer(head + tail, np.uint8)
-    marker = _END_MARKERS.get(container_of(data))
-    if marker is not None and not (head + tail).endswith(marker):
-        return _read_bytes(path)
-    return data
+    if has_end_marker(head, tail):
+        return np.frombuffer(head + tail, np.uint8)
+    return _read_bytes(path)
 
 
 def container_of(data):
@@ -80,10 +81,6 @@ def container_of(data):
     return "other"
 
 
-_END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
-"""The bytes a complete file of each container ends with (JPEG EOI marker, PNG IEND chunk with its CRC)."""
-
-
 def has_end_marker(head, tail):
     """Whether encoded image bytes look complete from their ends alone (no decode).
 
@@ -97,7 +94,7 @@ def has_end_marker(head, tail):
     True for a JPEG ending with ``FF D9``, a PNG ending with its ``IEND`` chunk, or another container
     (not checked by markers); False when the marker is not last (:func:`check_complete` then decides).
     """
-    marker = _END_MARKERS.get(container_of(np.frombuffer(head[:12], np.uint8)))
+    marker = _END_MARKERS.get(container_of(bytes(head[:12])))
     return marker is None or bytes(tail).endswith(marker)
 
 
@@ -119,11 +116,12 @@ def check_complete(path, data):
     -------
     str, the container (see :func:`container_of`).
     """
-    data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    container = container_of(data[:12])
+    raw = data if isinstance(data, np.ndarray) else np.frombuffer(bytes(data), np.uint8)
+    container = container_of(raw[:12])
     marker = _END_MARKERS.get(container)
-    if marker is None or data.endswith(marker):
+    if marker is None or raw[-len(marker):].tobytes() == marker:  # the usual case: no copy of the image
         return container
+    data = raw.tobytes()
     if container == "jpeg":
         last_scan = data.rfind(b"\xff\xda")
         if last_scan != -1 and data.find(marker, last_scan) != -1:
