@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ssdkit.cli import run_script
+from ssdkit.cli import epoch_arg, run_script
 from ssdkit.dataset.image import ImageError, load_image_rgb
 from ssdkit.detector import Detector, list_images
 from ssdkit.errors import InputError
@@ -24,19 +24,18 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--prefix", help="training prefix")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
-    parser.add_argument("--epoch", default=None, help="epoch or 'best' (training prefixes)")
+    parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (training prefixes)")
     parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
     parser.add_argument("--output", default="output/demo", help="folder for PNG drawings and detections.json")
     parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
     args = parser.parse_args(argv)
-    epoch = None if args.epoch is None else (args.epoch if args.epoch == "best" else int(args.epoch))
     paths = [p for item in args.images for p in list_images(item)]
     if args.limit:
         paths = paths[:args.limit]
     if not paths:
         raise InputError("no image files in %s" % ", ".join(args.images))
-    detector = Detector(args.deploy or args.prefix, epoch=epoch, deploy=bool(args.deploy),
+    detector = Detector(args.deploy or args.prefix, epoch=args.epoch, deploy=bool(args.deploy),
                         score_thresh=args.score_thresh)
     report, skipped = {}, []
     os.makedirs(args.output, exist_ok=True)

@@ -14,11 +14,7 @@ is written: ``error: ...`` and exit status 2.
 import argparse
 
 from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
-from ssdkit.cli import run_script
-
-
-def _epoch(text):
-    return text if text == "best" else int(text)
+from ssdkit.cli import epoch_arg, run_script
 
 
 def main(argv=None):
@@ -35,7 +31,7 @@ def main(argv=None):
                              "instead of ssdkit's fused heads (the same detections; fused is faster on "
                              "the CPU)")
     parser.add_argument("--output", required=True, help="deploy prefix to write")
-    parser.add_argument("--epoch", type=_epoch, default=None, help="epoch or 'best' (default: best, else last)")
+    parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (default: best, else last)")
     parser.add_argument("--portable", action="store_true",
                         help="use MXNet's built-in contrib operators (runs without ssdkit; SSD networks only)")
     parser.add_argument("--max-detections", type=int, default=100,

@@ -9,11 +9,7 @@ The evaluation itself is :func:`ssdkit.api.evaluate.evaluate_detector`.
 import logging
 
 from ssdkit.api.evaluate import evaluate_detector
-from ssdkit.cli import config_from_args, make_parser, run_script
-
-
-def _epoch(text):
-    return text if text == "best" else int(text)
+from ssdkit.cli import config_from_args, epoch_arg, make_parser, run_script
 
 
 def main(argv=None):
@@ -21,12 +17,13 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--prefix", help="training prefix (train.py --prefix); default from the config")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
-    parser.add_argument("--epoch", type=_epoch, default=None, help="epoch number or 'best' (default: best, else last)")
+    parser.add_argument("--epoch", type=epoch_arg, default=None,
+                        help="epoch number or 'best' (default: best, else last)")
     parser.add_argument("--output", default=None, help="folder for tables, plots and json (default PREFIX-eval)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = config_from_args(args, training=False, parser=parser)
+    config = config_from_args(args, training=False)
     prefix = args.deploy or args.prefix or config.runtime.prefix
     result = evaluate_detector(config, prefix, epoch=args.epoch, deploy=bool(args.deploy),
                                output_dir=args.output, progress=not args.no_progress)

@@ -19,7 +19,7 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = config_from_args(args, training=True, parser=parser)
+    config = config_from_args(args, training=True)
     result = train_detector(config, progress=not args.no_progress)
     best = result["best"]
     print("finished epoch %d; best validation %s; checkpoints: %s-*" % (

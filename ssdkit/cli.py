@@ -84,12 +84,12 @@ def overrides_from_args(args, *, training):
     return out
 
 
-def config_from_args(args, *, training, parser=None):
+def config_from_args(args, *, training):
     """Load ``--config`` (or defaults) and apply the flags given.
 
     A bad config file, key or value raises :class:`~ssdkit.errors.InputError` (or
     :class:`~ssdkit.errors.MissingFileError`) naming the key; :func:`run_script` prints it as
-    ``error: ...`` with exit code 2. ``parser`` is accepted for older callers and not used.
+    ``error: ...`` with exit code 2.
     """
     from ssdkit.config import apply_overrides, load_config
 
@@ -112,6 +112,16 @@ def run_script(main, argv=None):
             raise
         print("error: %s" % err, file=sys.stderr)
         return 2
+
+
+def epoch_arg(text):
+    """``--epoch`` of the scripts: an epoch number or ``best`` (argparse ``type``)."""
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an epoch number or 'best', got %r" % text) from None
 
 
 def _dest(flag):

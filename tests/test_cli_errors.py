@@ -24,7 +24,7 @@ from ssdkit.cli import run_script
 from ssdkit.config import apply_overrides, load_config
 from ssdkit.dataset.synthetic import make_synthetic_dataset
 from ssdkit.detector import Detector
-from ssdkit.errors import InputError, ParameterMismatchError, UserError
+from ssdkit.errors import InputError, MissingFileError, ParameterMismatchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["circle", "ring", "box", "triangle", "star", "cross"]
@@ -114,6 +114,20 @@ def test_cli_user_errors_are_one_line(models, tmp_path):
         line = _user_error(_run(args))
         assert fragment in line, (args, line)
     assert not os.path.exists(str(tmp_path / "t") + "-meta.json")
+
+
+def test_missing_weight_files_are_user_errors(tmp_path):
+    from ssdkit.api.deploy import deploy_gluoncv_zoo
+    from ssdkit.api.train import initial_weights
+
+    missing = str(tmp_path / "nothing.params")
+    with pytest.raises(MissingFileError, match="nothing.params not found"):
+        deploy_gluoncv_zoo(missing, "ssd_512_resnet50_v1_voc", str(tmp_path / "out"))
+    for key in ("model.finetune", "model.pretrained"):
+        config = apply_overrides(_config("ssd"), {key: missing})
+        with pytest.raises(MissingFileError, match="%s: weight file .*nothing.params not found" % key):
+            initial_weights(config, None, (1, 3, 128, 128))
+    assert not os.listdir(tmp_path)
 
 
 # --- parameters that do not fit the graph -------------------------------------------------------------

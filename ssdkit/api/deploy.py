@@ -24,7 +24,7 @@ from ssdkit.api.model_files import inference_symbol, model_meta, read_meta, reso
 from ssdkit.api.param_check import check_params
 from ssdkit.engine import atomic
 from ssdkit.engine.checkpoint import load_params, save_params
-from ssdkit.errors import user_input
+from ssdkit.errors import MissingFileError, user_input
 from ssdkit.portable import to_portable
 
 
@@ -89,6 +89,8 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     from ssdkit.symbol import symbol_builder
     from ssdkit.weights import ZOO, import_ssd, zoo_config, zoo_class_names
 
+    if not os.path.isfile(params_path):
+        raise MissingFileError("GluonCV parameter file %s not found" % params_path)
     with user_input():      # the zoo name and the file are the user's input
         config = zoo_config(name, fused_heads=fused_heads)
         arg, aux = import_ssd(params_path, name, fused_heads=fused_heads)

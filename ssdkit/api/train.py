@@ -1,6 +1,7 @@
 """Train a detector (SSD or FPN, see :mod:`ssdkit.api.family`) from a Config: ``train.py`` is argparse
 around :func:`train_detector`."""
 import logging
+import os
 import re
 
 from ssdkit.api.data import class_names_of, load_split, make_iterator
@@ -9,7 +10,7 @@ from ssdkit.api.model_files import write_meta
 from ssdkit.engine.checkpoint import load_params
 from ssdkit.engine.evaluator import make_validator
 from ssdkit.engine.trainer import fit, make_contexts, make_kvstore
-from ssdkit.errors import user_input
+from ssdkit.errors import MissingFileError, user_input
 from ssdkit.metrics.voc import VOCMeanAP
 
 log = logging.getLogger("ssdkit.train")
@@ -23,6 +24,9 @@ def initial_weights(config, train_symbol, data_shape):
     ``{input name: shape}`` of every graph input.
     """
     model = config.model
+    for key, path in (("model.finetune", model.finetune), ("model.pretrained", model.pretrained)):
+        if path and not os.path.isfile(path):
+            raise MissingFileError("%s: weight file %s not found" % (key, path))
     if model.finetune:
         arg, aux = load_params(model.finetune)
         source = model.finetune
