@@ -441,3 +441,22 @@ def test_label_checks(label, problem):
         assert found is None and count == fast == 1
     else:
         assert problem in found and fast is None
+
+
+def test_voc_and_json_list_repeats_are_counted_once_kept_once(synth, tmp_path):
+    root, devkit, image_dir, _ = synth
+    set_file = os.path.join(devkit, "VOC2007", "ImageSets", "Main", "trainval.txt")
+    with open(set_file, "a") as f:
+        f.write("\n000002\n")  # a blank line, then a repeat: line 10
+    voc = load_voc(devkit, "2007/trainval", class_names=os.path.join(root, "classes.txt"))
+    assert len(voc) == NUM_IMAGES and [r.image_id for r in voc].count("000002") == 1
+    assert voc.reports[0].entries("duplicate_id") == [(set_file + " line 10", "000002 listed again")]
+    doc = {"classes": list(voc.class_names),
+           "images": [{"file": "000001.jpg"}, {"file": "000002.jpg"}, {"file": "000001.jpg"}]}
+    path = os.path.join(image_dir, "list.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    data = load_list(path)
+    assert [os.path.basename(r.path) for r in data] == ["000001.jpg", "000002.jpg"]
+    (file, detail), = data.reports[0].entries("duplicate_id")
+    assert "images[2] lists 000001.jpg again (first: images[0])" == detail
