@@ -460,3 +460,27 @@ def test_voc_and_json_list_repeats_are_counted_once_kept_once(synth, tmp_path):
     assert [os.path.basename(r.path) for r in data] == ["000001.jpg", "000002.jpg"]
     (file, detail), = data.reports[0].entries("duplicate_id")
     assert "images[2] lists 000001.jpg again (first: images[0])" == detail
+
+
+def test_folder_iter_counts_or_refuses_an_image_damaged_after_loading(synth):
+    import warnings
+
+    from ssdkit.dataset.folder_iter import FolderDetIter
+
+    root, devkit, image_dir, _ = synth
+    voc = load_voc(devkit, "2007/trainval", class_names=os.path.join(root, "classes.txt"))
+    victim = os.path.join(image_dir, "000004.jpg")
+    with open(victim, "r+b") as f:  # damaged after the load-time check
+        f.truncate(os.path.getsize(victim) // 2)
+    kwargs = dict(batch_size=4, data_shape=(3, 64, 64), num_workers=1)
+    it = FolderDetIter(voc.records, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pads = [batch.pad for batch in it]
+    it.close()
+    assert it.num_skipped == 1 and pads == [0, 1]
+    assert any("000004.jpg" in str(w.message) and "truncated" in str(w.message) for w in caught)
+    strict = FolderDetIter(voc.records, strict=True, **kwargs)
+    with pytest.raises(RuntimeError, match="strict mode: image .*000004.jpg cannot be used .*truncated"):
+        list(strict)
+    strict.close()
