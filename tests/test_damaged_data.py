@@ -484,3 +484,17 @@ def test_folder_iter_counts_or_refuses_an_image_damaged_after_loading(synth):
     with pytest.raises(RuntimeError, match="strict mode: image .*000004.jpg cannot be used .*truncated"):
         list(strict)
     strict.close()
+
+
+def test_rec_config_passes_the_class_count_and_strict(packed, tmp_path):
+    from ssdkit.api.data import make_iterator
+    from ssdkit.config import apply_overrides, load_config
+
+    path = _rewrite_labels(packed, tmp_path, _bad_labels)
+    config = apply_overrides(load_config("tiny_256_synthetic"), {
+        "data.format": "rec", "data.train": (path,), "data.val": (), "model.data_shape": 64, "data.batch_size": 2,
+        "data.num_workers": 1})
+    it = make_iterator(config, "train")
+    assert it.check.report.count("bad_label") == 2 and it.check.num_records == NUM_IMAGES - 2  # class 99 of 6
+    with pytest.raises(DataError, match="train.rec record 2"):
+        make_iterator(apply_overrides(config, {"data.strict": True}), "train")
