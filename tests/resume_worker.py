@@ -13,6 +13,7 @@ about to be renamed into place for the N-th time, its temporary file written), o
 import os
 import signal
 import sys
+import time
 
 import mxnet as mx
 import numpy as np
@@ -70,11 +71,43 @@ def make_iter(on_batch=None, seed=7, num_workers=2):
                        seed=seed, num_workers=num_workers, loader=load_image, on_batch=on_batch)
 
 
-def make_symbol():
-    """Conv -> BatchNorm -> ReLU -> global pool -> Dropout -> FC -> softmax on the first label's class."""
+class _SlowBackward(mx.operator.CustomOp):
+    """Identity whose backward sleeps: the BatchNorm backward before it (which updates the moving
+    statistics on CPU) finishes well after the step's other work has been queued."""
+
+    def forward(self, is_train, req, in_data, out_data, aux):
+        self.assign(out_data[0], req[0], in_data[0])
+
+    def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
+        time.sleep(SLOW_BACKWARD_S)
+        self.assign(in_grad[0], req[0], out_grad[0])
+
+
+SLOW_BACKWARD_S = 0.2
+
+
+@mx.operator.register("ssdkit_test_slow_backward")
+class _SlowBackwardProp(mx.operator.CustomOpProp):
+    def __init__(self):
+        super().__init__(need_top_grad=True)
+
+    def infer_shape(self, in_shape):
+        return in_shape, [in_shape[0]], []
+
+    def create_operator(self, ctx, shapes, dtypes):
+        return _SlowBackward()
+
+
+def make_symbol(slow_bn_backward=False):
+    """Conv -> BatchNorm -> ReLU -> global pool -> Dropout -> FC -> softmax on the first label's class.
+
+    ``slow_bn_backward``: a Custom op after the BatchNorm delays its backward by ``SLOW_BACKWARD_S``.
+    """
     data, label = mx.sym.var("data"), mx.sym.var("label")
     net = mx.sym.Convolution(data, kernel=(3, 3), pad=(1, 1), num_filter=4, name="conv")
     net = mx.sym.BatchNorm(net, fix_gamma=False, momentum=0.8, name="bn")
+    if slow_bn_backward:
+        net = mx.sym.Custom(net, op_type="ssdkit_test_slow_backward")
     net = mx.sym.Activation(net, act_type="relu")
     net = mx.sym.Flatten(mx.sym.Pooling(net, global_pool=True, pool_type="avg", kernel=(1, 1)))
     net = mx.sym.Dropout(net, p=0.25)
@@ -98,9 +131,10 @@ def make_config(prefix, epochs, *, resume=False, lr=0.1):
     return Config(solver=solver, runtime=RuntimeConfig(prefix=prefix, seed=3, resume=resume))
 
 
-def train(prefix, epochs, *, resume=False, on_batch=None, lr=0.1, metric=None, num_workers=2):
+def train(prefix, epochs, *, resume=False, on_batch=None, lr=0.1, metric=None, num_workers=2,
+          slow_bn_backward=False):
     """:func:`fit` on the tiny problem; returns its result."""
-    return fit(make_symbol(), make_iter(on_batch, num_workers=num_workers),
+    return fit(make_symbol(slow_bn_backward), make_iter(on_batch, num_workers=num_workers),
                make_config(prefix, epochs, resume=resume, lr=lr),
                train_metric=metric or make_metric(), progress=False)
 
