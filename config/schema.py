@@ -208,8 +208,8 @@ class RuntimeConfig:
 
     def __post_init__(self):
         _check(self.cpus >= 1, "runtime.cpus", "must be >= 1")
-        _check(self.kv_store in ("local", "device", "dist_sync", "dist_async", "dist_device_sync"),
-               "runtime.kv_store", "must be local, device, dist_sync, dist_async or dist_device_sync")
+        _check(self.kv_store in ("local", "device", "dist_sync", "dist_async", "dist_device_sync", "horovod"),
+               "runtime.kv_store", "must be local, device, dist_sync, dist_async, dist_device_sync or horovod")
         _check(self.val_interval >= 1, "runtime.val_interval", "must be >= 1")
         _check(bool(self.prefix), "runtime.prefix", "must not be empty")
 

@@ -10,6 +10,7 @@ from ssdkit.api.model_files import write_meta
 from ssdkit.engine.checkpoint import load_params
 from ssdkit.engine.evaluator import make_validator
 from ssdkit.engine.trainer import fit, make_contexts, make_kvstore
+from ssdkit.engine.workers import rank_and_workers
 from ssdkit.errors import MissingFileError, user_input
 from ssdkit.metrics.voc import VOCMeanAP
 
@@ -73,8 +74,7 @@ def train_detector(config, *, progress=True):
     with user_input():      # devices, data, class names, weight files, freeze patterns: the user's input
         contexts = make_contexts(config.runtime)
         kvstore = make_kvstore(config.runtime, len(contexts))
-        dist = kvstore is not None and "dist" in kvstore.type
-        rank, parts = (kvstore.rank, kvstore.num_workers) if dist else (0, 1)
+        rank, parts = rank_and_workers(kvstore)
 
         train_set = load_split(config, "train")
         val_set = load_split(config, "val")

@@ -16,8 +16,10 @@ import numpy as np
 
 from ssdkit.engine import atomic, checkpoint, module_state, resume
 from ssdkit.engine.history import History
+from ssdkit.engine.horovod import HorovodKVStore, worker_gpu_ids
 from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.schedule import build_lr_scheduler
+from ssdkit.engine.workers import is_distributed, rank_and_workers
 from ssdkit.errors import UserError
 from ssdkit.symbol.common import he_initializer
 
@@ -35,19 +37,28 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 
 def make_contexts(runtime):
-    """Devices of a :class:`RuntimeConfig`: ``gpus="0,1"`` -> GPUs, else ``cpus`` CPU contexts."""
+    """Devices of a :class:`RuntimeConfig`: ``gpus="0,1"`` -> GPUs, else ``cpus`` CPU contexts.
+
+    Under ``kv_store="horovod"`` ``gpus`` lists the machine's GPUs and each worker takes its share
+    (:func:`~ssdkit.engine.horovod.worker_gpu_ids`).
+    """
     if runtime.gpus.strip():
         try:
             ids = [int(i) for i in runtime.gpus.split(",") if i.strip()]
         except ValueError:
             raise ValueError("runtime.gpus must be a comma-separated list of GPU ids, got %r"
                              % runtime.gpus) from None
+        if runtime.kv_store == "horovod":
+            ids = worker_gpu_ids(ids)
         return [mx.gpu(i) for i in ids]
     return [mx.cpu(i) for i in range(runtime.cpus)]
 
 
 def make_kvstore(runtime, num_devices):
-    """The kvstore object (or None for one local device); distributed stores need the DMLC_* env."""
+    """The kvstore object (or None for one local device); distributed stores need the DMLC_* env,
+    ``horovod`` a launch by ``horovodrun`` (see :mod:`ssdkit.engine.horovod`)."""
+    if runtime.kv_store == "horovod":
+        return HorovodKVStore()
     if "dist" in runtime.kv_store:
         return mx.kv.create(runtime.kv_store)
     if num_devices == 1:
@@ -198,8 +209,7 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
     contexts = make_contexts(runtime)
     if isinstance(kvstore, str) and kvstore == "auto":
         kvstore = make_kvstore(runtime, len(contexts))
-    rank = kvstore.rank if kvstore is not None and "dist" in kvstore.type else 0
-    num_workers = kvstore.num_workers if kvstore is not None and "dist" in kvstore.type else 1
+    rank, num_workers = rank_and_workers(kvstore)
     prefix = runtime.prefix
     if rank == 0:
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
@@ -310,6 +320,6 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
                      "data_epoch": resume.data_position(train_iter)}
             _write_epoch(prefix, epoch + 1, symbol, mod, args, auxs, state, history, is_best, best)
         last_good = epoch + 1
-    if kvstore is not None and "dist" in kvstore.type:
+    if is_distributed(kvstore):
         kvstore._barrier()
     return {"epoch": max(begin_epoch, solver.epochs), "best": best, "history": history, "module": mod}
