@@ -126,16 +126,16 @@ def make_metric():
     return mx.metric.CustomMetric(_cross_entropy, name="xent", allow_extra_outputs=True)
 
 
-def make_config(prefix, epochs, *, resume=False, lr=0.1):
+def make_config(prefix, epochs, *, resume=False, lr=0.1, cpus=1):
     solver = SolverConfig(lr=lr, epochs=epochs, lr_steps=(2.0,), warmup_epochs=0.5, wd=1e-4)
-    return Config(solver=solver, runtime=RuntimeConfig(prefix=prefix, seed=3, resume=resume))
+    return Config(solver=solver, runtime=RuntimeConfig(prefix=prefix, seed=3, resume=resume, cpus=cpus))
 
 
 def train(prefix, epochs, *, resume=False, on_batch=None, lr=0.1, metric=None, num_workers=2,
-          slow_bn_backward=False):
-    """:func:`fit` on the tiny problem; returns its result."""
+          slow_bn_backward=False, cpus=1):
+    """:func:`fit` on the tiny problem (``cpus`` CPU contexts share each batch); returns its result."""
     return fit(make_symbol(slow_bn_backward), make_iter(on_batch, num_workers=num_workers),
-               make_config(prefix, epochs, resume=resume, lr=lr),
+               make_config(prefix, epochs, resume=resume, lr=lr, cpus=cpus),
                train_metric=metric or make_metric(), progress=False)
 
 

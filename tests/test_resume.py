@@ -333,3 +333,21 @@ def test_scripts_print_divergence_as_one_line_from_scratch_and_on_resume(tmp_pat
     assert second[-1].startswith("error: training loss became non-finite at epoch 2")
     assert "toy-0001.params (epoch 1" in second[-1]
     assert not any("Traceback" in line for line in first + second)
+
+
+def test_resume_on_two_devices_is_bit_identical(tmp_path):
+    """Two CPU contexts: each device's BatchNorm statistics (which differ; the .params hold their mean)
+    are saved in prefix-NNNN.devices and given back, so the averages match bit for bit too."""
+    ref, prefix = str(tmp_path / "ref" / "toy"), str(tmp_path / "toy")
+    train(ref, 2, cpus=2)
+    train(prefix, 1, cpus=2)
+    devices = mx.nd.load(checkpoint.checkpoint_paths(prefix, 1)["devices"])
+    assert sorted(devices) == ["dev0:bn_moving_mean", "dev0:bn_moving_var", "dev1:bn_moving_mean",
+                               "dev1:bn_moving_var"]
+    assert not np.array_equal(devices["dev0:bn_moving_mean"].asnumpy(), devices["dev1:bn_moving_mean"].asnumpy())
+    result = train(prefix, 2, resume=True, cpus=2)
+    assert len(result["module"]._context) == 2
+    assert_same_checkpoint(prefix, ref, 2)
+    for name, array in mx.nd.load(checkpoint.checkpoint_paths(ref, 2)["devices"]).items():
+        assert np.array_equal(mx.nd.load(checkpoint.checkpoint_paths(prefix, 2)["devices"])[name].asnumpy(),
+                              array.asnumpy()), name

@@ -1,8 +1,9 @@
-"""Checkpoints: ``prefix-symbol.json``, ``prefix-NNNN.params``, ``prefix-NNNN.states`` and
+"""Checkpoints: ``prefix-symbol.json``, ``prefix-NNNN.params``, ``prefix-NNNN.states`` (optimizer),
+``prefix-NNNN.devices`` (each device's auxiliary states, only when training on several devices) and
 ``prefix-NNNN.json`` (trainer state), plus ``prefix-last.json`` naming the newest complete epoch.
 
 Every file is written atomically (:mod:`ssdkit.engine.atomic`), in the order symbol, params, states,
-trainer state, and ``prefix-last.json`` last (:func:`mark_latest`): an interrupted save leaves the
+devices, trainer state, and ``prefix-last.json`` last (:func:`mark_latest`): an interrupted save leaves the
 previous checkpoint as the latest one. ``.params`` use MXNet's ``arg:``/``aux:`` naming, so
 ``mx.model.load_checkpoint(prefix, epoch)`` reads them too. :func:`verify_checkpoint` reads a
 checkpoint back and checks it (readable, parameters finite) before a run resumes from it.
@@ -28,9 +29,28 @@ class CheckpointError(InputError):
 
 
 def checkpoint_paths(prefix, epoch):
-    """The per-epoch files: dict ``params``, ``states`` (optimizer), ``state`` (trainer, JSON)."""
+    """The per-epoch files: dict ``params``, ``states`` (optimizer), ``devices`` (per-device
+    auxiliary states), ``state`` (trainer, JSON)."""
     return {"params": "%s-%04d.params" % (prefix, epoch), "states": "%s-%04d.states" % (prefix, epoch),
-            "state": "%s-%04d.json" % (prefix, epoch)}
+            "devices": "%s-%04d.devices" % (prefix, epoch), "state": "%s-%04d.json" % (prefix, epoch)}
+
+
+def _write_optional(path, write, value):
+    """``write(path, value)`` when ``value`` is not None, else remove a stale ``path`` of an earlier run."""
+    if value is not None:
+        write(path, value)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _save_arrays(path, arrays):
+    """``mx.nd.save`` atomically; a failed write (e.g. "FileStream.Write incomplete" on a full disk)
+    raises :class:`~ssdkit.engine.atomic.WriteError` naming ``path``."""
+    with atomic.atomic_path(path) as tmp:
+        try:
+            mx.nd.save(tmp, arrays)
+        except mx.base.MXNetError as err:
+            raise atomic.write_failed(path, err) from None
 
 
 def save_params(path, arg_params, aux_params):
@@ -43,11 +63,7 @@ def save_params(path, arg_params, aux_params):
     """
     blob = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
     blob.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    with atomic.atomic_path(path) as tmp:
-        try:
-            mx.nd.save(tmp, blob)
-        except mx.base.MXNetError as err:       # e.g. "FileStream.Write incomplete" on a full disk
-            raise atomic.write_failed(path, err) from None
+    _save_arrays(path, blob)
 
 
 def load_params(path):
@@ -82,7 +98,7 @@ def nonfinite_names(*param_dicts):
 
 
 def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, optimizer_states=None,
-                    trainer_state=None, commit=True):
+                    trainer_state=None, commit=True, device_aux=None):
     """Write the checkpoint of ``epoch`` (1-based: the number of finished epochs).
 
     Parameters
@@ -93,6 +109,8 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, optimizer_sta
     arg_params, aux_params : dict name -> NDArray; every value must be finite (the caller checks,
         see :func:`nonfinite_names`); pending writes to them must have finished (``mx.nd.waitall()``)
     optimizer_states : bytes or None, serialised optimizer state (see :mod:`module_state`)
+    device_aux : dict ``"dev<k>:<name>" -> NDArray`` or None, every device's auxiliary states
+        (with several devices their BatchNorm statistics differ; ``aux_params`` is their mean)
     trainer_state : dict or None, JSON-serialisable (epoch, iteration, best metric, history rows,
         data iterator position ...)
     commit : bool, write ``prefix-last.json`` naming this epoch at the end; with False the caller
@@ -101,10 +119,8 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, optimizer_sta
     paths = checkpoint_paths(prefix, epoch)
     atomic.write_text(prefix + "-symbol.json", symbol.tojson())
     save_params(paths["params"], arg_params, aux_params)
-    if optimizer_states is not None:
-        atomic.write_bytes(paths["states"], optimizer_states)
-    elif os.path.exists(paths["states"]):
-        os.remove(paths["states"])          # a stale one of an earlier run must not be resumed from
+    _write_optional(paths["states"], atomic.write_bytes, optimizer_states)
+    _write_optional(paths["devices"], _save_arrays, device_aux)
     atomic.write_json(paths["state"], dict(trainer_state or {}, epoch=epoch))
     if commit:
         mark_latest(prefix, epoch)
@@ -146,7 +162,8 @@ def latest_epoch(prefix):
     epoch = read_latest_pointer(prefix)
     if epoch is None:
         return None
-    missing = [p for k, p in checkpoint_paths(prefix, epoch).items() if k != "states" and not os.path.exists(p)]
+    paths = checkpoint_paths(prefix, epoch)
+    missing = [paths[k] for k in ("params", "state") if not os.path.exists(paths[k])]
     if missing:
         raise CheckpointError("%s-last.json names epoch %d but %s is missing" % (prefix, epoch, missing[0]))
     return epoch
@@ -193,12 +210,13 @@ def load_checkpoint(prefix, epoch=None):
 def verify_checkpoint(prefix, epoch, *, need_states=True):
     """Read the checkpoint of ``epoch`` and check everything a resumed run needs.
 
-    Checks: the trainer state is a JSON object for this epoch, the parameters load and are all
-    finite, the optimizer states exist (``need_states``) and unpickle, the symbol file loads.
+    Checks: the trainer state is a JSON object for this epoch, the parameters (and per-device
+    auxiliary states, when saved) load and are all finite, the optimizer states exist
+    (``need_states``) and unpickle, the symbol file loads.
 
     Returns
     -------
-    dict as :func:`load_checkpoint` returns.
+    dict as :func:`load_checkpoint` returns, plus ``device_aux`` (dict or None).
 
     Raises
     ------
@@ -233,10 +251,18 @@ def verify_checkpoint(prefix, epoch, *, need_states=True):
         except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
             raise CheckpointError("%s is not a readable optimizer state (%s: %s)"
                                   % (paths["states"], type(err).__name__, err)) from None
+    device_aux = None
+    if os.path.exists(paths["devices"]):
+        try:
+            device_aux = mx.nd.load(paths["devices"])
+        except mx.base.MXNetError as err:
+            raise CheckpointError("cannot read %s (%s)" % (paths["devices"], str(err).splitlines()[0])) from None
+        if not isinstance(device_aux, dict) or nonfinite_names(device_aux):
+            raise CheckpointError("%s holds unnamed or non-finite arrays" % paths["devices"])
     try:
         symbol = mx.sym.load(prefix + "-symbol.json")
     except mx.base.MXNetError as err:
         raise CheckpointError("%s-symbol.json is not readable (%s)"
                               % (prefix, str(err).strip().splitlines()[0])) from None
     return {"epoch": epoch, "symbol": symbol, "arg_params": arg, "aux_params": aux,
-            "optimizer_states": states, "trainer_state": state}
+            "optimizer_states": states, "trainer_state": state, "device_aux": device_aux}

@@ -3,9 +3,11 @@
 MXNet's Module keeps its updater either locally (``_updater``) or inside the kvstore
 (``_kvstore._updater``, when it updates on the kvstore) and offers no public accessor that also
 carries the optimizer object. This file is the only place in ssdkit that reaches into those
-attributes.
+attributes (and to the executor group's per-device auxiliary states).
 """
 import pickle
+
+import mxnet as mx
 
 
 def _updater(mod):
@@ -76,3 +78,31 @@ def blob_state_arrays(blob):
     """
     states, optimizer = pickle.loads(blob)
     return _flatten_states(states, optimizer.idx2name), optimizer
+
+
+def device_aux_states(mod):
+    """Every device's own auxiliary states (BatchNorm moving statistics differ per device).
+
+    Call after ``mx.nd.waitall()``. Returns dict ``"dev<k>:<aux name>" -> NDArray`` (CPU copies).
+    """
+    group = mod._exec_group
+    return {"dev%d:%s" % (k, name): array.copyto(mx.cpu())
+            for name, block in zip(group.aux_names, group.aux_arrays) for k, array in enumerate(block)}
+
+
+def set_device_aux_states(mod, arrays):
+    """Give every device its own auxiliary states back (what :func:`device_aux_states` returned).
+
+    Returns
+    -------
+    bool, False (and nothing changed) when ``arrays`` is not for this module's devices and names.
+    """
+    group = mod._exec_group
+    wanted = {"dev%d:%s" % (k, name) for name, block in zip(group.aux_names, group.aux_arrays)
+              for k in range(len(block))}
+    if set(arrays) != wanted:
+        return False
+    for name, block in zip(group.aux_names, group.aux_arrays):
+        for k, array in enumerate(block):
+            arrays["dev%d:%s" % (k, name)].copyto(array)
+    return True

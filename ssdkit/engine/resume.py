@@ -17,14 +17,16 @@ The resumed run restarts the epoch after its checkpoint, from that checkpoint, w
   :class:`~ssdkit.dataset.two_stage_iter.TwoStageIter`, whose order and augmentation are drawn from
   ``(seed, epoch, position)`` whatever the number of decoding threads) gets the value it had when
   the checkpoint was written (``data_epoch`` in the trainer state);
+- with several devices, each device's own BatchNorm statistics (``prefix-NNNN.devices``; the
+  ``.params`` hold their mean, which is what inference uses);
 - the history rows up to the checkpoint, stored inside its trainer state.
 
 What is not exact: :class:`~ssdkit.dataset.rec_iter.RecordDetIter` (MXNet's C++
 ``ImageDetRecordIter``) and ``mx.io.NDArrayIter(shuffle=True)`` have no epoch position: the resumed
-run shuffles and augments from a fresh random state (a warning says so). Several devices average
-their BatchNorm statistics into the checkpoint; the resumed run starts every device from that
-average, so its statistics (not its parameters) differ from the uninterrupted run by rounding.
-A distributed run resumes from rank 0's checkpoint; its exactness was not tested.
+run shuffles and augments from a fresh random state (a warning says so). A run resumed on another
+number of devices continues (with a warning) but not exactly. A distributed (``dist_sync``) run
+resumes from rank 0's checkpoint, every worker's BatchNorm statistics from rank 0's devices; its
+exactness was not tested. GPU kernels were not tested either (no GPU on the development machines).
 
 Which checkpoint
 ----------------

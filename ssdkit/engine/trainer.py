@@ -139,7 +139,19 @@ def _position_data(train_iter, begin_epoch, trainer_state):
                     type(train_iter).__name__)
 
 
-def _write_epoch(prefix, epoch, symbol, mod, args, auxs, state, history, is_best, best):
+def _restore_devices(mod, ckpt, prefix, num_devices):
+    """Give each device its own BatchNorm statistics back when the checkpoint has them."""
+    saved = ckpt.get("device_aux")
+    devices = ckpt["trainer_state"].get("num_devices", num_devices)
+    if devices != num_devices:
+        log.warning("--resume: the checkpoint was trained on %d devices, this run has %d; the run "
+                    "continues, but not exactly as the uninterrupted one would", devices, num_devices)
+    elif saved is not None and not module_state.set_device_aux_states(mod, saved):
+        log.warning("--resume: %s does not fit this graph's devices; every device starts from the "
+                    "averaged statistics", checkpoint.checkpoint_paths(prefix, ckpt["epoch"])["devices"])
+
+
+def _write_epoch(prefix, epoch, symbol, mod, args, auxs, state, history, is_best, best, device_aux):
     """Write the checkpoint of ``epoch`` (plus best and history files), ``-last.json`` last.
 
     The trainer state holds the history rows, so a kill anywhere in here loses no row: a resumed
@@ -147,7 +159,8 @@ def _write_epoch(prefix, epoch, symbol, mod, args, auxs, state, history, is_best
     """
     checkpoint.save_checkpoint(prefix, epoch, symbol, args, auxs,
                                optimizer_states=module_state.get_optimizer_states(mod),
-                               trainer_state=dict(state, history=history.rows), commit=False)
+                               trainer_state=dict(state, history=history.rows), commit=False,
+                               device_aux=device_aux)
     if is_best:
         checkpoint.save_params(prefix + "-best.params", args, auxs)
         atomic.write_json(prefix + "-best.json", {"epoch": epoch, "value": best})
@@ -216,7 +229,7 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         for path in atomic.remove_stray_temps(prefix):
             log.info("removed %s, left by an interrupted write", path)
 
-    begin_epoch, trainer_state, states_blob = 0, {}, None
+    begin_epoch, trainer_state, states_blob, ckpt = 0, {}, None, None
     if runtime.resume:
         begin_epoch, ckpt = _resume_point(prefix, rank)
         if ckpt is not None:
@@ -251,6 +264,9 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         restored = module_state.set_optimizer_states(mod, states_blob)
         restored.lr_scheduler = build_lr_scheduler(solver, iters)
         restored.lr = solver.lr
+
+    if ckpt is not None:
+        _restore_devices(mod, ckpt, prefix, len(contexts))
 
     history = _restore_history(prefix, begin_epoch, trainer_state)
     if begin_epoch and rank == 0:
@@ -295,8 +311,11 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         row.update({str(n): float(v) for n, v in zip(np.atleast_1d(names), np.atleast_1d(values))})
         log.info("epoch %d: %s", epoch + 1, ", ".join("%s=%.4g" % (k, v) for k, v in row.items()
                                                       if k != "epoch"))
-        mx.nd.waitall()         # the last batch's updates (BatchNorm statistics too) are finished
+        # CPU BatchNorm updates its moving statistics in the backward pass, unseen by the engine's
+        # dependency tracking: wait for all pending work before reading them.
+        mx.nd.waitall()
         args, auxs = mod.get_params()
+        device_aux = module_state.device_aux_states(mod) if len(contexts) > 1 else None
         mx.nd.waitall()
         bad = checkpoint.nonfinite_names(args, auxs, module_state.optimizer_state_arrays(mod))
         if bad:
@@ -317,8 +336,9 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         history.rows.append(row)
         if rank == 0:
             state = {"iteration": (epoch + 1) * iters, "best": best, "num_workers": num_workers,
-                     "data_epoch": resume.data_position(train_iter)}
-            _write_epoch(prefix, epoch + 1, symbol, mod, args, auxs, state, history, is_best, best)
+                     "num_devices": len(contexts), "data_epoch": resume.data_position(train_iter)}
+            _write_epoch(prefix, epoch + 1, symbol, mod, args, auxs, state, history, is_best, best,
+                         device_aux)
         last_good = epoch + 1
     if is_distributed(kvstore):
         kvstore._barrier()
