@@ -24,8 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_FOLDERS = ("ssdkit", "symbol", "dataset", "config")
 # requirement name -> the module it provides
 IMPORT_NAMES = {"opencv-python": "cv2", "pillow": "PIL", "mxnet-cu112": "mxnet"}
-# imported by ssdkit only for an extra (requirements-<extra>.txt)
-EXTRA_IMPORTS = {"gluoncv": "requirements-gluoncv.txt"}
+# imported by ssdkit only for an optional feature, and the file that pins it
+EXTRA_IMPORTS = {"gluoncv": "requirements-gluoncv.txt", "horovod": "requirements-horovod.txt"}
 
 
 def _requirement_lines(name):
