@@ -84,7 +84,11 @@ def zoo_class_names(name):
         from ssdkit.dataset.voc import VOC_CLASSES
 
         return tuple(VOC_CLASSES)
-    from gluoncv.data import COCODetection
+    try:
+        from gluoncv.data import COCODetection
+    except ImportError as err:
+        raise ImportError("the COCO class names of GluonCV zoo models come from GluonCV (%s); install it "
+                          "with: pip install 'ssdkit[gluoncv]'" % err) from None
 
     return tuple(COCODetection.CLASSES)
 
