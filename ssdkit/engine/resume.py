@@ -21,6 +21,11 @@ The resumed run restarts the epoch after its checkpoint, from that checkpoint, w
   ``.params`` hold their mean, which is what inference uses);
 - the history rows up to the checkpoint, stored inside its trainer state.
 
+"The uninterrupted run" is the same command: a resume that changes the solver (``--epochs`` with the
+cosine schedule, whose shape depends on the total, or ``--lr``) follows the new schedule from the
+restored update count, as intended, and so differs. The multistep schedule does not depend on the
+total, so stopping after N epochs and resuming to more is exact with it.
+
 What is not exact: :class:`~ssdkit.dataset.rec_iter.RecordDetIter` (MXNet's C++
 ``ImageDetRecordIter``) and ``mx.io.NDArrayIter(shuffle=True)`` have no epoch position: the resumed
 run shuffles and augments from a fresh random state (a warning says so). A run resumed on another
