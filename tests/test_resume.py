@@ -20,9 +20,18 @@ import pytest
 from resume_worker import make_metric, train
 from ssdkit.cli import run_script
 from ssdkit.engine import atomic, checkpoint, module_state, resume
+from ssdkit.engine.history import History
 from ssdkit.engine.trainer import NonFiniteLossError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_curves():
+    """No loss-curve PNG (0.3-0.5 s per epoch here; test_engine checks it): keeps this file fast."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(History, "plot", lambda self, path=None: None)
+        yield
 
 
 @pytest.fixture(scope="module")
