@@ -51,14 +51,16 @@ def _arrays(blob):
 
 def assert_same_checkpoint(prefix, ref_prefix, epoch):
     """Parameters, auxiliary states and optimizer state of ``epoch`` equal bit for bit."""
-    paths, ref_paths = checkpoint.checkpoint_paths(prefix, epoch), checkpoint.checkpoint_paths(ref_prefix, epoch)
+    paths = checkpoint.checkpoint_paths(prefix, epoch)
+    ref_paths = checkpoint.checkpoint_paths(ref_prefix, epoch)
     got, want = checkpoint.load_params(paths["params"]), checkpoint.load_params(ref_paths["params"])
     for kind in (0, 1):
         assert sorted(got[kind]) == sorted(want[kind])
         for name in want[kind]:
             assert np.array_equal(got[kind][name].asnumpy(), want[kind][name].asnumpy()), (epoch, name)
     with open(paths["states"], "rb") as f, open(ref_paths["states"], "rb") as g:
-        (states, updates, counts), (ref_states, ref_updates, ref_counts) = _arrays(f.read()), _arrays(g.read())
+        states, updates, counts = _arrays(f.read())
+        ref_states, ref_updates, ref_counts = _arrays(g.read())
     assert sorted(states) == sorted(ref_states) and len(states) >= 2     # momentum of every weight
     for key in ref_states:
         assert np.array_equal(states[key], ref_states[key]), (epoch, key)
@@ -115,7 +117,8 @@ def test_resume_needs_the_data_position(tmp_path, reference, monkeypatch):
 def test_resume_needs_the_per_epoch_seed(tmp_path, monkeypatch):
     """Without reseeding MXNet per epoch, Dropout's masks after a resume differ."""
     real_seed = mx.random.seed
-    monkeypatch.setattr(mx.random, "seed", lambda seed, ctx="all": real_seed(seed, ctx) if seed == 3 else None)
+    monkeypatch.setattr(mx.random, "seed",             # only the run's own seed (3), not the epochs'
+                        lambda seed, ctx="all": real_seed(seed, ctx) if seed == 3 else None)
     ref, prefix = str(tmp_path / "ref" / "toy"), str(tmp_path / "toy")
     train(ref, 2)
     train(prefix, 1)
@@ -132,8 +135,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, reference):
     """SIGKILL in batch 3 of epoch 2, and inside epoch 2's checkpoint writes (its trainer state
     written, the new -last.json's temporary file written but not renamed); both workers run at once."""
     prefixes = {name: str(tmp_path / name / "toy") for name in KILLS}
-    workers = {name: subprocess.Popen([sys.executable, os.path.join(HERE, "resume_worker.py"), prefixes[name],
-                                       "3", kill], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    script = os.path.join(HERE, "resume_worker.py")
+    workers = {name: subprocess.Popen([sys.executable, script, prefixes[name], "3", kill],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for name, kill in KILLS.items()}
     for name, proc in workers.items():
         output = proc.communicate(timeout=180)[0]
@@ -339,7 +343,8 @@ def test_scripts_print_divergence_as_one_line_from_scratch_and_on_resume(tmp_pat
     status_resumed = run_script(lambda argv: train(str(tmp_path / "resumed" / "toy"), 3, resume=True, lr=1e6))
     second = capsys.readouterr().err.strip().splitlines()
     assert status == status_resumed == 2
-    assert first[-1].startswith("error: epoch 1 ended with NaN/inf") and "No checkpoint was written" in first[-1]
+    assert first[-1].startswith("error: epoch 1 ended with NaN/inf")
+    assert "No checkpoint was written" in first[-1]
     assert second[-1].startswith("error: training loss became non-finite at epoch 2")
     assert "toy-0001.params (epoch 1" in second[-1]
     assert not any("Traceback" in line for line in first + second)
@@ -354,7 +359,8 @@ def test_resume_on_two_devices_is_bit_identical(tmp_path):
     devices = mx.nd.load(checkpoint.checkpoint_paths(prefix, 1)["devices"])
     assert sorted(devices) == ["dev0:bn_moving_mean", "dev0:bn_moving_var", "dev1:bn_moving_mean",
                                "dev1:bn_moving_var"]
-    assert not np.array_equal(devices["dev0:bn_moving_mean"].asnumpy(), devices["dev1:bn_moving_mean"].asnumpy())
+    assert not np.array_equal(devices["dev0:bn_moving_mean"].asnumpy(),
+                              devices["dev1:bn_moving_mean"].asnumpy())
     result = train(prefix, 2, resume=True, cpus=2)
     assert len(result["module"]._context) == 2
     assert_same_checkpoint(prefix, ref, 2)

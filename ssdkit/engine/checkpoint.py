@@ -256,7 +256,8 @@ def verify_checkpoint(prefix, epoch, *, need_states=True):
         try:
             device_aux = mx.nd.load(paths["devices"])
         except mx.base.MXNetError as err:
-            raise CheckpointError("cannot read %s (%s)" % (paths["devices"], str(err).splitlines()[0])) from None
+            raise CheckpointError("cannot read %s (%s)"
+                                  % (paths["devices"], str(err).splitlines()[0])) from None
         if not isinstance(device_aux, dict) or nonfinite_names(device_aux):
             raise CheckpointError("%s holds unnamed or non-finite arrays" % paths["devices"])
     try:

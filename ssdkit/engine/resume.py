@@ -43,7 +43,8 @@ import logging
 
 import numpy as np
 
-from ssdkit.engine import checkpoint
+from ssdkit.engine import checkpoint, module_state
+from ssdkit.engine.history import History
 
 log = logging.getLogger("ssdkit.train")
 
@@ -107,3 +108,70 @@ def restore_data_position(data_iter, position):
         return False
     data_iter.epoch = int(position)
     return True
+
+
+def resume_point(prefix, rank):
+    """Where a ``--resume`` run continues: :func:`find_resume_checkpoint`, with log lines.
+
+    Parameters
+    ----------
+    prefix : str, the run's checkpoint prefix
+    rank : int, the worker's rank; rank 0 repoints ``prefix-last.json`` at the checkpoint taken
+        when it had to fall back (so that other readers of it get an intact one too)
+
+    Returns
+    -------
+    (epoch, ckpt) : the number of finished epochs (0: none) and the verified checkpoint or None.
+    """
+    ckpt, skipped = find_resume_checkpoint(prefix)
+    for epoch, reason in skipped:
+        log.warning("--resume: %s checkpoint skipped: %s", "the latest" if epoch is None
+                    else "epoch %d" % epoch, reason)
+    if ckpt is None:
+        log.warning("--resume: no checkpoint at %s, starting from scratch", prefix)
+        return 0, None
+    epoch = ckpt["epoch"]
+    if skipped:
+        log.warning("--resume: falling back to epoch %d, the newest intact checkpoint", epoch)
+        if rank == 0:
+            checkpoint.mark_latest(prefix, epoch)
+    log.info("resuming from %s epoch %d", prefix, epoch)
+    return epoch, ckpt
+
+
+def restore_history(prefix, begin_epoch, trainer_state):
+    """The :class:`~ssdkit.engine.history.History` of the ``begin_epoch`` finished epochs: the rows
+    saved in the checkpoint's trainer state, else (older checkpoints) the history file's."""
+    if "history" in trainer_state:
+        return History(prefix, trainer_state["history"])
+    try:        # a checkpoint written before the rows were part of the trainer state
+        return History.load(prefix, up_to_epoch=begin_epoch)
+    except ValueError as err:
+        log.warning("--resume: %s; the history starts empty", err)
+        return History(prefix)
+
+
+def position_data(train_iter, begin_epoch, trainer_state):
+    """Put ``train_iter`` at epoch ``begin_epoch`` (0-based) as saved in ``trainer_state``
+    (``data_epoch``); warn when it cannot be positioned and shuffles."""
+    if begin_epoch == 0:
+        return
+    if restore_data_position(train_iter, trainer_state.get("data_epoch", begin_epoch)):
+        return
+    if getattr(train_iter, "shuffle", True) is not False:
+        log.warning("--resume: %s has no epoch position (no integer `epoch` attribute); the resumed "
+                    "run's data order and augmentation differ from an uninterrupted run's",
+                    type(train_iter).__name__)
+
+
+def restore_devices(mod, ckpt, prefix, num_devices):
+    """Give each of the ``num_devices`` devices of ``mod`` its own auxiliary states back when the
+    checkpoint ``ckpt`` (of ``prefix``) has them; warn when it was trained on another device count."""
+    saved = ckpt.get("device_aux")
+    devices = ckpt["trainer_state"].get("num_devices", num_devices)
+    if devices != num_devices:
+        log.warning("--resume: the checkpoint was trained on %d devices, this run has %d; the run "
+                    "continues, but not exactly as the uninterrupted one would", devices, num_devices)
+    elif saved is not None and not module_state.set_device_aux_states(mod, saved):
+        log.warning("--resume: %s does not fit this graph's devices; every device starts from the "
+                    "averaged statistics", checkpoint.checkpoint_paths(prefix, ckpt["epoch"])["devices"])

@@ -15,7 +15,6 @@ import mxnet as mx
 import numpy as np
 
 from ssdkit.engine import atomic, checkpoint, module_state, resume
-from ssdkit.engine.history import History
 from ssdkit.engine.horovod import HorovodKVStore, worker_gpu_ids
 from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.schedule import build_lr_scheduler
@@ -98,59 +97,6 @@ def _last_good(prefix, epoch):
         checkpoint.checkpoint_paths(prefix, epoch)["params"], epoch, prefix)
 
 
-def _resume_point(prefix, rank):
-    """``(epoch, ckpt or None)`` to continue from: the newest intact checkpoint (see :mod:`resume`)."""
-    ckpt, skipped = resume.find_resume_checkpoint(prefix)
-    for epoch, reason in skipped:
-        log.warning("--resume: %s checkpoint skipped: %s", "the latest" if epoch is None
-                    else "epoch %d" % epoch, reason)
-    if ckpt is None:
-        log.warning("--resume: no checkpoint at %s, starting from scratch", prefix)
-        return 0, None
-    epoch = ckpt["epoch"]
-    if skipped:
-        log.warning("--resume: falling back to epoch %d, the newest intact checkpoint", epoch)
-        if rank == 0:
-            checkpoint.mark_latest(prefix, epoch)      # readers of -last.json get an intact one too
-    log.info("resuming from %s epoch %d", prefix, epoch)
-    return epoch, ckpt
-
-
-def _restore_history(prefix, begin_epoch, trainer_state):
-    """History rows up to ``begin_epoch``: those saved in the checkpoint, else the history file's."""
-    if "history" in trainer_state:
-        return History(prefix, trainer_state["history"])
-    try:        # a checkpoint written before the rows were part of the trainer state
-        return History.load(prefix, up_to_epoch=begin_epoch)
-    except ValueError as err:
-        log.warning("--resume: %s; the history starts empty", err)
-        return History(prefix)
-
-
-def _position_data(train_iter, begin_epoch, trainer_state):
-    """Put ``train_iter`` at the epoch a resumed run continues with (see :mod:`resume`)."""
-    if begin_epoch == 0:
-        return
-    if resume.restore_data_position(train_iter, trainer_state.get("data_epoch", begin_epoch)):
-        return
-    if getattr(train_iter, "shuffle", True) is not False:
-        log.warning("--resume: %s has no epoch position (no integer `epoch` attribute); the resumed "
-                    "run's data order and augmentation differ from an uninterrupted run's",
-                    type(train_iter).__name__)
-
-
-def _restore_devices(mod, ckpt, prefix, num_devices):
-    """Give each device its own BatchNorm statistics back when the checkpoint has them."""
-    saved = ckpt.get("device_aux")
-    devices = ckpt["trainer_state"].get("num_devices", num_devices)
-    if devices != num_devices:
-        log.warning("--resume: the checkpoint was trained on %d devices, this run has %d; the run "
-                    "continues, but not exactly as the uninterrupted one would", devices, num_devices)
-    elif saved is not None and not module_state.set_device_aux_states(mod, saved):
-        log.warning("--resume: %s does not fit this graph's devices; every device starts from the "
-                    "averaged statistics", checkpoint.checkpoint_paths(prefix, ckpt["epoch"])["devices"])
-
-
 def _write_epoch(prefix, epoch, symbol, mod, args, auxs, state, history, is_best, best, device_aux):
     """Write the checkpoint of ``epoch`` (plus best and history files), ``-last.json`` last.
 
@@ -231,7 +177,7 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
 
     begin_epoch, trainer_state, states_blob, ckpt = 0, {}, None, None
     if runtime.resume:
-        begin_epoch, ckpt = _resume_point(prefix, rank)
+        begin_epoch, ckpt = resume.resume_point(prefix, rank)
         if ckpt is not None:
             arg_params, aux_params = ckpt["arg_params"], ckpt["aux_params"]
             trainer_state, states_blob = ckpt["trainer_state"], ckpt["optimizer_states"]
@@ -247,7 +193,7 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
                     allow_extra=True, force_init=True)
 
     iters = iters_per_epoch or getattr(train_iter, "num_batches", None) or _count_batches(train_iter)
-    _position_data(train_iter, begin_epoch, trainer_state)
+    resume.position_data(train_iter, begin_epoch, trainer_state)
     optimizer = mx.optimizer.create(
         solver.optimizer, learning_rate=solver.lr, wd=solver.wd,
         lr_scheduler=build_lr_scheduler(solver, iters),
@@ -266,9 +212,9 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         restored.lr = solver.lr
 
     if ckpt is not None:
-        _restore_devices(mod, ckpt, prefix, len(contexts))
+        resume.restore_devices(mod, ckpt, prefix, len(contexts))
 
-    history = _restore_history(prefix, begin_epoch, trainer_state)
+    history = resume.restore_history(prefix, begin_epoch, trainer_state)
     if begin_epoch and rank == 0:
         history.save()          # the history files agree with the checkpoint resumed from
     best = trainer_state.get("best")
