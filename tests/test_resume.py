@@ -298,8 +298,10 @@ def test_full_disk_during_checkpoint_names_the_file(tmp_path, monkeypatch):
     def full_disk(path, data):
         with open(path, "wb") as f:
             f.write(b"\0" * 10)
-        raise mx.base.MXNetError("[12:00:00] src/io/local_filesys.cc:209: Check failed: "
-                                 "std::fwrite(ptr, 1, size, fp_) == size: FileStream.Write incomplete")
+        raise mx.base.MXNetError(       # MXNet 1.9's message on a full disk, word for word
+            'Traceback (most recent call last):\n  File "../3rdparty/dmlc-core/src/io/local_filesys.cc", '
+            'line 38\nMXNetError: Check failed: std: :fwrite(ptr, 1, size, fp_) == size: FileStream.Write '
+            'incomplete')
 
     monkeypatch.setattr(mx.nd, "save", full_disk)
     with pytest.raises(atomic.WriteError, match=r"cannot write %s-0001\.params \(.*FileStream\.Write "
@@ -367,3 +369,28 @@ def test_resume_on_two_devices_is_bit_identical(tmp_path):
     for name, array in mx.nd.load(checkpoint.checkpoint_paths(ref, 2)["devices"]).items():
         assert np.array_equal(mx.nd.load(checkpoint.checkpoint_paths(prefix, 2)["devices"])[name].asnumpy(),
                               array.asnumpy()), name
+
+
+FULL_DISK_SCRIPT = """
+import resource, signal, sys
+import mxnet as mx
+from ssdkit.engine import atomic, checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # a write past the limit fails (EFBIG) like a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    checkpoint.save_checkpoint(sys.argv[1], 1, mx.sym.var("data"), {"w": mx.nd.ones((64, 64))}, {},
+                               optimizer_states=b"", trainer_state={})
+except atomic.WriteError as err:
+    print(err)
+"""
+
+
+def test_a_real_short_write_is_a_write_error_naming_the_file(tmp_path):
+    """No mock: the file size limit makes MXNet's own writer fail ("FileStream.Write incomplete")."""
+    prefix = str(tmp_path / "toy")
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, prefix], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("cannot write %s-0001.params (Check failed: " % prefix)
+    assert "FileStream.Write incomplete): the disk is probably full" in proc.stdout
+    assert sorted(os.listdir(tmp_path)) == ["toy-symbol.json"]           # no temporary file left

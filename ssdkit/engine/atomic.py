@@ -39,9 +39,25 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+def error_detail(err):
+    """The informative line of an exception's message.
+
+    MXNet's errors start with a ``Traceback (most recent call last):`` block of C++ frames and end
+    with ``MXNetError: Check failed: ...: FileStream.Write incomplete``; that last line is returned,
+    without its ``MXNetError:`` label. Other exceptions give their message's first line.
+    """
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Traceback"):
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.startswith("MXNetError: ") else last
+    return lines[0]
+
+
 def write_failed(path, err):
     """The :class:`WriteError` for a failed write of ``path`` caused by ``err`` (any exception)."""
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = error_detail(err)
     error = WriteError("cannot write %s (%s): the disk is probably full or the folder not writable; "
                        "free space and run again (--resume continues from the last complete checkpoint)"
                        % (path, detail))

@@ -72,7 +72,7 @@ def load_params(path):
         blob = mx.nd.load(path)
     except mx.base.MXNetError as err:
         raise ValueError("cannot read parameters from %s (%s); is it a complete .params file?"
-                         % (path, str(err).splitlines()[0])) from None
+                         % (path, atomic.error_detail(err))) from None
     if not isinstance(blob, dict):
         raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
     arg, aux = {}, {}
@@ -257,13 +257,13 @@ def verify_checkpoint(prefix, epoch, *, need_states=True):
             device_aux = mx.nd.load(paths["devices"])
         except mx.base.MXNetError as err:
             raise CheckpointError("cannot read %s (%s)"
-                                  % (paths["devices"], str(err).splitlines()[0])) from None
+                                  % (paths["devices"], atomic.error_detail(err))) from None
         if not isinstance(device_aux, dict) or nonfinite_names(device_aux):
             raise CheckpointError("%s holds unnamed or non-finite arrays" % paths["devices"])
     try:
         symbol = mx.sym.load(prefix + "-symbol.json")
     except mx.base.MXNetError as err:
         raise CheckpointError("%s-symbol.json is not readable (%s)"
-                              % (prefix, str(err).strip().splitlines()[0])) from None
+                              % (prefix, atomic.error_detail(err))) from None
     return {"epoch": epoch, "symbol": symbol, "arg_params": arg, "aux_params": aux,
             "optimizer_states": states, "trainer_state": state, "device_aux": device_aux}
