@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ssdkit.cli import epoch_arg, run_script
+from ssdkit.cli import add_inference_flags, epoch_arg, inference_from_args, run_script
 from ssdkit.dataset.image import ImageError, load_image_rgb
 from ssdkit.detector import Detector, list_images
 from ssdkit.errors import InputError
@@ -27,16 +27,22 @@ def main(argv=None):
     parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (training prefixes)")
     parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
     parser.add_argument("--output", default="output/demo", help="folder for PNG drawings and detections.json")
-    parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
+    add_inference_flags(parser, defaults={
+        "--score-thresh": "the model's score threshold and the least score drawn (default 0.5)",
+        "--max-detections": "detection rows per image (default: 100 for a training prefix, the deploy "
+                            "model's own; -1: SSD one per anchor, FPN as trained)"})
     args = parser.parse_args(argv)
+    inference = inference_from_args(args)
+    score_thresh = 0.5 if inference.score_thresh is None else inference.score_thresh
+    inference = inference.merged(score_thresh=score_thresh)
     paths = [p for item in args.images for p in list_images(item)]
     if args.limit:
         paths = paths[:args.limit]
     if not paths:
         raise InputError("no image files in %s" % ", ".join(args.images))
     detector = Detector(args.deploy or args.prefix, epoch=args.epoch, deploy=bool(args.deploy),
-                        score_thresh=args.score_thresh)
+                        score_thresh=score_thresh, inference=inference)
     report, skipped = {}, []
     os.makedirs(args.output, exist_ok=True)
     for path in paths:

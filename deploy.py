@@ -1,5 +1,6 @@
 """Write a deploy model (detections only, with NMS) from a training checkpoint.
 
+    python deploy.py                  # the default training prefix output/ssd -> output/deploy/ssd
     python deploy.py --prefix output/ssd --output output/deploy/ssd            # needs ssdkit to run
     python deploy.py --prefix output/ssd --output output/deploy/ssd_portable --portable   # plain MXNet
     python deploy.py --prefix output/fpn --output output/deploy/fpn          # FPN (no --portable: no contrib ops)
@@ -12,15 +13,18 @@ fit the meta's graph (e.g. a checkpoint trained with another class count) are re
 is written: ``error: ...`` and exit status 2.
 """
 import argparse
+import os
 
 from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
-from ssdkit.cli import epoch_arg, run_script
+from ssdkit.cli import add_inference_flags, epoch_arg, inference_from_args, run_script
+from ssdkit.config.schema import RuntimeConfig
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prefix", help="training prefix (train.py --prefix)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--prefix", help="training prefix (train.py --prefix; default: train.py's default, %s)"
+                        % RuntimeConfig().prefix)
     source.add_argument("--gluoncv-zoo", metavar="NAME",
                         help="GluonCV SSD zoo name of --gluoncv-params (e.g. ssd_512_resnet50_v1_voc; "
                              "the list is ssdkit.weights.ZOO)")
@@ -30,22 +34,29 @@ def main(argv=None):
                         help="with --gluoncv-zoo: keep GluonCV's two predictor convolutions per layer "
                              "instead of ssdkit's fused heads (the same detections; fused is faster on "
                              "the CPU)")
-    parser.add_argument("--output", required=True, help="deploy prefix to write")
+    parser.add_argument("--output", help="deploy prefix to write (default: DIR/deploy/NAME of the training "
+                                         "prefix DIR/NAME, e.g. output/deploy/ssd)")
     parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (default: best, else last)")
     parser.add_argument("--portable", action="store_true",
                         help="use MXNet's built-in contrib operators (runs without ssdkit; SSD networks only)")
-    parser.add_argument("--max-detections", type=int, default=100,
-                        help="detection rows per image (ssdkit graph only; -1: SSD one per anchor, FPN as trained)")
+    add_inference_flags(parser, defaults={
+        "--max-detections": "detection rows per image (default 100; -1: SSD one per anchor, FPN as trained; "
+                            "not with --portable, whose graph has one row per anchor)"})
     args = parser.parse_args(argv)
+    inference = inference_from_args(args)
     if bool(args.gluoncv_zoo) != bool(args.gluoncv_params):
         parser.error("--gluoncv-zoo and --gluoncv-params go together")
+    if args.gluoncv_zoo and not args.output:
+        parser.error("--gluoncv-zoo needs --output")
+    prefix = args.prefix or RuntimeConfig().prefix
+    output = args.output or os.path.join(os.path.dirname(prefix), "deploy", os.path.basename(prefix))
     if args.gluoncv_zoo:
-        written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, args.output,
+        written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, output,
                                      fused_heads=not args.separate_heads, portable=args.portable,
-                                     max_detections=args.max_detections)
+                                     inference=inference)
     else:
-        written = deploy_model(args.prefix, args.output, epoch=args.epoch, portable=args.portable,
-                               max_detections=args.max_detections)
+        written = deploy_model(prefix, output, epoch=args.epoch, portable=args.portable,
+                               inference=inference)
     print("wrote %s and %s (%d parameters)" % (written["symbol"], written["params"], written["num_params"]))
     return 0
 

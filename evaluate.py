@@ -9,11 +9,20 @@ The evaluation itself is :func:`ssdkit.api.evaluate.evaluate_detector`.
 import logging
 
 from ssdkit.api.evaluate import evaluate_detector
-from ssdkit.cli import config_from_args, epoch_arg, make_parser, run_script
+from ssdkit.cli import (add_inference_flags, builtin_data_from_env, config_from_args, epoch_arg,
+                        inference_from_args, make_parser, overrides_from_args, run_script)
+
+MODEL_KEYS = ("model.network", "model.data_shape", "model.test_shape", "model.resize_short", "model.resize_long",
+              "model.class_names", "model.num_classes")
+"""Config keys of the model flags: the model's meta file fixes them, so evaluate checks them against it
+(``--test-shape``, the SSD evaluation size, is honoured)."""
 
 
 def main(argv=None):
-    parser = make_parser("Evaluate an SSD or FPN detector.", training=False)
+    parser = make_parser("Evaluate an SSD or FPN detector. The network, input size and classes are the "
+                         "model's own (its meta file): --network, --data-shape, --resize-short, "
+                         "--resize-long, --class-names and --num-class must match them.", training=False)
+    add_inference_flags(parser)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--prefix", help="training prefix (train.py --prefix); default from the config")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
@@ -24,9 +33,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = config_from_args(args, training=False)
+    expect = {k: v for k, v in overrides_from_args(args, training=False).items() if k in MODEL_KEYS}
     prefix = args.deploy or args.prefix or config.runtime.prefix
     result = evaluate_detector(config, prefix, epoch=args.epoch, deploy=bool(args.deploy),
-                               output_dir=args.output, progress=not args.no_progress)
+                               output_dir=args.output, progress=not args.no_progress,
+                               inference=inference_from_args(args), expect=expect,
+                               builtin=builtin_data_from_env())
     with open(result["output_dir"] + "/ap_table.txt") as f:
         print(f.read().rstrip())
     print("VOC07 mAP: %.4f   VOC12 mAP: %.4f" % (result["voc07"], result["voc12"]))

@@ -11,7 +11,7 @@ Every flag maps onto a config key (see ``--help``); the training itself is
 import logging
 
 from ssdkit.api.train import train_detector
-from ssdkit.cli import config_from_args, make_parser, run_script
+from ssdkit.cli import builtin_data_from_env, config_from_args, make_parser, run_script
 
 
 def main(argv=None):
@@ -20,7 +20,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = config_from_args(args, training=True)
-    result = train_detector(config, progress=not args.no_progress)
+    result = train_detector(config, progress=not args.no_progress, builtin=builtin_data_from_env())
     best = result["best"]
     print("finished epoch %d; best validation %s; checkpoints: %s-*" % (
         result["epoch"], "n/a" if best is None else "%.4f" % best, config.runtime.prefix))

@@ -32,7 +32,6 @@ _COMMON = {
                                           "them with a count")),
     "--gpus": ("runtime.gpus", dict(type=str, help="GPU ids, e.g. 0,1 (default: CPU)")),
     "--cpus": ("runtime.cpus", dict(type=int, help="number of CPU contexts for data parallelism")),
-    "--nms-thresh": ("model.nms_thresh", dict(type=float, help="NMS IoU threshold")),
 }
 
 _TRAIN = {
@@ -55,6 +54,8 @@ _TRAIN = {
     "--kv-store": ("runtime.kv_store", dict(choices=["local", "device", "dist_sync", "dist_async",
                                                      "dist_device_sync", "horovod"],
                                             help="gradient aggregation (horovod: launch with horovodrun)")),
+    "--nms-thresh": ("model.nms_thresh", dict(type=float, help="NMS IoU threshold of the detections (FPN "
+                                                               "networks: fpn.test_nms_threshold)")),
     "--prefix": ("runtime.prefix", dict(type=str, help="checkpoint prefix, e.g. output/ssd")),
     "--seed": ("runtime.seed", dict(type=int, help="random seed")),
     "--val-interval": ("runtime.val_interval", dict(type=int, help="validate every k epochs")),
@@ -88,14 +89,91 @@ def overrides_from_args(args, *, training):
 def config_from_args(args, *, training):
     """Load ``--config`` (or defaults) and apply the flags given.
 
+    With ``training``, a flag's key may depend on the network's family (``--nms-thresh`` sets
+    ``fpn.test_nms_threshold`` of FPN networks) and a flag of the other family is refused (see
+    :func:`ssdkit.api.family.family_overrides`).
     A bad config file, key or value raises :class:`~ssdkit.errors.InputError` (or
     :class:`~ssdkit.errors.MissingFileError`) naming the key; :func:`run_script` prints it as
     ``error: ...`` with exit code 2.
     """
+    from ssdkit.api.family import family_overrides
     from ssdkit.config import apply_overrides, load_config
 
     with user_input():
-        return apply_overrides(load_config(args.config), overrides_from_args(args, training=training))
+        base = load_config(args.config)
+        overrides = overrides_from_args(args, training=training)
+        if training:    # evaluate checks its model flags against the model's meta file instead
+            network = apply_overrides(base, overrides).model.network
+            overrides = family_overrides(network, overrides, flags=_flags_by_key(training))
+        config = apply_overrides(base, overrides)
+        images = _smoke_images()
+    if images:
+        from ssdkit.api.builtin_data import smoke_test_caps
+
+        config = smoke_test_caps(config, images)
+    return config
+
+
+SMOKE_ENV = "SSDKIT_SMOKE_IMAGES"
+"""Environment variable of smoke tests: ``N`` runs the scripts' defaults cut down (one epoch of batches of
+at most N images; the built-in synthetic dataset, when no data is named, written with N images per split)."""
+
+
+def _smoke_images():
+    text = os.environ.get(SMOKE_ENV, "")
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("%s must be a positive number of images, got %r" % (SMOKE_ENV, text))
+    return int(text)
+
+
+def builtin_data_from_env():
+    """The :class:`ssdkit.api.builtin_data.BuiltinData` of a script: the defaults, or N images per split
+    under :data:`SMOKE_ENV`."""
+    from ssdkit.api.builtin_data import BuiltinData
+
+    with user_input():
+        images = _smoke_images()
+    return BuiltinData(num_train=images, num_test=images) if images else BuiltinData()
+
+
+# --- inference settings of a trained model (evaluate, deploy, demo) ---------------------------------------
+_INFERENCE = {
+    "--nms-thresh": ("nms_thresh", dict(type=float, help="NMS IoU threshold (default: the model's)")),
+    "--nms-topk": ("nms_topk", dict(type=int, help="candidates kept before NMS, -1 all (SSD models only; "
+                                                  "default: the model's)")),
+    "--score-thresh": ("score_thresh", dict(type=float, help="the model's score threshold: candidates below it "
+                                                           "are dropped before NMS (default: the model's)")),
+    "--max-detections": ("max_detections", dict(type=int, help="detection rows per image (-1: SSD one per "
+                                                              "anchor, FPN as trained)")),
+}
+
+
+def add_inference_flags(parser, *, skip=(), defaults=None):
+    """Add the flags of :class:`ssdkit.api.inference.InferenceOverrides` (those not in ``skip``) to
+    ``parser``; ``defaults`` (``{flag: help text}``) describes what an absent flag means."""
+    for flag, (_field, kwargs) in _INFERENCE.items():
+        if flag in skip:
+            continue
+        help_text = (defaults or {}).get(flag, kwargs["help"])
+        parser.add_argument(flag, dest=_dest(flag), default=None, **dict(kwargs, help=help_text))
+    return parser
+
+
+def inference_from_args(args):
+    """The :class:`ssdkit.api.inference.InferenceOverrides` of the inference flags given (others None);
+    a value out of range raises :class:`~ssdkit.errors.InputError`."""
+    from ssdkit.api.inference import InferenceOverrides
+
+    with user_input():
+        return InferenceOverrides(**{field: getattr(args, _dest(flag), None)
+                                     for flag, (field, _kwargs) in _INFERENCE.items()})
+
+
+def _flags_by_key(training):
+    table = dict(_COMMON, **(_TRAIN if training else {}))
+    return {key: flag for flag, (key, _kwargs) in table.items()}
 
 
 def run_script(main, argv=None):

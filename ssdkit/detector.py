@@ -11,6 +11,7 @@ import mxnet as mx
 import numpy as np
 
 from ssdkit.api.family import family_of
+from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.augment import Normalization
 from ssdkit.dataset.image import load_image_rgb
@@ -29,10 +30,16 @@ class Detector:
     prefix : str, training prefix (``train.py --prefix``) or deploy prefix with ``deploy=True``
     epoch : int, ``"best"`` or None (best, else last); training prefixes only
     deploy : bool, ``prefix`` is a ``deploy.py --output``
-    score_thresh : float, detections below it are dropped
+    score_thresh : float, detections below it are dropped from the results (after the model's own
+        score threshold, which ``inference.score_thresh`` sets)
     ctx : mx.Context (default CPU)
     batch_size : int, images per forward pass in :meth:`detect_many`
-    max_detections : int, detection rows per image of a rebuilt graph (training prefixes)
+    max_detections : int or None, detection rows per image (None: 100 for a training prefix, the deploy
+        model's own for a deploy prefix; -1: SSD one per anchor, FPN as trained); the same as
+        ``inference.max_detections``
+    inference : :class:`ssdkit.api.inference.InferenceOverrides` or None, the model's NMS threshold,
+        NMS top-k, score threshold and detection rows to use instead of its meta's (an override the
+        model cannot honour, e.g. a top-k for FPN models, raises :class:`ssdkit.errors.InputError`)
 
     SSD and FPN models are loaded alike; they differ only in :meth:`preprocess` (see
     :mod:`ssdkit.api.family`). Both graphs give boxes normalised to the valid image, scaled to pixels here.
@@ -41,9 +48,14 @@ class Detector:
     """
 
     def __init__(self, prefix, *, epoch=None, deploy=False, score_thresh=0.5, ctx=None, batch_size=1,
-                 max_detections=100):
-        self.symbol, arg, aux, self.meta = load_inference_model(prefix, epoch, deploy=deploy,
-                                                                max_detections=max_detections)
+                 max_detections=None, inference=None):
+        inference = inference or InferenceOverrides()
+        if max_detections is not None and inference.max_detections not in (None, max_detections):
+            raise ValueError("max_detections=%r and inference.max_detections=%r differ; give one"
+                             % (max_detections, inference.max_detections))
+        inference = inference.merged(max_detections=max_detections if max_detections is not None
+                                     else None if deploy else 100)
+        self.symbol, arg, aux, self.meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
         self.family = family_of(self.meta)
         self.class_names = tuple(self.meta["class_names"])
         self.data_shape = self.meta.get("data_shape")      # SSD input side (FPN: meta["image_shape"])

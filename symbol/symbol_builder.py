@@ -55,11 +55,13 @@ def _class_major(cls_logits):
 
 
 def _detections(cls_prob, loc_preds, anchors, *, nms_thresh, force_suppress, nms_topk, clip,
-                max_detections):
+                max_detections, score_thresh):
+    # score_thresh None: the operator's own default (0.01), not written to the graph
+    optional = {} if score_thresh is None else {"threshold": score_thresh}
     return mx.sym.MultiBoxDetection(cls_prob, loc_preds, anchors, name="detection",
                                     nms_threshold=nms_thresh, force_suppress=force_suppress,
                                     variances=VARIANCES, nms_topk=nms_topk, clip=clip,
-                                    max_detections=max_detections)
+                                    max_detections=max_detections, **optional)
 
 
 def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios,
@@ -67,7 +69,7 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
                      nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                      fused_heads=False,
                      overlap_threshold=0.5, negative_mining_ratio=3.0, negative_mining_thresh=0.5,
-                     minimum_negative_samples=0, clip=True, max_detections=-1, **kwargs):
+                     minimum_negative_samples=0, clip=True, max_detections=-1, score_thresh=None, **kwargs):
     """SSD training graph.
 
     Parameters
@@ -92,6 +94,8 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
         ``MultiBoxTarget`` matching and hard-negative mining
     clip : bool, clip decoded detections to [0, 1]
     max_detections : int, detection rows (-1: one per anchor)
+    score_thresh : float or None, candidates scoring below it are dropped before NMS (None: the
+        ``MultiBoxDetection`` default, 0.01)
     kwargs : passed to the base network (e.g. ``num_layers=50`` for resnet)
 
     Returns
@@ -121,7 +125,7 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
     loc_loss = mx.sym.MakeLoss(loc_diff, normalization="valid", name="loc_loss")
     cls_label = mx.sym.BlockGrad(cls_target, name="cls_label")
     det = _detections(cls_prob, loc_preds, anchors, nms_thresh=nms_thresh, force_suppress=force_suppress,
-                      nms_topk=nms_topk, clip=clip, max_detections=max_detections)
+                      nms_topk=nms_topk, clip=clip, max_detections=max_detections, score_thresh=score_thresh)
     det = mx.sym.BlockGrad(det, name="det_out")
     return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
 
@@ -130,7 +134,7 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
                normalizations=-1, steps=(), min_filter=128, nms_thresh=0.5, force_suppress=False,
                nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                fused_heads=False, clip=True,
-               max_detections=-1, **kwargs):
+               max_detections=-1, score_thresh=None, **kwargs):
     """SSD inference graph (same network and parameter names as :func:`get_symbol_train`).
 
     Parameters are those of :func:`get_symbol_train` (note the classic positional order:
@@ -148,7 +152,7 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
     # over the last axis than over axis 1 of (B, C+1, N)
     cls_prob = mx.sym.transpose(mx.sym.softmax(cls_logits, axis=-1), axes=(0, 2, 1), name="cls_prob")
     return _detections(cls_prob, loc_preds, anchors, nms_thresh=nms_thresh, force_suppress=force_suppress,
-                       nms_topk=nms_topk, clip=clip, max_detections=max_detections)
+                       nms_topk=nms_topk, clip=clip, max_detections=max_detections, score_thresh=score_thresh)
 
 
 def get_multibox_outputs(network, num_classes, from_layers, num_filters, sizes, ratios, strides, pads,

@@ -17,10 +17,12 @@ FPN models (``fpn_*`` networks) have two inputs, ``data (B, 3, H, W)`` with ``(H
 ``image_shape`` and ``im_info (B, 3)``: ``data_names=["data", "im_info"]``; ``ssdkit.Detector`` does the
 resize and padding. They always need ssdkit (``portable=True`` raises ValueError).
 """
+import dataclasses
 import os
 
 from ssdkit.api.family import family_of
-from ssdkit.api.model_files import inference_symbol, model_meta, read_meta, resolve_epoch
+from ssdkit.api.inference import InferenceOverrides
+from ssdkit.api.model_files import model_meta, read_meta, resolve_epoch
 from ssdkit.api.param_check import check_params
 from ssdkit.engine import atomic
 from ssdkit.engine.checkpoint import load_params, save_params
@@ -28,7 +30,7 @@ from ssdkit.errors import MissingFileError, user_input
 from ssdkit.portable import to_portable
 
 
-def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=100):
+def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=None, inference=None):
     """Write the deploy model of training run ``prefix`` to ``output``.
 
     Parameters
@@ -38,8 +40,12 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=1
     epoch : int, ``"best"`` or None (best, else last)
     portable : bool, use MXNet's contrib operators (all N detection rows; see ssdkit.portable);
         SSD networks only (FPN raises ValueError: its operators have no contrib equivalents)
-    max_detections : int, detection rows per image of the ssdkit graph (SSD -1: one per anchor;
-        FPN -1: the trained ``fpn.test_max_detections``)
+    max_detections : int or None, detection rows per image of the ssdkit graph (None: 100; SSD -1: one
+        per anchor; FPN -1: the trained ``fpn.test_max_detections``); a portable graph always has one
+        row per anchor, so giving it with ``portable`` is refused
+    inference : :class:`~ssdkit.api.inference.InferenceOverrides` or None, NMS threshold, top-k, score
+        threshold (and detection rows) of the deploy graph instead of the trained ones; written to
+        the deploy meta
 
     Returns
     -------
@@ -53,10 +59,12 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=1
     """
     meta = read_meta(prefix)
     family = family_of(meta)
-    if portable:
-        with user_input():
+    with user_input():
+        if portable:
             family.check_portable(meta)
-    symbol = inference_symbol(meta, max_detections=-1 if portable else max_detections)
+        inference = deploy_overrides(inference, max_detections, portable=portable)
+        meta = family.with_inference(meta, inference)
+    symbol = family.inference_symbol(meta, max_detections=-1 if portable else None)
     if portable:
         symbol = to_portable(symbol)
     params = resolve_epoch(prefix, epoch)
@@ -64,10 +72,30 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=1
         arg, aux = load_params(params)
     check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params, meta=meta,
                  meta_source=prefix + "-meta.json")
-    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections)
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
+                         max_detections=-1 if portable else inference.max_detections)
 
 
-def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=False, max_detections=100):
+def deploy_overrides(inference, max_detections, *, portable):
+    """The :class:`~ssdkit.api.inference.InferenceOverrides` of a deploy graph: ``inference`` with
+    ``max_detections`` (default 100 rows, -1 for portable graphs). ValueError if both give different
+    rows, or rows are given for a portable graph (contrib's operator returns one row per anchor)."""
+    inference = inference or InferenceOverrides()
+    if max_detections is not None and inference.max_detections not in (None, max_detections):
+        raise ValueError("max_detections=%r and inference.max_detections=%r differ; give one"
+                         % (max_detections, inference.max_detections))
+    inference = inference.merged(max_detections=max_detections)
+    if portable:
+        if inference.max_detections is not None:
+            raise ValueError("a portable deploy graph (MXNet's contrib MultiBoxDetection) has one row per anchor: "
+                             "max_detections %d cannot be honoured; filter rows with cls_id >= 0, or deploy "
+                             "without portable" % inference.max_detections)
+        return dataclasses.replace(inference, max_detections=-1)
+    return inference.merged(max_detections=100)
+
+
+def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=False, max_detections=None,
+                       inference=None):
     """Write a deploy model from a GluonCV SSD zoo file (:data:`ssdkit.weights.ZOO`, e.g.
     ``ssd_512_resnet50_v1_voc``) on disk: ssdkit's graph of that network with its weights, usable by
     ``evaluate.py --deploy``, ``demo.py --deploy`` and ``ssdkit.Detector(..., deploy=True)``.
@@ -79,7 +107,8 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     output : str, deploy prefix to write
     fused_heads : bool, one convolution per layer for the class and box predictors (the same
         function, faster on the CPU; ``ssdkit.weights.fuse_head_params``)
-    portable, max_detections : as in :func:`deploy_model`; NMS 0.45 and top-k 400 are GluonCV's
+    portable, max_detections, inference : as in :func:`deploy_model`; NMS 0.45 and top-k 400 (GluonCV's)
+        unless ``inference`` sets them
 
     Returns
     -------
@@ -101,17 +130,22 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     model = ModelConfig(network={"vgg16": "vgg16_reduced"}.get(base, base), data_shape=size,
                         nms_thresh=config["nms_thresh"], nms_topk=config["nms_topk"], class_names=class_names)
     meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name)
-    if portable:
-        with user_input():
-            family_of(meta).check_portable(meta)
-    symbol = symbol_builder.get_symbol(**dict(config, max_detections=-1 if portable else max_detections))
+    family = family_of(meta)
+    with user_input():
+        if portable:
+            family.check_portable(meta)
+        inference = deploy_overrides(inference, max_detections, portable=portable)
+        meta = family.with_inference(meta, inference)
+    symbol = symbol_builder.get_symbol(**config)
+    symbol = family.set_inference(symbol, inference)
     if portable:
         symbol = to_portable(symbol)
     # the imported arrays may hold more than the graph uses (dropped); the zoo meta does not record the
     # head layout, so no class-count diagnosis from it
     check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params_path,
                  allow_extra=True)
-    return _write_deploy(output, symbol, arg, aux, meta, portable=portable, max_detections=max_detections)
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
+                         max_detections=inference.max_detections)
 
 
 def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections):
@@ -124,8 +158,6 @@ def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections):
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_text(output + "-symbol.json", symbol.tojson())
     save_params(output + "-0000.params", {k: arg[k] for k in needed_arg}, {k: aux[k] for k in needed_aux})
-    meta = family.deploy_meta(meta, max_detections=-1 if portable else max_detections)
-    atomic.write_json(output + "-meta.json", dict(meta, portable=bool(portable),
-                                                  max_detections=-1 if portable else max_detections))
+    atomic.write_json(output + "-meta.json", dict(meta, portable=bool(portable), max_detections=max_detections))
     return {"symbol": output + "-symbol.json", "params": output + "-0000.params",
             "meta": output + "-meta.json", "num_params": len(needed_arg) + len(needed_aux)}

@@ -6,9 +6,12 @@ import os
 
 import numpy as np
 
+from ssdkit.api.builtin_data import with_builtin_data
 from ssdkit.api.data import load_split, make_iterator
 from ssdkit.api.family import family_of
+from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
+from ssdkit.dataset.collection import resolve_class_names
 from ssdkit.engine import atomic
 from ssdkit.engine.evaluator import bind_inference, iterate_detections
 from ssdkit.engine.trainer import make_contexts
@@ -20,17 +23,28 @@ from ssdkit.visualize import format_ap_table, plot_pr_curves
 log = logging.getLogger("ssdkit.evaluate")
 
 
-def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=None, progress=True):
+def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=None, progress=True,
+                      inference=None, expect=None, builtin=None):
     """Run the model of ``prefix`` over ``config.data.val`` and compute every metric.
 
     Parameters
     ----------
     config : Config; ``data.*`` says where the validation images are; ``eval.iou_thresh`` is the VOC
-        IoU threshold; the network, its input size (SSD ``data_shape``, FPN resize and ``[fpn]``
-        settings) and class names come from the model's meta file
+        IoU threshold; ``eval.score_thresh`` drops detections below it; ``model.test_shape`` (SSD)
+        the input size; the network, its trained input size (SSD ``data_shape``, FPN resize and
+        ``[fpn]`` settings) and class names come from the model's meta file
     prefix, epoch, deploy : see :func:`ssdkit.api.model_files.load_inference_model`
     output_dir : folder for ``metrics.json``, ``ap_table.txt``, ``pr_curves.png`` and
         ``coco_results.json`` (default ``<prefix>-eval``)
+    inference : :class:`~ssdkit.api.inference.InferenceOverrides` or None, the model's NMS threshold,
+        top-k, score threshold and detection rows to evaluate with instead of its meta's (a given
+        ``score_thresh`` also replaces ``eval.score_thresh``)
+    expect : dict ``{config key: value}`` or None, model settings the caller names (``evaluate.py
+        --network``, ``--data-shape``, ``--resize-short``, ``--resize-long``, ``--class-names``,
+        ``--num-class``): evaluation cannot change them, so each must equal the model's
+        (:func:`check_expected`)
+    builtin : :class:`~ssdkit.api.builtin_data.BuiltinData` or None, the built-in synthetic dataset
+        evaluated (its test split) when ``config`` names no data
 
     Returns
     -------
@@ -41,12 +55,18 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     ------
     ssdkit.errors.UserError before anything runs: missing or unreadable model files, parameters that
     do not fit the meta's graph (:class:`~ssdkit.errors.ParameterMismatchError`), bad evaluation data
-    (e.g. a class name the model does not know), bad settings.
+    (e.g. a class name the model does not know), bad settings, an ``expect`` value that differs from
+    the model's, an override the model cannot honour.
     """
-    symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy)
+    inference = inference or InferenceOverrides()
+    symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
     family = family_of(meta)
     class_names = tuple(meta["class_names"])
+    check_expected(family, meta, expect or {}, source=prefix + "-meta.json")
+    if inference.score_thresh is not None:
+        config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, score_thresh=inference.score_thresh))
     with user_input():      # the evaluation settings (e.g. test_shape) and data
+        config = with_builtin_data(config, builtin)
         config = family.apply_meta(config, meta)
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, class_names=class_names),
@@ -93,3 +113,35 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     log.info("VOC07 mAP %.4f, VOC12 mAP %.4f%s", result["voc07"], result["voc12"],
              (", COCO AP %.4f" % result["coco"]["AP"]) if "coco" in result else "")
     return result
+
+
+def check_expected(family, meta, expect, *, source):
+    """Raise InputError unless every ``{config key: value}`` of ``expect`` equals the model's.
+
+    A key the model's family does not fix (e.g. ``model.data_shape`` of an FPN model) is refused
+    too; ``model.test_shape`` (SSD: the evaluation size, honoured by :func:`evaluate_detector`) is not
+    checked. ``model.class_names`` may be one entry naming a class file.
+    """
+    fixed = family.fixed_settings(meta)
+    for key, value in expect.items():
+        if key == "model.test_shape" and "model.data_shape" in fixed:
+            continue
+        if key not in fixed:
+            raise InputError("%s does not apply to the %s model %s (network %s); drop it"
+                             % (_flag(key), family.name.upper(), source, meta["network"]))
+        if key == "model.class_names" and len(value) == 1 and os.path.isfile(value[0]):
+            value = resolve_class_names(value[0])
+        if key == "model.class_names":
+            value = tuple(value)
+        if value != fixed[key]:
+            raise InputError("%s %s differs from the model's %s (%s): evaluation uses the trained model as it "
+                             "is; drop the flag or give the prefix of a model trained with it"
+                             % (_flag(key), _text(value), _text(fixed[key]), source))
+
+
+def _flag(key):
+    return "--" + {"model.num_classes": "num-class"}.get(key, key.split(".", 1)[1].replace("_", "-"))
+
+
+def _text(value):
+    return ",".join(value) if isinstance(value, tuple) else str(value)

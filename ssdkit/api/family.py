@@ -22,6 +22,33 @@ import numpy as np
 
 SSD, FPN = "ssd", "fpn"
 
+_SSD_ATTRS = {"nms_thresh": "nms_threshold", "nms_topk": "nms_topk", "score_thresh": "threshold",
+              "max_detections": "max_detections"}
+"""InferenceOverrides field -> ``MultiBoxDetection`` attribute (the SSD meta keys are the field names)."""
+_FPN_KEYS = {"nms_thresh": "test_nms_threshold", "score_thresh": "test_score_threshold",
+             "max_detections": "test_max_detections"}
+"""InferenceOverrides field -> key of the FPN meta's ``fpn`` section."""
+_FPN_ATTRS = {"nms_thresh": "nms_threshold", "score_thresh": "score_threshold", "max_detections": "max_detections"}
+"""InferenceOverrides field -> ``RCNNDetection`` attribute."""
+
+
+def _fpn_given(overrides):
+    """The overrides an FPN graph honours (``max_detections`` -1: as trained, dropped); ValueError for
+    ``nms_topk``."""
+    given = overrides.given()
+    if "nms_topk" in given:
+        raise ValueError("FPN models have no NMS top-k (RCNNDetection suppresses every candidate above the "
+                         "score threshold); set the rows per image with max_detections instead")
+    if given.get("max_detections") == -1:
+        del given["max_detections"]
+    return given
+
+
+def _has_op(symbol, op):
+    import json
+
+    return any(n.get("op") == op for n in json.loads(symbol.tojson())["nodes"])
+
 
 def _fpn_networks():
     from ssdkit.symbol.fpn_config import FPN_NETWORKS
@@ -76,12 +103,41 @@ class SSDFamily:
                 "nms_thresh": config.model.nms_thresh, "nms_topk": config.model.nms_topk,
                 "force_suppress": config.model.force_suppress}
 
-    def inference_symbol(self, meta, *, max_detections=-1):
+    def inference_symbol(self, meta, *, max_detections=None):
+        """The detection graph ``meta`` describes; ``max_detections`` (None: the meta's, else -1, one row
+        per anchor) sets its rows per image."""
         from ssdkit.symbol.symbol_factory import get_symbol
 
+        rows = int(meta.get("max_detections", -1)) if max_detections is None else int(max_detections)
+        optional = {"score_thresh": meta["score_thresh"]} if meta.get("score_thresh") is not None else {}
         return get_symbol(meta["network"], meta["data_shape"], len(meta["class_names"]),
                           nms_thresh=meta["nms_thresh"], nms_topk=meta["nms_topk"],
-                          force_suppress=meta["force_suppress"], max_detections=max_detections)
+                          force_suppress=meta["force_suppress"], max_detections=rows, **optional)
+
+    # --- inference settings (see ssdkit.api.inference) ------------------------------------------
+    def with_inference(self, meta, overrides):
+        """``meta`` with the given :class:`~ssdkit.api.inference.InferenceOverrides` (its keys
+        ``nms_thresh``, ``nms_topk``, ``score_thresh``, ``max_detections``: -1 one row per anchor)."""
+        return dict(meta, **overrides.given())
+
+    def set_inference(self, symbol, overrides):
+        """A saved detection graph (``MultiBoxDetection``, or contrib's in a portable model) with the
+        given overrides as operator attributes; ValueError for ``max_detections`` on a portable graph
+        (contrib's operator always returns one row per anchor)."""
+        from ssdkit.api.inference import set_detection_attrs
+
+        attrs = {_SSD_ATTRS[k]: v for k, v in overrides.given().items()}
+        portable = {k: v for k, v in attrs.items() if k != "max_detections"}
+        if len(portable) != len(attrs) and _has_op(symbol, "_contrib_MultiBoxDetection"):
+            raise ValueError("a portable model (MXNet's contrib MultiBoxDetection) returns one row per anchor: "
+                             "max_detections cannot be set; filter rows with cls_id >= 0, or deploy without "
+                             "--portable")
+        return set_detection_attrs(symbol, {"MultiBoxDetection": attrs, "_contrib_MultiBoxDetection": portable})
+
+    def fixed_settings(self, meta):
+        """``{config key: value}`` a trained model fixes (what evaluate checks its model flags against)."""
+        return {"model.network": meta["network"], "model.data_shape": int(meta["data_shape"]),
+                "model.class_names": tuple(meta["class_names"]), "model.num_classes": len(meta["class_names"])}
 
     def apply_meta(self, config, meta):
         """``config`` with the model settings of ``meta`` (network; ``data_shape`` = the inference
@@ -95,9 +151,6 @@ class SSDFamily:
         size = config.model.test_shape or config.model.data_shape
         check_test_shape(config.model.network, config.model.data_shape, size)
         return dataclasses.replace(config, model=dataclasses.replace(config.model, data_shape=size, test_shape=0))
-
-    def deploy_meta(self, meta, *, max_detections):
-        return dict(meta)
 
     # --- data -------------------------------------------------------------------------------------
     def make_iterator(self, config, split, dataset, *, part_index, num_parts, augment):
@@ -183,14 +236,36 @@ class FPNFamily(SSDFamily):
                 "resize_long": config.model.resize_long, "image_shape": list(self.image_shape(config)),
                 "fpn": {k: list(v) if isinstance(v, tuple) else v for k, v in self._settings(config).items()}}
 
-    def inference_symbol(self, meta, *, max_detections=-1):
+    def inference_symbol(self, meta, *, max_detections=None):
+        """The detection graph ``meta`` describes; ``max_detections`` > 0 replaces the meta's
+        ``fpn.test_max_detections`` (None or -1 keep it)."""
         from ssdkit.symbol.fpn import get_symbol
 
         settings = dict(meta["fpn"])
-        if max_detections > 0:
+        if max_detections is not None and max_detections > 0:
             settings["test_max_detections"] = int(max_detections)
         return get_symbol(meta["network"], len(meta["class_names"]), image_shape=tuple(meta["image_shape"]),
                           **settings)
+
+    def with_inference(self, meta, overrides):
+        """``meta`` with the given :class:`~ssdkit.api.inference.InferenceOverrides` in its ``fpn``
+        section (``test_nms_threshold``, ``test_score_threshold``, ``test_max_detections``; a
+        ``max_detections`` of -1 keeps the trained value). ValueError for ``nms_topk``: ``RCNNDetection``
+        has no top-k."""
+        given = _fpn_given(overrides)
+        return dict(meta, fpn=dict(meta["fpn"], **{_FPN_KEYS[k]: v for k, v in given.items()}))
+
+    def set_inference(self, symbol, overrides):
+        """A saved FPN detection graph with the given overrides as ``RCNNDetection`` attributes."""
+        from ssdkit.api.inference import set_detection_attrs
+
+        attrs = {_FPN_ATTRS[k]: v for k, v in _fpn_given(overrides).items()}
+        return set_detection_attrs(symbol, {"RCNNDetection": attrs})
+
+    def fixed_settings(self, meta):
+        return {"model.network": meta["network"], "model.resize_short": int(meta["resize_short"]),
+                "model.resize_long": int(meta["resize_long"]),
+                "model.class_names": tuple(meta["class_names"]), "model.num_classes": len(meta["class_names"])}
 
     def inference_config(self, config):
         """FPN validates at its training resize (no separate test size)."""
@@ -204,12 +279,6 @@ class FPNFamily(SSDFamily):
                                               resize_short=int(meta["resize_short"]),
                                               resize_long=int(meta["resize_long"])),
             fpn=fpn_settings(**meta["fpn"]))
-
-    def deploy_meta(self, meta, *, max_detections):
-        fpn = dict(meta["fpn"])
-        if max_detections > 0:
-            fpn["test_max_detections"] = int(max_detections)
-        return dict(meta, fpn=fpn)
 
     def make_iterator(self, config, split, dataset, *, part_index, num_parts, augment):
         from ssdkit.api.data import two_stage_iterator
@@ -267,6 +336,44 @@ class FPNFamily(SSDFamily):
 
 
 _FAMILIES = {SSD: SSDFamily(), FPN: FPNFamily()}
+
+
+_SSD_KEYS = ("model.data_shape", "model.test_shape", "model.overlap_threshold", "model.negative_mining_ratio")
+"""Config keys only SSD graphs read (FPN networks resize by ``model.resize_*`` and match by ``[fpn]``)."""
+_FPN_KEYS_OF_MODEL = ("model.resize_short", "model.resize_long")
+"""Config keys only FPN graphs read."""
+
+
+def family_overrides(network, overrides, *, flags=None):
+    """Command-line ``overrides`` (``{"section.key": value}``) as the family of ``network`` reads them.
+
+    FPN networks take ``model.nms_thresh`` as ``fpn.test_nms_threshold`` (the one NMS threshold of
+    their detections). A key the family's graphs do not read is refused, so no flag is accepted and
+    then ignored.
+
+    Parameters
+    ----------
+    network : str, the run's network
+    overrides : dict, the flags given
+    flags : dict ``{key: flag}`` to name flags in the message (default: the keys)
+
+    Raises
+    ------
+    ValueError : a key of the other family
+    """
+    fpn = network in _fpn_networks()
+    foreign = _SSD_KEYS if fpn else _FPN_KEYS_OF_MODEL
+    refused = [k for k in overrides if k in foreign]
+    if refused:
+        names = ", ".join((flags or {}).get(k, k) for k in refused)
+        raise ValueError("%s do%s not apply to %s network %s (%s); drop %s"
+                         % (names, "es" if len(refused) == 1 else "", "FPN" if fpn else "SSD", network,
+                            "it resizes by --resize-short / --resize-long and matches by its [fpn] settings"
+                            if fpn else "it runs at the square --data-shape", "it" if len(refused) == 1 else "them"))
+    if fpn and "model.nms_thresh" in overrides:
+        overrides = dict(overrides)
+        overrides["fpn.test_nms_threshold"] = overrides.pop("model.nms_thresh")
+    return overrides
 
 
 def family_of(network):

@@ -50,11 +50,11 @@ def read_meta(prefix):
     return meta
 
 
-def inference_symbol(meta, *, max_detections=-1):
+def inference_symbol(meta, *, max_detections=None):
     """The detection graph of a model (``get_symbol`` of its family and preset).
 
-    ``max_detections``: rows per image (SSD: -1 one per anchor; FPN: -1 keeps the meta's
-    ``fpn.test_max_detections``).
+    ``max_detections``: rows per image (None: the meta's; SSD: -1 one per anchor; FPN: -1 keeps the
+    meta's ``fpn.test_max_detections``).
     """
     from ssdkit.api.family import family_of
 
@@ -81,7 +81,7 @@ def resolve_epoch(prefix, epoch=None):
     return path
 
 
-def load_inference_model(prefix, epoch=None, *, deploy=False, max_detections=-1):
+def load_inference_model(prefix, epoch=None, *, deploy=False, overrides=None):
     """Everything needed to run a model.
 
     Parameters
@@ -89,11 +89,16 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, max_detections=-1)
     prefix : str, a training prefix (``train.py --prefix``) or, with ``deploy=True``, a deploy prefix
         (``deploy.py --output``: ``PREFIX-symbol.json``, ``PREFIX-0000.params``, ``PREFIX-meta.json``)
     epoch : int, ``"best"`` or None (training prefixes only)
-    max_detections : int, detection rows of a rebuilt graph (-1: one per anchor)
+    overrides : :class:`~ssdkit.api.inference.InferenceOverrides` or None, inference settings that
+        replace the meta's (NMS threshold, top-k, score threshold, detection rows; see
+        :mod:`ssdkit.api.inference`): a training prefix's graph is rebuilt from the overridden meta, a
+        deploy graph gets them as attributes of its detection operator. A graph built from a training
+        meta without ``max_detections`` has one row per anchor (SSD) or the trained
+        ``fpn.test_max_detections`` (FPN).
 
     Returns
     -------
-    (symbol, arg_params, aux_params, meta)
+    (symbol, arg_params, aux_params, meta); ``meta`` holds the overridden settings
 
     Raises
     ------
@@ -102,27 +107,34 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, max_detections=-1)
         whose class list differs from the checkpoint's (see :func:`ssdkit.api.param_check.check_params`);
         a deploy model's parameters must fit both its saved graph and the graph its meta describes
         (except GluonCV zoo imports, whose meta does not record the head layout)
+    InputError : an override the model cannot honour (e.g. ``nms_topk`` for FPN models)
     """
     import mxnet as mx
 
     from ssdkit.api.family import family_of
+    from ssdkit.api.inference import NO_OVERRIDES
     from ssdkit.api.param_check import check_params
     from ssdkit.engine.checkpoint import load_params
 
+    overrides = overrides or NO_OVERRIDES
     meta = read_meta(prefix)
+    family = family_of(meta)
+    with user_input():      # the overrides are the user's settings
+        meta = family.with_inference(meta, overrides)
     if deploy:
         for suffix in ("-symbol.json", "-0000.params"):
             if not os.path.exists(prefix + suffix):
                 raise MissingFileError("%s not found: a deploy prefix holds -symbol.json, -0000.params and "
                                        "-meta.json (deploy.py --output)" % (prefix + suffix))
         symbol = mx.sym.load(prefix + "-symbol.json")
+        with user_input():
+            symbol = family.set_inference(symbol, overrides)
         params = prefix + "-0000.params"
     else:
-        symbol = inference_symbol(meta, max_detections=max_detections)
+        symbol = family.inference_symbol(meta)
         params = resolve_epoch(prefix, epoch)
     with user_input():
         arg, aux = load_params(params)
-    family = family_of(meta)
     shapes = family.inference_shapes(meta, 1)
     check_params(symbol, arg, aux, shapes, source=params, meta=meta, meta_source=prefix + "-meta.json")
     if deploy and "gluoncv_zoo" not in meta:

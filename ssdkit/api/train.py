@@ -4,6 +4,7 @@ import logging
 import os
 import re
 
+from ssdkit.api.builtin_data import with_builtin_data
 from ssdkit.api.data import class_names_of, load_split, make_iterator
 from ssdkit.api.family import family_of
 from ssdkit.api.model_files import write_meta
@@ -64,12 +65,17 @@ def frozen_parameters(symbol, patterns, inputs=("data", "label")):
     return frozen
 
 
-def train_detector(config, *, progress=True):
+def train_detector(config, *, progress=True, builtin=None):
     """Train as ``config`` says; return :func:`ssdkit.engine.trainer.fit`'s result plus ``class_names``.
 
+    A config that names no data trains on the built-in synthetic dataset (``builtin``, a
+    :class:`~ssdkit.api.builtin_data.BuiltinData`: written on first use; see
+    :func:`~ssdkit.api.builtin_data.with_builtin_data`).
     Bad input found while setting up (data, class names, weight files, devices, settings) raises
     :class:`ssdkit.errors.UserError` before the first step.
     """
+    with user_input():
+        config = with_builtin_data(config, builtin)
     family = family_of(config)
     with user_input():      # devices, data, class names, weight files, freeze patterns: the user's input
         contexts = make_contexts(config.runtime)
