@@ -76,10 +76,6 @@ class HorovodKVStore(mx.kvstore.KVStoreBase):
     def num_workers(self):
         return self._hvd.size()
 
-    @property
-    def local_rank(self):
-        return self._hvd.local_rank()
-
     @staticmethod
     def is_capable(capability):
         """No optimizer on the store: Module keeps the updater (and its state) on each worker."""
