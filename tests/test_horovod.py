@@ -35,9 +35,10 @@ def _horovod_missing():
     return None
 
 
-needs_horovod = pytest.mark.skipif(_horovod_missing() is not None,
+HOROVOD_MISSING = _horovod_missing()
+needs_horovod = pytest.mark.skipif(HOROVOD_MISSING is not None,
                                    reason="Horovod for MXNet is not installed (tools/install_horovod.sh "
-                                          "builds it from source): %s" % _horovod_missing())
+                                          "builds it from source): %s" % HOROVOD_MISSING)
 
 
 def _run(cmd, timeout=400):
@@ -60,6 +61,7 @@ def test_worker_gpu_ids_share_the_machine():
         worker_gpu_ids([0, 1, 2], local_rank=0, local_size=2)
 
 
+@pytest.mark.slow
 @needs_horovod
 def test_two_workers_equal_one_process_and_resume(tmp_path):
     worker = os.path.join(REPO, "tests", "horovod_worker.py")
@@ -90,6 +92,7 @@ def test_two_workers_equal_one_process_and_resume(tmp_path):
             assert json.load(f)["num_workers"] == 2
 
 
+@pytest.mark.slow
 @needs_horovod
 def test_train_script_under_horovodrun(tmp_path):
     """train.py --kv-store horovod: each worker reads its half of 16 images (2 batches of 4)."""

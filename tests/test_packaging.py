@@ -135,6 +135,7 @@ print(json.dumps({"ssdkit": ssdkit.__file__, "library": ssdkit.ops.load_library(
 """
 
 
+@pytest.mark.slow
 def test_wheel_in_fresh_venv(tmp_path, record_property):
     src, dist, outside = tmp_path / "src", tmp_path / "dist", tmp_path / "outside"
     for rel in _checkout_files():
