@@ -155,7 +155,7 @@ def run_preset(name, args):
 def main():
     args = _parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    import ssdkit  # noqa: F401  (loads the operators after OMP_NUM_THREADS is set)
+    import ssdkit.ops  # noqa: F401  (loads the operators after OMP_NUM_THREADS is set)
 
     if not os.path.exists(os.path.join(args.root, "classes.txt")):
         raise SystemExit("no synthetic dataset at %s; make it with: python tools/make_synthetic_dataset.py %s "

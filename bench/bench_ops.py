@@ -18,7 +18,7 @@ import math
 import mxnet as mx
 import numpy as np
 
-import ssdkit
+import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit.anchors import ssd_anchors
 from timing import interleaved_median_ms
 

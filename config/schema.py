@@ -6,7 +6,8 @@ not in the scripts. Values are validated in ``__post_init__`` with messages that
 from dataclasses import dataclass, field
 from typing import Tuple
 
-from ssdkit.dataset.augment import IMAGENET_MEAN, IMAGENET_STD
+from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ssdkit.symbol.fpn_config import FPNConfig
 
 
@@ -47,8 +48,8 @@ class ModelConfig:
     resize_short: int = 800
     resize_long: int = 1333
     class_names: Tuple[str, ...] = ()
-    nms_thresh: float = 0.45
-    nms_topk: int = 400
+    nms_thresh: float = NMS_THRESH
+    nms_topk: int = NMS_TOPK
     force_suppress: bool = False
     overlap_threshold: float = 0.5
     negative_mining_ratio: float = 3.0
@@ -144,20 +145,6 @@ class AugmentConfig:
             _check(len(pair) == 2 and 0 < pair[0] <= pair[1], "augment." + key,
                    "must be [low, high] with 0 < low <= high, got %r" % (pair,))
         _check(all(v < 1 for v in self.crop_min_ious), "augment.crop_min_ious", "values must be < 1")
-
-    def to_augment(self):
-        """The :class:`ssdkit.dataset.augment.AugmentConfig` these settings describe."""
-        from ssdkit.dataset.augment import AugmentConfig as Augment, CropSampler
-
-        samplers = tuple(CropSampler(min_iou=None if v < 0 else float(v), min_scale=self.crop_min_scale,
-                                     min_aspect=self.crop_aspect_range[0],
-                                     max_aspect=self.crop_aspect_range[1])
-                         for v in self.crop_min_ious)
-        return Augment(distort_prob=self.distort_prob, brightness_delta=self.brightness_delta,
-                       contrast_range=tuple(self.contrast_range), saturation_range=tuple(self.saturation_range),
-                       hue_delta=self.hue_delta, expand_prob=self.expand_prob,
-                       max_expand_ratio=self.max_expand_ratio, crop_samplers=samplers,
-                       mirror_prob=self.mirror_prob)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,7 @@ import cv2
 import numpy as np
 
 from ssdkit.boxes import box_iou
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-"""ImageNet RGB channel means on the 0-255 scale."""
-IMAGENET_STD = (58.395, 57.12, 57.375)
-"""ImageNet RGB channel standard deviations on the 0-255 scale."""
+from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ import numpy as np
 
 from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
 from ssdkit.dataset.records import LABEL_WIDTH
-
-SIZE_DIVISOR = 64
-"""Padded batch sides are multiples of this (the largest FPN stride, P6), so every level's map is exact."""
+from ssdkit.symbol.fpn_config import SIZE_DIVISOR, batch_shape  # noqa: F401  (the FPN graph's input size)
 
 
 def resize_scale(width, height, short, long):
@@ -46,19 +44,6 @@ def resize_scale(width, height, short, long):
     out_w = max(1, min(int(round(width * scale)), int(long)))
     out_h = max(1, min(int(round(height * scale)), int(long)))
     return scale, out_w, out_h
-
-
-def batch_shape(short, long, divisor=SIZE_DIVISOR):
-    """``(H, W)`` of the padded batch that holds any resize of :func:`resize_scale`.
-
-    Either side of a resized image may be the long one, so the batch is square with side ``long``
-    rounded up to a multiple of ``divisor`` (``short`` when ``short == long``). E.g. 800/1333 ->
-    (1344, 1344), 256/256 -> (256, 256).
-    """
-    if not 0 < short <= long:
-        raise ValueError("need 0 < short <= long, got short=%r long=%r" % (short, long))
-    side = -(-int(long) // divisor) * divisor
-    return side, side
 
 
 def two_stage_augment(config):

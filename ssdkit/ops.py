@@ -1,6 +1,7 @@
 """Find, check and load ssdkit's compiled MXNet operator library.
 
-``import ssdkit`` calls :func:`load_library`, after which ``mx.nd.MultiBoxPrior`` and
+Importing this module calls :func:`load_library` (every module that builds graphs or runs models
+imports it; ``import ssdkit`` alone does not), after which ``mx.nd.MultiBoxPrior`` and
 ``mx.sym.MultiBoxPrior`` (and the other ssdkit operators) exist. The CPU library
 ``ssdkit/lib/libssdkit_ops.so`` is used unless MXNet was built with CUDA and the CUDA library
 ``libssdkit_ops_cuda.so`` was built (``SSDKIT_WITH_CUDA=1``); the two register the same operators,
@@ -119,3 +120,6 @@ def threads_used():
 def built_with_cuda():
     """True if the loaded library carries CUDA kernels."""
     return bool(_handle().ssdkit_with_cuda())
+
+
+load_library()      # the operators exist once this module is imported (see the module docstring)

@@ -39,6 +39,7 @@ import re
 import mxnet as mx
 import numpy as np
 
+from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
 from ssdkit.symbol import resnet, symbol_builder, symbol_factory
 from ssdkit.symbol.common import FUSED_HEAD_ALIGN
 
@@ -112,7 +113,7 @@ def zoo_config(name, fused_heads=False):
                           from_layers=["stage3_unit%d_relu" % units[2], "stage4_unit%d_relu" % units[3],
                                        "", "", "", ""])
     config.update(num_classes=num_classes, sizes=symbol_factory.gluoncv_sizes(pixel_sizes, size),
-                  steps=[float(s) / size for s in pixel_steps], nms_thresh=0.45, nms_topk=400,
+                  steps=[float(s) / size for s in pixel_steps], nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK,
                   clip=False, max_detections=100, fused_heads=fused_heads)
     return config
 

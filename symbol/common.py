@@ -11,15 +11,14 @@ Naming (the weight importers in :mod:`ssdkit.weights` rely on it):
   (``MultiBoxPrior``); with ``fused_heads`` the two predictors are one convolution ``feat{k}_pred``.
 
 Input contract of every ssdkit base network: ``data (B, 3, H, W)`` RGB normalised the ImageNet
-way, ``(pixel / 255 - IMAGENET_MEAN) / IMAGENET_STD`` (the GluonCV convention).
+way, ``(pixel - IMAGENET_MEAN) / IMAGENET_STD`` on the 0-255 scale (:mod:`ssdkit.normalization`; the
+GluonCV convention).
 """
 import mxnet as mx
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-"""Per-channel RGB mean (in [0, 1] pixel units) subtracted from ``data`` by the data pipeline."""
-IMAGENET_STD = (0.229, 0.224, 0.225)
-"""Per-channel RGB standard deviation ``data`` is divided by after the mean subtraction."""
+from ssdkit import ops  # noqa: F401  (loads the operator library: MultiBoxPrior, MultiBoxTarget, ...)
+from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (the input contract)
 
 
 def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1), dilate=(1, 1),

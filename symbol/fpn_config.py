@@ -8,13 +8,12 @@ one definition.
 
 :func:`fpn_config` returns the keyword arguments of :func:`ssdkit.symbol.fpn.get_symbol_train` /
 :func:`~ssdkit.symbol.fpn.get_symbol` for a network and resize: ``network``, ``image_shape`` (the
-padded batch, see :func:`ssdkit.dataset.two_stage.batch_shape`) and the :class:`FPNConfig` fields.
+padded batch, see :func:`batch_shape`) and the :class:`FPNConfig` fields.
 """
 import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
-from ssdkit.dataset.two_stage import batch_shape
 
 FPN_NETWORKS = {"fpn_resnet18": 18, "fpn_resnet50": 50}
 """Network name -> ResNet depth of its backbone (:mod:`ssdkit.symbol.resnet`)."""
@@ -27,6 +26,25 @@ ROI_LEVELS = (2, 3, 4, 5)
 """Levels RoIs are pooled from."""
 RPN_STDS = (1.0, 1.0, 1.0, 1.0)
 """Box-coding stds of the RPN (the R-CNN's are :attr:`FPNConfig.rcnn_stds`)."""
+
+
+SIZE_DIVISOR = 64
+"""Padded batch sides are multiples of this (the largest FPN stride, P6), so every level's map is exact."""
+
+
+def batch_shape(short, long, divisor=SIZE_DIVISOR):
+    """``(H, W)`` of the padded batch that holds any aspect-preserving resize to short side ``short``
+    and long side at most ``long`` (:func:`ssdkit.dataset.two_stage.resize_scale`): the FPN graph's
+    ``image_shape``.
+
+    Either side of a resized image may be the long one, so the batch is square with side ``long``
+    rounded up to a multiple of ``divisor`` (``short`` when ``short == long``). E.g. 800/1333 ->
+    (1344, 1344), 256/256 -> (256, 256).
+    """
+    if not 0 < short <= long:
+        raise ValueError("need 0 < short <= long, got short=%r long=%r" % (short, long))
+    side = -(-int(long) // divisor) * divisor
+    return side, side
 
 
 def _check(cond, key, message):

@@ -14,6 +14,7 @@ import mxnet as mx
 
 # importing any ssdkit module loads the operator library (MultiBoxPrior/Target/Detection)
 from ssdkit.boxes import VARIANCES
+from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
 from ssdkit.symbol import lite, mobilenet, resnet, tiny, vgg16_reduced
 from ssdkit.symbol.common import multi_layer_feature, multibox_heads
 
@@ -65,8 +66,8 @@ def _detections(cls_prob, loc_preds, anchors, *, nms_thresh, force_suppress, nms
 
 
 def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios,
-                     normalizations=-1, steps=(), min_filter=128, nms_thresh=0.5, force_suppress=False,
-                     nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
+                     normalizations=-1, steps=(), min_filter=128, nms_thresh=NMS_THRESH, force_suppress=False,
+                     nms_topk=NMS_TOPK, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                      fused_heads=False,
                      overlap_threshold=0.5, negative_mining_ratio=3.0, negative_mining_thresh=0.5,
                      minimum_negative_samples=0, clip=True, max_detections=-1, score_thresh=None, **kwargs):
@@ -86,7 +87,8 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
     normalizations : float or sequence, > 0: L2 normalisation with a learned scale starting there
     steps : sequence of float, anchor step per layer in fractions of the image (empty: 1 / map size)
     min_filter : int, minimum channels of an extra layer's 1x1 transition
-    nms_thresh, force_suppress, nms_topk : NMS of the ``detection`` output
+    nms_thresh, force_suppress, nms_topk : NMS of the ``detection`` output (defaults:
+        :mod:`ssdkit.detection_defaults`)
     transition_ratio, extra_kernels, extra_bn : extra-layer shape (see ``multi_layer_feature``)
     fused_heads : bool, one aligned convolution per feature layer for both predictors (see
         ``multibox_layer``; faster on the CPU, parameter names ``feat{k}_pred_*``)
@@ -131,8 +133,8 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
 
 
 def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, strides, pads,
-               normalizations=-1, steps=(), min_filter=128, nms_thresh=0.5, force_suppress=False,
-               nms_topk=400, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
+               normalizations=-1, steps=(), min_filter=128, nms_thresh=NMS_THRESH, force_suppress=False,
+               nms_topk=NMS_TOPK, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                fused_heads=False, clip=True,
                max_detections=-1, score_thresh=None, **kwargs):
     """SSD inference graph (same network and parameter names as :func:`get_symbol_train`).

@@ -18,7 +18,7 @@ import sys
 
 import mxnet as mx
 
-import ssdkit  # noqa: F401  (the deploy graph holds ssdkit's operators)
+import ssdkit.ops  # noqa: F401  (the deploy graph holds ssdkit's operators)
 from ssdkit.cli import SMOKE_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

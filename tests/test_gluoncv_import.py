@@ -233,11 +233,11 @@ def test_zoo_file_becomes_a_deploy_model(tmp_path):
     from ssdkit.api.model_files import load_inference_model
     from ssdkit.dataset.voc import VOC_CLASSES
     from ssdkit.detector import Detector
-    from ssdkit.symbol.common import IMAGENET_MEAN, IMAGENET_STD
+    from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     name, size = "ssd_512_mobilenet1.0_voc", 512
     image = np.random.RandomState(7).randint(0, 256, (size, size, 3)).astype(np.uint8)
-    x = ((image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+    x = ((image - np.array(IMAGENET_MEAN)) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
     x_nd = mx.nd.array(x)
     params = str(tmp_path / (name + ".params"))
     net = _saved_zoo_net(name, x_nd, 8, params)

@@ -3,7 +3,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import ssdkit  # noqa: F401  (loads the operators)
+import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit.anchors import grid_anchors, rpn_anchors, ssd_anchors
 
 

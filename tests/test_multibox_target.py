@@ -6,7 +6,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import ssdkit  # noqa: F401  (registers mx.nd.MultiBoxTarget)
+import ssdkit.ops  # noqa: F401  (registers mx.nd.MultiBoxTarget)
 from ssdkit.anchors import ssd_anchors
 from ssdkit.reference.multibox_target import multibox_target as reference_target
 

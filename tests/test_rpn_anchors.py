@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import ssdkit  # noqa: F401  (loads the operators)
+import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit.anchors import rpn_anchors
 from ssdkit.reference.rpn_anchors import rpn_anchors_op
 

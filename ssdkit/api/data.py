@@ -2,7 +2,7 @@
 import logging
 import os
 
-from ssdkit.dataset.augment import Normalization
+from ssdkit.dataset.augment import AugmentConfig as Augment, CropSampler, Normalization
 from ssdkit.dataset.collection import resolve_class_names
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.prepare import load_dataset
@@ -51,6 +51,20 @@ def label_rows(config, dataset):
     return max(config.data.max_objects, most)
 
 
+def augmentation_of(settings):
+    """The :class:`ssdkit.dataset.augment.AugmentConfig` the ``[augment]`` settings
+    (:class:`ssdkit.config.schema.AugmentConfig`) describe: one crop sampler per ``crop_min_ious`` value
+    (< 0: unconstrained)."""
+    samplers = tuple(CropSampler(min_iou=None if v < 0 else float(v), min_scale=settings.crop_min_scale,
+                                 min_aspect=settings.crop_aspect_range[0], max_aspect=settings.crop_aspect_range[1])
+                     for v in settings.crop_min_ious)
+    return Augment(distort_prob=settings.distort_prob, brightness_delta=settings.brightness_delta,
+                   contrast_range=tuple(settings.contrast_range), saturation_range=tuple(settings.saturation_range),
+                   hue_delta=settings.hue_delta, expand_prob=settings.expand_prob,
+                   max_expand_ratio=settings.max_expand_ratio, crop_samplers=samplers,
+                   mirror_prob=settings.mirror_prob)
+
+
 def normalization_of(config):
     return Normalization(mean=tuple(config.data.mean), std=tuple(config.data.std))
 
@@ -86,7 +100,7 @@ def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augm
     data = config.data
     train = split == "train"
     shape = (3, config.model.data_shape, config.model.data_shape)
-    aug = (augment if augment is not None else config.augment.to_augment()) if train else None
+    aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None
     seed = config.runtime.seed + 1000 * part_index
     if data.format == "rec":
         sources = data.train if train else data.val
@@ -126,7 +140,7 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
                          % config.model.network)
     if dataset is None:
         raise ValueError("no %s data given (data.%s is empty)" % (split, "train" if train else "val"))
-    aug = (augment if augment is not None else config.augment.to_augment()) if train else None
+    aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None
     records = list(dataset.records)[part_index::num_parts]
     return TwoStageIter(records, batch_size=data.batch_size, short=config.model.resize_short,
                         long=config.model.resize_long, max_objects=label_rows(config, dataset), augment=aug,

@@ -11,7 +11,7 @@ Loading a deploy model without ssdkit's helpers::
     mod.bind(data_shapes=[("data", (1, 3, S, S))], for_training=False)
     mod.set_params(arg, aux)
     # or: net = mx.gluon.SymbolBlock.imports("OUTPUT-symbol.json", ["data"], "OUTPUT-0000.params")
-    # (import ssdkit first unless the model is portable)
+    # (import ssdkit.ops first unless the model is portable)
 
 FPN models (``fpn_*`` networks) have two inputs, ``data (B, 3, H, W)`` with ``(H, W)`` = meta
 ``image_shape`` and ``im_info (B, 3)``: ``data_names=["data", "im_info"]``; ``ssdkit.Detector`` does the

@@ -216,7 +216,7 @@ class FPNFamily(SSDFamily):
         return dataclasses.asdict(config.fpn)
 
     def image_shape(self, config):
-        from ssdkit.dataset.two_stage import batch_shape
+        from ssdkit.symbol.fpn_config import batch_shape
 
         return batch_shape(config.model.resize_short, config.model.resize_long)
 
@@ -332,7 +332,7 @@ class FPNFamily(SSDFamily):
     def check_portable(self, meta):
         raise ValueError("network %s cannot be deployed with --portable: MXNet has no contrib equivalents of the "
                          "FPN operators (RPNAnchors, FPNProposal, RCNNDetection); deploy without --portable and "
-                         "import ssdkit before loading the model" % meta["network"])
+                         "import ssdkit.ops before loading the model" % meta["network"])
 
 
 _FAMILIES = {SSD: SSDFamily(), FPN: FPNFamily()}

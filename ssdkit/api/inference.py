@@ -17,6 +17,8 @@ from typing import Optional
 
 import mxnet as mx
 
+from ssdkit import ops  # noqa: F401  (detection graphs hold ssdkit's operators)
+
 
 @dataclass(frozen=True)
 class InferenceOverrides:

@@ -111,6 +111,7 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, overrides=None):
     """
     import mxnet as mx
 
+    from ssdkit import ops  # noqa: F401  (a saved graph holds ssdkit's operators)
     from ssdkit.api.family import family_of
     from ssdkit.api.inference import NO_OVERRIDES
     from ssdkit.api.param_check import check_params

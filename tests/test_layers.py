@@ -1,0 +1,92 @@
+"""Layering and single definitions (issue 15, item 5): the numpy layers import without MXNet or the
+compiled operators, which load on first use; config/ and symbol/ do not import dataset/; the NMS default
+and the ImageNet normalisation are defined once."""
+import ast
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code):
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_numpy_layers_import_without_the_operator_library():
+    out = _python("""
+        import sys
+        import ssdkit, ssdkit.boxes, ssdkit.anchors, ssdkit.config, ssdkit.normalization
+        import ssdkit.reference.multibox_target, ssdkit.reference.multibox_detection, ssdkit.reference.nms
+        import ssdkit.reference.rpn_target, ssdkit.reference.rpn_anchors, ssdkit.reference.proposal_target
+        import ssdkit.reference.rcnn_detection, ssdkit.reference.fpn_proposal
+        loaded = sorted(m for m in sys.modules if m in ("mxnet", "ssdkit.ops") or m.startswith("ssdkit.dataset"))
+        print(loaded)
+    """)
+    assert out == "[]"
+
+
+def test_the_operators_load_on_first_use():
+    out = _python("""
+        import mxnet as mx
+        import ssdkit
+        before = hasattr(mx.sym, "MultiBoxDetection")
+        from ssdkit.symbol.symbol_factory import get_symbol   # a graph builder: loads the library
+        sym = get_symbol("tiny", 64, num_classes=2)
+        print(before, hasattr(mx.nd, "MultiBoxPrior"), sym.list_outputs())
+    """)
+    assert out == "False True ['detection_output']"
+
+
+def _imports(path):
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_config_and_symbol_do_not_import_dataset():
+    offenders = []
+    for folder in ("config", "symbol"):
+        for name in sorted(os.listdir(os.path.join(REPO, folder))):
+            if name.endswith(".py"):
+                path = os.path.join(REPO, folder, name)
+                offenders += ["%s/%s: %s" % (folder, name, m) for m in _imports(path)
+                              if m.startswith("ssdkit.dataset")]
+    assert offenders == []
+
+
+def test_nms_default_is_defined_once():
+    from ssdkit.config import ModelConfig
+    from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+    from ssdkit.symbol import symbol_builder
+    from ssdkit.weights import zoo_config
+
+    assert (NMS_THRESH, NMS_TOPK) == (0.45, 400)
+    assert (ModelConfig().nms_thresh, ModelConfig().nms_topk) == (NMS_THRESH, NMS_TOPK)
+    for builder in (symbol_builder.get_symbol, symbol_builder.get_symbol_train):
+        params = inspect.signature(builder).parameters
+        assert (params["nms_thresh"].default, params["nms_topk"].default) == (NMS_THRESH, NMS_TOPK)
+    config = zoo_config("ssd_512_resnet50_v1_voc")
+    assert (config["nms_thresh"], config["nms_topk"]) == (NMS_THRESH, NMS_TOPK)
+
+
+def test_imagenet_normalisation_is_defined_once():
+    from ssdkit import normalization
+    from ssdkit.config import DataConfig
+    from ssdkit.dataset import augment
+    from ssdkit.symbol import common
+
+    assert normalization.IMAGENET_MEAN == (123.675, 116.28, 103.53)
+    for module in (augment, common):
+        assert module.IMAGENET_MEAN is normalization.IMAGENET_MEAN
+        assert module.IMAGENET_STD is normalization.IMAGENET_STD
+    assert augment.Normalization().mean is normalization.IMAGENET_MEAN
+    assert DataConfig().mean is normalization.IMAGENET_MEAN and DataConfig().std is normalization.IMAGENET_STD
