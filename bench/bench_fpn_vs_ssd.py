@@ -51,8 +51,8 @@ def run_preset(name, args):
     import mxnet as mx
     import numpy as np
 
-    from ssdkit.api.data import class_names_of, load_split, make_iterator
-    from ssdkit.api.family import family_of
+    from ssdkit.api.data import class_names_of, load_split
+    from ssdkit.api.family import family_of, make_iterator
     from ssdkit.config import apply_overrides, load_config
     from ssdkit.engine.evaluator import bind_inference
     from ssdkit.engine.schedule import build_lr_scheduler

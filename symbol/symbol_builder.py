@@ -38,7 +38,7 @@ def _base_network(network, num_classes, **kwargs):
     return BASE_NETWORKS[network](num_classes, **kwargs)
 
 
-def _multibox_graph(network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios,
+def _multibox_graph(network, num_classes, *, from_layers, num_filters, strides, pads, sizes, ratios,
                     normalizations, steps, min_filter, transition_ratio, extra_kernels, extra_bn,
                     fused_heads, base_kwargs):
     """The shared network: ``(loc_preds (B, N*4), cls_logits (B, N, C+1), anchors (1, N, 4))``."""
@@ -110,8 +110,10 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
         ``det_out (B, K, 6)`` detections (BlockGrad).
     """
     loc_preds, cls_logits, anchors = _multibox_graph(
-        network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
-        steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)
+        network, num_classes, from_layers=from_layers, num_filters=num_filters, strides=strides, pads=pads,
+        sizes=sizes, ratios=ratios, normalizations=normalizations, steps=steps, min_filter=min_filter,
+        transition_ratio=transition_ratio, extra_kernels=extra_kernels, extra_bn=extra_bn,
+        fused_heads=fused_heads, base_kwargs=kwargs)
     cls_preds = _class_major(cls_logits)
     label = mx.sym.Variable("label")
     # MultiBoxTarget has no gradient: BlockGrad keeps its zero backward (and the addition of its
@@ -148,8 +150,10 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
     normalised, ``cls_id = -1`` for empty or suppressed rows; ``K`` = anchors or ``max_detections``.
     """
     loc_preds, cls_logits, anchors = _multibox_graph(
-        network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
-        steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)
+        network, num_classes, from_layers=from_layers, num_filters=num_filters, strides=strides, pads=pads,
+        sizes=sizes, ratios=ratios, normalizations=normalizations, steps=steps, min_filter=min_filter,
+        transition_ratio=transition_ratio, extra_kernels=extra_kernels, extra_bn=extra_bn,
+        fused_heads=fused_heads, base_kwargs=kwargs)
     # softmax over the last axis, then class-major: MXNet's CPU softmax is several times faster
     # over the last axis than over axis 1 of (B, C+1, N)
     cls_prob = mx.sym.transpose(mx.sym.softmax(cls_logits, axis=-1), axes=(0, 2, 1), name="cls_prob")
@@ -167,6 +171,8 @@ def get_multibox_outputs(network, num_classes, from_layers, num_filters, sizes, 
     mx.sym.Symbol, a group ``[loc_preds (B, N*4), cls_preds (B, C+1, N) logits, anchors (1, N, 4)]``.
     """
     loc_preds, cls_logits, anchors = _multibox_graph(
-        network, num_classes, from_layers, num_filters, strides, pads, sizes, ratios, normalizations,
-        steps, min_filter, transition_ratio, extra_kernels, extra_bn, fused_heads, kwargs)
+        network, num_classes, from_layers=from_layers, num_filters=num_filters, strides=strides, pads=pads,
+        sizes=sizes, ratios=ratios, normalizations=normalizations, steps=steps, min_filter=min_filter,
+        transition_ratio=transition_ratio, extra_kernels=extra_kernels, extra_bn=extra_bn,
+        fused_heads=fused_heads, base_kwargs=kwargs)
     return mx.sym.Group([loc_preds, _class_major(cls_logits), anchors])

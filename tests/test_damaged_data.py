@@ -487,7 +487,7 @@ def test_folder_iter_counts_or_refuses_an_image_damaged_after_loading(synth):
 
 
 def test_rec_config_passes_the_class_count_and_strict(packed, tmp_path):
-    from ssdkit.api.data import make_iterator
+    from ssdkit.api.family import make_iterator
     from ssdkit.config import apply_overrides, load_config
 
     path = _rewrite_labels(packed, tmp_path, _bad_labels)

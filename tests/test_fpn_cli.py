@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import ssdkit  # noqa: F401
-from ssdkit.api.data import load_split, make_iterator
-from ssdkit.api.family import FPNFamily, family_of
+from ssdkit.api.data import load_split
+from ssdkit.api.family import FPNFamily, family_of, make_iterator
 from ssdkit.api.model_files import inference_symbol, read_meta
 from ssdkit.api.train import train_detector
 from ssdkit.config import apply_overrides, load_config

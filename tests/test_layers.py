@@ -90,3 +90,28 @@ def test_imagenet_normalisation_is_defined_once():
         assert module.IMAGENET_STD is normalization.IMAGENET_STD
     assert augment.Normalization().mean is normalization.IMAGENET_MEAN
     assert DataConfig().mean is normalization.IMAGENET_MEAN and DataConfig().std is normalization.IMAGENET_STD
+
+
+def test_ssd_and_fpn_families_implement_one_interface_side_by_side():
+    from ssdkit.api.fpn import FPNFamily
+    from ssdkit.api.ssd import SSDFamily
+
+    def interface(cls):
+        return {n for n, v in vars(cls).items() if not n.startswith("_") and (callable(v) or n.endswith("names"))}
+
+    assert SSDFamily.__bases__ == (object,) and FPNFamily.__bases__ == (object,)
+    shared = interface(SSDFamily) & interface(FPNFamily)
+    assert {"symbols", "meta_fields", "inference_symbol", "with_inference", "set_inference", "fixed_settings",
+            "apply_meta", "inference_config", "make_iterator", "input_shapes", "inference_shapes",
+            "metric_labels", "train_metric", "initializer", "preprocess", "batch_inputs", "check_portable",
+            "data_names", "label_names"} <= shared
+    assert interface(SSDFamily) - shared == set()
+    assert interface(FPNFamily) - shared == {"image_shape"}
+
+
+def test_api_modules_import_without_a_cycle():
+    """data.py (datasets) sits below ssd.py / fpn.py (the families) below family.py (dispatch)."""
+    api = os.path.join(REPO, "ssdkit", "api")
+    assert not [m for m in _imports(os.path.join(api, "data.py")) if m.startswith("ssdkit.api")]
+    for name in ("ssd.py", "fpn.py"):
+        assert "ssdkit.api.family" not in set(_imports(os.path.join(api, name)))

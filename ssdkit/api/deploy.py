@@ -22,7 +22,7 @@ import os
 
 from ssdkit.api.family import family_of
 from ssdkit.api.inference import InferenceOverrides
-from ssdkit.api.model_files import model_meta, read_meta, resolve_epoch
+from ssdkit.api.model_files import model_meta, normalized_meta, read_meta, resolve_epoch
 from ssdkit.api.param_check import check_params
 from ssdkit.engine import atomic
 from ssdkit.engine.checkpoint import load_params, save_params
@@ -158,6 +158,7 @@ def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections):
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_text(output + "-symbol.json", symbol.tojson())
     save_params(output + "-0000.params", {k: arg[k] for k in needed_arg}, {k: aux[k] for k in needed_aux})
-    atomic.write_json(output + "-meta.json", dict(meta, portable=bool(portable), max_detections=max_detections))
+    atomic.write_json(output + "-meta.json", normalized_meta(dict(meta, portable=bool(portable),
+                                                                  max_detections=max_detections)))
     return {"symbol": output + "-symbol.json", "params": output + "-0000.params",
             "meta": output + "-meta.json", "num_params": len(needed_arg) + len(needed_aux)}

@@ -7,8 +7,8 @@ import os
 import numpy as np
 
 from ssdkit.api.builtin_data import with_builtin_data
-from ssdkit.api.data import load_split, make_iterator
-from ssdkit.api.family import family_of
+from ssdkit.api.data import load_split
+from ssdkit.api.family import family_of, make_iterator
 from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.collection import resolve_class_names

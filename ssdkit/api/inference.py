@@ -3,8 +3,8 @@
 A model's meta file records the NMS threshold, NMS top-k, score threshold and detection rows its graph
 was built with. Evaluate, deploy, demo and :class:`ssdkit.Detector` change them only through an
 :class:`InferenceOverrides`: the detector family maps each given value onto its meta keys and onto the
-attributes of its detection operator (:meth:`ssdkit.api.family.SSDFamily.with_inference`,
-:meth:`~ssdkit.api.family.SSDFamily.detection_attrs`), and refuses a value its graph cannot honour
+attributes of its detection operator (:meth:`ssdkit.api.ssd.SSDFamily.with_inference`,
+:meth:`~ssdkit.api.ssd.SSDFamily.set_inference`), and refuses a value its graph cannot honour
 (e.g. a top-k for FPN models, whose ``RCNNDetection`` has none) with a ValueError that says so.
 
 Graphs rebuilt from a meta file are built from the overridden meta; a saved deploy graph is changed
@@ -91,3 +91,8 @@ def detection_attrs_of(symbol, ops):
         if node.get("op") in ops:
             return dict(node.get("attrs", {}))
     raise ValueError("no detection node (%s) in the graph" % ", ".join(sorted(ops)))
+
+
+def has_op(symbol, op):
+    """Whether a node of ``symbol`` runs operator ``op``."""
+    return any(n.get("op") == op for n in json.loads(symbol.tojson())["nodes"])

@@ -11,17 +11,28 @@ from ssdkit.engine import atomic
 from ssdkit.errors import InputError, MissingFileError, user_input
 
 META_KEYS = ("network", "class_names", "mean", "std")
-"""Keys every meta file holds (the family adds its own, see :meth:`ssdkit.api.family.SSDFamily.meta_fields`)."""
+"""Keys every meta file holds (the family adds its own, see :meth:`ssdkit.api.ssd.SSDFamily.meta_fields`)."""
 
 
 def model_meta(config, class_names):
-    """The meta dict of a model of ``config``: the family's graph settings (SSD: network, data_shape,
-    NMS; FPN: network, resize short/long, padded image shape, ``[fpn]`` settings), class names, mean
-    and std."""
+    """The meta dict of a model of ``config``: the JSON form of its typed spec
+    (:class:`~ssdkit.api.model_spec.SSDSpec` / :class:`~ssdkit.api.model_spec.FPNSpec`): the family's
+    graph settings (SSD: network, data_shape, NMS; FPN: network, resize short/long, padded image shape,
+    ``[fpn]`` settings), class names, mean and std."""
     from ssdkit.api.family import family_of
 
-    return dict(family_of(config).meta_fields(config), class_names=list(class_names),
+    meta = dict(family_of(config).meta_fields(config), class_names=list(class_names),
                 mean=list(config.data.mean), std=list(config.data.std))
+    return normalized_meta(meta)
+
+
+def normalized_meta(meta, *, source="meta"):
+    """``meta`` read into its typed spec and written back (:mod:`ssdkit.api.model_spec`): every field
+    present, defaults filled in for files written before a field existed. ValueError naming ``source``
+    and the key for an unknown key or a value of the wrong type."""
+    from ssdkit.api.model_spec import spec_from_meta, spec_to_meta
+
+    return spec_to_meta(spec_from_meta(meta, source=source))
 
 
 def write_meta(prefix, config, class_names):
@@ -32,8 +43,9 @@ def write_meta(prefix, config, class_names):
 
 
 def read_meta(prefix):
-    """``<prefix>-meta.json`` as a dict; MissingFileError / InputError if it is absent, not JSON or
-    lacks one of :data:`META_KEYS`."""
+    """``<prefix>-meta.json`` as a dict (:func:`normalized_meta`: the typed spec's JSON form, so files
+    written before a field existed get its default); MissingFileError / InputError if it is absent, not
+    JSON, lacks one of :data:`META_KEYS` or holds an unknown key or a value of the wrong type."""
     path = prefix + "-meta.json"
     if not os.path.exists(path):
         raise MissingFileError("%s not found: it is written by train.py next to the checkpoints and by "
@@ -47,7 +59,8 @@ def read_meta(prefix):
     if absent:
         raise InputError("%s lacks %s; it is not a model meta file written by train.py / deploy.py"
                          % (path, ", ".join(absent)))
-    return meta
+    with user_input():
+        return normalized_meta(meta, source=path)
 
 
 def inference_symbol(meta, *, max_detections=None):
@@ -138,7 +151,7 @@ def load_inference_model(prefix, epoch=None, *, deploy=False, overrides=None):
         arg, aux = load_params(params)
     shapes = family.inference_shapes(meta, 1)
     check_params(symbol, arg, aux, shapes, source=params, meta=meta, meta_source=prefix + "-meta.json")
-    if deploy and "gluoncv_zoo" not in meta:
+    if deploy and not meta.get("gluoncv_zoo"):
         # the deploy graph fits its parameters; the meta must describe them too (its class names
         # label the detections): check against the graph the meta describes
         check_params(family.inference_symbol(meta), arg, aux, shapes, source=params, meta=meta,

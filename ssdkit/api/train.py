@@ -5,8 +5,8 @@ import os
 import re
 
 from ssdkit.api.builtin_data import with_builtin_data
-from ssdkit.api.data import class_names_of, load_split, make_iterator
-from ssdkit.api.family import family_of
+from ssdkit.api.data import class_names_of, load_split
+from ssdkit.api.family import family_of, make_iterator
 from ssdkit.api.model_files import write_meta
 from ssdkit.engine.checkpoint import load_params
 from ssdkit.engine.evaluator import make_validator

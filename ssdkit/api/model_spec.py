@@ -1,0 +1,163 @@
+"""Typed, frozen specs of a trained model: what its meta file (``<prefix>-meta.json``) holds, field by field.
+
+The meta file is a spec written verbatim (:func:`spec_to_meta`) and read back into the same type
+(:func:`spec_from_meta`); ``spec_from_meta(spec_to_meta(s)) == s``. A meta file written before the specs
+existed loads too: fields it lacks take their defaults, which are the values those files meant (e.g. no
+``max_detections``: one row per anchor). An unknown key or a value of the wrong type is an error that
+names the file and the key.
+
+The api keeps passing the JSON form (a plain dict) between functions; the families build a spec from a
+Config (:meth:`ssdkit.api.ssd.SSDFamily.spec`) and inference overrides change it with
+:func:`dataclasses.replace` semantics (:meth:`~ssdkit.api.ssd.SSDFamily.with_inference`).
+"""
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ssdkit.symbol.fpn_config import FPN_NETWORKS, FPNConfig, fpn_settings
+
+
+@dataclass(frozen=True)
+class SSDSpec:
+    """An SSD model.
+
+    Attributes
+    ----------
+    network : str, base-network preset (:func:`ssdkit.symbol.symbol_factory.get_config`)
+    data_shape : int, square training input (pixels)
+    class_names : tuple of str, C object classes, class id i is ``class_names[i]``
+    mean, std : RGB normalisation on the 0-255 scale
+    test_shape : int, square inference input (0: ``data_shape``)
+    nms_thresh, nms_topk, force_suppress : NMS of ``MultiBoxDetection``
+    score_thresh : float or None, candidates' least score (None: the operator's default, 0.01)
+    max_detections : int, detection rows per image (-1: one per anchor)
+    portable, gluoncv_zoo : deploy models only: contrib operators; the GluonCV zoo name imported
+    """
+
+    network: str
+    data_shape: int
+    class_names: Tuple[str, ...]
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+    test_shape: int = 0
+    nms_thresh: float = NMS_THRESH
+    nms_topk: int = NMS_TOPK
+    force_suppress: bool = False
+    score_thresh: Optional[float] = None
+    max_detections: int = -1
+    portable: bool = False
+    gluoncv_zoo: str = ""
+
+
+@dataclass(frozen=True)
+class FPNSpec:
+    """An FPN (two-stage) model.
+
+    Attributes
+    ----------
+    network : str, a key of :data:`ssdkit.symbol.fpn_config.FPN_NETWORKS`
+    resize_short, resize_long : int, the aspect-preserving resize
+    image_shape : (H, W), the padded batch (:func:`ssdkit.symbol.fpn_config.batch_shape`)
+    class_names, mean, std : as :class:`SSDSpec`
+    fpn : FPNConfig, every graph setting (its ``test_*`` fields are the inference settings)
+    family : ``"fpn"``
+    max_detections, portable : deploy models only: the rows requested of deploy (-1: as trained), False
+    """
+
+    network: str
+    resize_short: int
+    resize_long: int
+    image_shape: Tuple[int, ...]
+    class_names: Tuple[str, ...]
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+    fpn: FPNConfig = dataclasses.field(default_factory=FPNConfig)
+    family: str = "fpn"
+    max_detections: Optional[int] = None
+    portable: bool = False
+
+
+def spec_type(meta):
+    """:class:`FPNSpec` for a meta dict of an ``fpn_*`` network, else :class:`SSDSpec`."""
+    return FPNSpec if meta.get("network") in FPN_NETWORKS else SSDSpec
+
+
+def spec_to_meta(spec):
+    """The JSON form of ``spec`` (lists for tuples, the ``fpn`` section a dict); fields that are None
+    are left out."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if value is None:
+            continue
+        if isinstance(value, FPNConfig):
+            value = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def spec_from_meta(meta, *, source="meta"):
+    """The spec a meta dict describes (:func:`spec_type`).
+
+    Raises
+    ------
+    ValueError : naming ``source`` and the key: a required key absent, an unknown key, a value of the
+        wrong type, an unknown ``fpn`` setting
+    """
+    cls = spec_type(meta)
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(meta) - set(hints))
+    if unknown:
+        raise ValueError("%s: unknown key(s) %s for a %s meta file; known: %s"
+                         % (source, ", ".join(unknown), cls.__name__, ", ".join(hints)))
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    absent = [k for k in required if k not in meta]
+    if absent:
+        raise ValueError("%s lacks %s; it is not a model meta file written by train.py / deploy.py"
+                         % (source, ", ".join(absent)))
+    values = {}
+    for key, value in meta.items():
+        try:
+            values[key] = _coerce(value, hints[key])
+        except (TypeError, ValueError) as err:
+            raise ValueError("%s: key '%s': %s" % (source, key, err)) from None
+    return cls(**values)
+
+
+def _coerce(value, annotation):
+    if annotation is FPNConfig:
+        if not isinstance(value, dict):
+            raise TypeError("expected a table of FPN settings, got %r" % (value,))
+        return fpn_settings(**value)
+    if typing.get_origin(annotation) is typing.Union:       # Optional[X]
+        if value is None:
+            return None
+        annotation = [a for a in typing.get_args(annotation) if a is not type(None)][0]
+    if typing.get_origin(annotation) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError("expected a list, got %r" % (value,))
+        item = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item) for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError("expected true/false, got %r" % (value,))
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("expected an integer, got %r" % (value,))
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("expected a number, got %r" % (value,))
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise TypeError("expected a string, got %r" % (value,))
+        return value
+    raise TypeError("unsupported spec field type %r" % (annotation,))
