@@ -47,6 +47,9 @@
 
 namespace ssdkit {
 
+/*! \brief Pyramid levels one call may take (the CUDA kernels carry their pointers by value). */
+constexpr size_t kMaxRoiAlignLevels = 8;
+
 struct MultiLevelROIAlignParam {
   std::vector<double> spatial_scales;  // one per level, e.g. (0.25, 0.125, 0.0625, 0.03125)
   int pooled_h = 7;
@@ -71,7 +74,10 @@ struct MultiLevelROIAlignParam {
                                   "spatial_scales=(0.25, 0.125, 0.0625, 0.03125) for P2-P5");
     }
     p.spatial_scales = ParseDoubleList("spatial_scales", attrs.at("spatial_scales"));
-    if (p.spatial_scales.empty()) throw std::invalid_argument("'spatial_scales' must not be empty");
+    if (p.spatial_scales.empty() || p.spatial_scales.size() > kMaxRoiAlignLevels) {
+      throw std::invalid_argument("'spatial_scales' must hold 1 to " + std::to_string(kMaxRoiAlignLevels) +
+                                  " levels, got " + std::to_string(p.spatial_scales.size()));
+    }
     for (double s : p.spatial_scales) {
       if (!(s > 0.0) || !std::isfinite(s)) {
         throw std::invalid_argument("every spatial scale must be a positive finite number, got " + std::to_string(s));

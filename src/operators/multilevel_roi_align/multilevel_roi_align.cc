@@ -55,11 +55,11 @@ std::vector<RoiJob> PlanRois(const MultiLevelROIAlignParam& p, const RoiAlignDim
       const float* roi = rois + 5 * static_cast<size_t>(r);
       RoiJob& job = jobs[static_cast<size_t>(r)];
       if (!RoiRowValid(roi)) return;
-      const int batch = static_cast<int>(roi[0]);
-      if (batch >= d.batch) {
-        throw std::invalid_argument("rois row " + std::to_string(r) + " has batch index " + std::to_string(batch) +
+      if (roi[0] >= static_cast<float>(d.batch)) {
+        throw std::invalid_argument("rois row " + std::to_string(r) + " has batch index " + std::to_string(roi[0]) +
                                     " but the feature maps hold " + std::to_string(d.batch) + " images");
       }
+      const int batch = static_cast<int>(roi[0]);
       const int level = levels != nullptr
           ? GivenLevelIndex(levels[r], p.num_levels(), p.min_level)
           : FpnLevelIndex(roi, p.num_levels(), static_cast<float>(p.canonical_size), p.canonical_level, p.min_level);
