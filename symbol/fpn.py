@@ -3,8 +3,8 @@
 
 The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`), FPN neck P2..P6,
 shared RPN head with ``RPNAnchors`` per level, proposals from ``FPNProposal`` (NMS per level), in
-training ``RPNTarget`` and ``ProposalTarget`` sampling, each RoI pooled by RoIAlign 7x7 on its level
-(:func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test time ``RCNNDetection``.
+training ``RPNTarget`` and ``ProposalTarget`` sampling, each RoI pooled once by RoIAlign 7x7 on its level
+(``MultiLevelROIAlign``, level rule :func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test time ``RCNNDetection``.
 The operators are ssdkit's (``src/operators/``); settings are :class:`~ssdkit.symbol.fpn_config.FPNConfig`
 fields, presets come from :func:`~ssdkit.symbol.fpn_config.fpn_config`.
 
@@ -24,7 +24,7 @@ import mxnet as mx
 
 from ssdkit import ops  # importing ssdkit loads the operator library (RPNAnchors, RPNTarget, ...)
 from ssdkit.symbol.fpn_config import FPN_NETWORKS, LEVEL_STRIDES, LEVELS, ROI_LEVELS, RPN_STDS, fpn_settings
-from ssdkit.symbol.fpn_head import backbone_stages, box_head, fpn_neck, multilevel_roi_align, roi_levels, rpn_head
+from ssdkit.symbol.fpn_head import backbone_stages, box_head, fpn_neck, multilevel_roi_align, rpn_head
 
 TRAIN_OUTPUTS = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "rcnn_cls_prob", "rcnn_label")
 """Outputs of the training graph, in order (each ``<name>_output`` in ``list_outputs()``)."""
@@ -105,10 +105,9 @@ def _proposals(logits, deltas, anchors, im_info, level_sizes, settings, train):
 
 def _rcnn(features, rois, num_classes, settings):
     """RoIAlign on the level of each RoI and the box head: ``(cls_score (R, C+1), bbox_pred (R, 4(C+1)))``."""
-    levels = roi_levels(rois, min_level=ROI_LEVELS[0], max_level=ROI_LEVELS[-1])
-    pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, levels,
-                                  strides=LEVEL_STRIDES[:len(ROI_LEVELS)], pooled_size=settings.roi_size,
-                                  sample_ratio=settings.roi_sample_ratio, feature_levels=ROI_LEVELS)
+    pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, strides=LEVEL_STRIDES[:len(ROI_LEVELS)],
+                                  pooled_size=settings.roi_size, sample_ratio=settings.roi_sample_ratio,
+                                  min_level=ROI_LEVELS[0])
     return box_head(pooled, num_classes, settings.rcnn_fc_dim)
 
 

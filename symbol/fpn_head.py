@@ -141,48 +141,38 @@ def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonica
     return mx.sym.reshape(level, shape=(-1,))
 
 
-def multilevel_roi_align(features, rois, levels, *, strides, pooled_size, sample_ratio, feature_levels):
-    """RoIAlign of each RoI on its own level: RoIAlign of all RoIs on every level, merged row by row.
+def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, min_level, aligned=True,
+                         canonical_size=224.0, canonical_level=4):
+    """RoIAlign of each RoI on its own FPN level only: ssdkit's ``MultiLevelROIAlign`` operator.
 
-    ``where`` takes each RoI's row from the output of its level (zeros for a level not in
-    ``feature_levels``), so the gradient reaches only that level. (MXNet 1.9's CPU ``contrib.ROIAlign``
-    cannot skip RoIs: rows with batch index -1 are left unwritten and it zeroes entries of other rows
-    instead; ``tests/test_fpn_symbol.py`` checks the result against one RoIAlign per RoI.)
-
-    Aligned RoIAlign aborts the process on a RoI of zero width or height, which the padding rows of
-    ``FPNProposal`` / ``ProposalTarget`` are (``[b, 0, 0, 0, 0]``), so every RoI is pooled with its far
-    corner at least 1 pixel beyond the near one; only sub-pixel RoIs change.
+    The operator assigns each RoI its level by the rule of :func:`roi_levels` (same parameters) and
+    pools it once, on that level; the gradient reaches only that level's map. Padding rows (batch
+    index < 0) give zeros, zero-size RoIs are defined (see ``src/operators/multilevel_roi_align/``).
 
     Parameters
     ----------
-    features : list of symbols ``(B, C, H_l, W_l)``, one per entry of ``feature_levels``
-    rois : (R, 5) ``[batch_index, x0, y0, x1, y1]`` input pixels
-    levels : (R,) level of each RoI (:func:`roi_levels`)
-    strides : list of int, pixels per cell of each feature map (spatial scale ``1 / stride``)
+    features : list of L symbols ``(B, C, H_l, W_l)``, levels ``min_level`` .. ``min_level + L - 1``
+    rois : (R, 5) ``[batch_index, x0, y0, x1, y1]`` input pixels (no gradient flows into them)
+    strides : list of L ints, pixels per cell of each feature map (spatial scale ``1 / stride``)
     pooled_size : int, output ``pooled_size x pooled_size``
     sample_ratio : int, sampling points per bin side (<= 0: adaptive)
-    feature_levels : list of int, the level number of each feature map
+    min_level : int, the level number of ``features[0]``
+    aligned : bool, half-pixel offset (pixel ``i`` covers ``[i, i + 1)``, the continuous box convention)
+    canonical_size, canonical_level : the level rule's anchor (a ``canonical_size`` square RoI maps to
+        ``canonical_level``)
 
     Returns
     -------
-    (R, C, pooled_size, pooled_size) pooled features (``aligned`` RoIAlign: pixel ``i`` covers
-    ``[i, i + 1)``, the continuous box convention).
+    (R, C, pooled_size, pooled_size) pooled features.
     """
-    rois = mx.sym.BlockGrad(rois)
-    near = mx.sym.slice_axis(rois, axis=1, begin=0, end=3)                 # [b, x0, y0]
-    far = mx.sym.maximum(mx.sym.slice_axis(rois, axis=1, begin=3, end=5),
-                         mx.sym.slice_axis(rois, axis=1, begin=1, end=3) + 1.0)
-    rois = mx.sym.concat(near, far, dim=1, name="roi_align_rois")
-    levels = mx.sym.reshape(mx.sym.BlockGrad(levels), shape=(-1,))
-    pooled = None
-    for level, feat, stride in zip(feature_levels, features, strides):
-        out = mx.sym.contrib.ROIAlign(feat, rois, pooled_size=(pooled_size, pooled_size),
-                                      spatial_scale=1.0 / stride, sample_ratio=sample_ratio, aligned=True,
-                                      name="roi_align_p%d" % level)
-        if pooled is None:
-            pooled = mx.sym.zeros_like(out)
-        pooled = mx.sym.where(levels == float(level), out, pooled, name="roi_pick_p%d" % level)
-    return pooled
+    if len(features) != len(strides):
+        raise ValueError("one stride per feature map: %d maps, strides %r" % (len(features), tuple(strides)))
+    return mx.sym.MultiLevelROIAlign(*features, mx.sym.BlockGrad(rois),
+                                     spatial_scales=tuple(1.0 / float(s) for s in strides),
+                                     pooled_size=(int(pooled_size), int(pooled_size)), sample_ratio=int(sample_ratio),
+                                     aligned=bool(aligned), min_level=int(min_level),
+                                     canonical_size=float(canonical_size), canonical_level=int(canonical_level),
+                                     name="roi_align")
 
 
 def box_head(pooled, num_classes, fc_dim):

@@ -69,31 +69,32 @@ def test_roi_level_assignment():
 def test_multilevel_roi_align_pools_each_roi_on_its_level():
     rng = np.random.default_rng(0)
     feats = [rng.standard_normal((2, 4, 64 // s, 64 // s)).astype(np.float32) for s in (4, 8, 16, 32)]
-    rois = np.array([[0, 3, 4, 20, 30], [1, 0, 0, 63, 63], [0, 10, 2, 40, 60], [1, 5, 5, 9, 7],
-                     [1, 0, 0, 0, 0], [0, 7, 7, 7.5, 30]], np.float32)    # padding row, sub-pixel width
-    levels = np.array([2, 5, 3, 4, 2, 3], np.float32)
+    rois = np.array([[0, 3, 4, 20, 30], [1, 0, 0, 255, 255], [0, 10, 2, 140, 160], [1, 5, 5, 9, 7],
+                     [-1, 0, 0, 0, 0], [0, 7, 7, 7.5, 30]], np.float32)    # padding row, sub-pixel width
     names = ["p%d" % k for k in (2, 3, 4, 5)]
-    sym = multilevel_roi_align([mx.sym.var(n) for n in names], mx.sym.var("rois"), mx.sym.var("levels"),
-                               strides=[4, 8, 16, 32], pooled_size=3, sample_ratio=2, feature_levels=[2, 3, 4, 5])
+    sym = multilevel_roi_align([mx.sym.var(n) for n in names], mx.sym.var("rois"), strides=[4, 8, 16, 32],
+                               pooled_size=3, sample_ratio=2, min_level=2)
+    levels = roi_levels(mx.sym.var("rois")).eval(rois=mx.nd.array(rois))[0].asnumpy().astype(int)
+    np.testing.assert_array_equal(levels, [2, 4, 3, 2, 2, 2])
     inputs = {n: mx.nd.array(f) for n, f in zip(names, feats)}
-    inputs.update(rois=mx.nd.array(rois), levels=mx.nd.array(levels))
+    inputs.update(rois=mx.nd.array(rois))
     exe = sym.bind(mx.cpu(), inputs, args_grad={n: mx.nd.zeros(f.shape) for n, f in zip(names, feats)})
     out = exe.forward(is_train=True)[0].asnumpy()
     assert out.shape == (6, 4, 3, 3) and np.all(np.isfinite(out))
-    for i, level in enumerate(levels.astype(int)):
+    assert not out[4].any()                      # padding row
+    for i, level in enumerate(levels):
+        if rois[i, 0] < 0:
+            continue
         k = level - 2
-        roi = rois[i:i + 1].copy()
-        roi[:, 3:5] = np.maximum(roi[:, 3:5], roi[:, 1:3] + 1)           # pooled at least 1 pixel wide
-        alone = mx.nd.contrib.ROIAlign(mx.nd.array(feats[k]), mx.nd.array(roi), pooled_size=(3, 3),
+        alone = mx.nd.contrib.ROIAlign(mx.nd.array(feats[k]), mx.nd.array(rois[i:i + 1]), pooled_size=(3, 3),
                                        spatial_scale=1.0 / (4 * 2 ** k), sample_ratio=2, aligned=True)
         np.testing.assert_allclose(out[i], alone.asnumpy()[0], rtol=1e-5, atol=1e-6)
         assert np.abs(out[i]).sum() > 0
-    # gradients reach only the level a RoI was pooled from (P2 gets nothing from the P5 RoI, etc.)
+    # gradients reach only the level a RoI was pooled from: image 0 uses P2 and P3, image 1 P2 and P4
     exe.backward([mx.nd.ones(out.shape)])
     grads = [exe.grad_dict[n].asnumpy() for n in names]
-    assert all(np.abs(g).sum() > 0 for g in grads)
-    assert np.abs(grads[2][0]).sum() == 0 and np.abs(grads[3][0]).sum() == 0   # image 0: levels 2, 3 only
-    assert np.abs(grads[1][1]).sum() == 0        # image 1: levels 2, 4, 5
+    assert all(np.abs(g[0]).sum() > 0 for g in grads[:2]) and np.abs(grads[3]).sum() == 0
+    assert np.abs(grads[2][0]).sum() == 0 and np.abs(grads[1][1]).sum() == 0 and np.abs(grads[2][1]).sum() > 0
 
 
 def test_level_sizes():
