@@ -7,9 +7,9 @@
  *  2. the RoIs in chunks of bounded sample count; per chunk, one task per RoI writes the bilinear
  *     taps of all its samples (common to every channel) into one table;
  *  3. forward: one task per (RoI, channel) of the chunk reads its plane through the taps;
- *     backward: one task per channel adds the chunk's RoIs, in row order, into that channel's
- *     planes of every level and image: no two tasks write the same element and the order of the
- *     additions does not depend on the thread count.
+ *     backward: one task per block of 8 channels adds the chunk's RoIs, in row order, into those
+ *     channels' planes of every level and image: no two tasks write the same element and the order
+ *     of the additions to an element does not depend on the thread count.
  */
 #include <omp.h>
 
@@ -182,22 +182,33 @@ void BackwardCPU(const MultiLevelROIAlignParam& p, const RoiAlignDims& d, const 
   std::vector<RoiJob> jobs = PlanRois(p, d, rois, levels);
   const int bins = p.pooled_h * p.pooled_w;
   const int channels = d.channels;
+  // Tasks are blocks of kBlock channels: each reads a RoI's taps once for the whole block.
+  constexpr int kBlock = 8;
+  const int blocks = (channels + kBlock - 1) / kBlock;
   ForEachChunk(p, d, &jobs, [&](int begin, int end, const std::vector<BilinearTap>& table) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int c = 0; c < channels; ++c) {
+    for (int block = 0; block < blocks; ++block) {
+      const int c0 = block * kBlock, width = std::min(kBlock, channels - c0);
       for (int r = begin; r < end; ++r) {
         const RoiJob& job = jobs[static_cast<size_t>(r)];
         if (job.level < 0) continue;
         const size_t plane = static_cast<size_t>(d.height[static_cast<size_t>(job.level)]) *
                              d.width[static_cast<size_t>(job.level)];
-        float* dst = grads[static_cast<size_t>(job.level)] + (static_cast<size_t>(job.batch) * channels + c) * plane;
-        const float* dy = grad_out + (static_cast<size_t>(r) * channels + c) * bins;
+        float* dst[kBlock];
+        const float* dy[kBlock];
+        for (int k = 0; k < width; ++k) {
+          dst[k] = grads[static_cast<size_t>(job.level)] + (static_cast<size_t>(job.batch) * channels + c0 + k) * plane;
+          dy[k] = grad_out + (static_cast<size_t>(r) * channels + c0 + k) * bins;
+        }
         const int samples = job.geom.grid_h * job.geom.grid_w;
         const BilinearTap* tap = table.data() + job.first_tap;
         for (int bin = 0; bin < bins; ++bin) {
-          const float g = dy[bin] / job.geom.count;
+          float g[kBlock];
+          for (int k = 0; k < width; ++k) g[k] = dy[k][bin] / job.geom.count;
           for (int s = 0; s < samples; ++s, ++tap) {
-            for (int k = 0; k < 4; ++k) dst[tap->offset[k]] += tap->weight[k] * g;
+            for (int k = 0; k < width; ++k) {
+              for (int t = 0; t < 4; ++t) dst[k][tap->offset[t]] += tap->weight[t] * g[k];
+            }
           }
         }
       }
