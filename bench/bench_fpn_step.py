@@ -18,7 +18,7 @@ from unittest import mock
 import mxnet as mx
 import numpy as np
 
-import ssdkit
+import ssdkit.ops  # noqa: F401  (loads the operators)
 from bench_fpn_ops import contrib_four_level_pooling
 from ssdkit.config import load_config
 from ssdkit.symbol import fpn

@@ -3,7 +3,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import ssdkit  # noqa: F401  (loads the operators)
+import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit import ops
 from ssdkit.reference.roi_align import fpn_level_index, multilevel_roi_align, multilevel_roi_align_backward
 
