@@ -31,7 +31,7 @@ def _horovod_missing():
     probe = subprocess.run([sys.executable, "-c", "import horovod.mxnet as h; assert h.gloo_built()"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if probe.returncode != 0:
-        return "horovod.mxnet with Gloo does not import: %s" % probe.stdout.strip().splitlines()[-1]
+        return "horovod.mxnet with Gloo does not import: %s" % (probe.stdout.strip().splitlines() or ["?"])[-1]
     return None
 
 
