@@ -122,8 +122,9 @@ import json, os, sys
 import mxnet as mx
 import numpy as np
 import ssdkit
+import ssdkit.ops  # loads the operator library (import ssdkit alone does not)
 from ssdkit.config import list_presets
-from ssdkit.symbol.symbol_builder import get_symbol
+from ssdkit.symbol.symbol_builder import get_symbol_train  # noqa: F401  (the mapped package imports)
 
 x = mx.nd.zeros((1, 3, 5, 4))
 ours = mx.nd.MultiBoxPrior(x, sizes=(0.5, 0.25), ratios=(1, 2, 0.5), clip=False)
