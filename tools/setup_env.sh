@@ -14,4 +14,4 @@ fi
 "$VENV/bin/python" -m pip install --quiet -r requirements-test.txt -c constraints.txt
 # Editable install, built against .venv's mxnet (pyproject's build requirements would fetch a second copy).
 "$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .
-"$VENV/bin/python" -c "import ssdkit, mxnet as mx; print('ssdkit', ssdkit.__version__, 'ops:', ssdkit.ops.load_library(), 'threads:', ssdkit.ops.num_threads())"
+"$VENV/bin/python" -c "import ssdkit, ssdkit.ops; print('ssdkit', ssdkit.__version__, 'ops:', ssdkit.ops.load_library(), 'threads:', ssdkit.ops.num_threads())"
