@@ -1,8 +1,9 @@
 """One FPN training step with ssdkit's ``MultiLevelROIAlign`` against the same step with the RoI pooling it
 replaced (contrib ``ROIAlign`` of every RoI on each of the four levels, merged with ``where``).
 
-Both graphs are ``ssdkit.symbol.fpn.get_symbol_train`` of the ``fpn_resnet18_synthetic`` preset (128 FPN
-channels, 2 x 128 sampled RoIs, fc 256) at 256 x 256, batch 2, 6 classes; the "contrib" graph is built
+Both graphs are ``ssdkit.symbol.fpn.get_symbol_train`` of ``fpn_resnet18`` at 256 x 256, batch 2, 6 classes,
+with the ``fpn_resnet18_synthetic`` preset's settings (128 FPN channels, 2 x 128 sampled RoIs, fc 256) or
+with ``--settings defaults`` (256 channels, 2 x 512 RoIs, fc 1024); the "contrib" graph is built
 with ``symbol.fpn.multilevel_roi_align`` swapped for the four-level contrib pooling for the duration of
 the build (a benchmark-only substitution; the library has one pooling). Both modules start from the same
 parameters and see the same random images and boxes; a step is ``forward_backward`` + ``update`` (SGD),
@@ -61,9 +62,13 @@ def main(argv=None):
     parser.add_argument("--profile", type=int, default=0, help="profile N steps of each graph")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--settings", choices=["preset", "defaults"], default="preset",
+                        help="FPN settings: the fpn_resnet18_synthetic preset's [fpn] section (128 channels, 128 "
+                             "RoIs per image) or FPNConfig's defaults (256 channels, 512 RoIs, fc 1024: the "
+                             "session-6 profile of bench/README_fpn.md)")
     args = parser.parse_args(argv)
     print("ssdkit threads: %d, OMP_NUM_THREADS=%s" % (ssdkit.ops.num_threads(), os.environ.get("OMP_NUM_THREADS")))
-    settings = dict(load_config("fpn_resnet18_synthetic").fpn.__dict__)
+    settings = dict(load_config("fpn_resnet18_synthetic").fpn.__dict__) if args.settings == "preset" else {}
     kwargs = dict(image_shape=(args.size, args.size), batch_size=args.batch, **settings)
     ours_sym = fpn.get_symbol_train("fpn_resnet18", CLASSES, **kwargs)
     with mock.patch.object(fpn, "multilevel_roi_align", contrib_pooling):
