@@ -93,6 +93,27 @@ def test_evaluate_cli_matches_training_validation(trained, synthetic, tmp_path):
         assert os.path.getsize(tmp_path / "eval" / name) > 0
 
 
+def test_a_meta_file_of_the_old_format_evaluates_to_the_same_map(trained, synthetic, tmp_path):
+    """A checkpoint whose meta file was written before the typed specs (no max_detections, portable,
+    gluoncv_zoo keys) evaluates to the same mAP as with today's meta file."""
+    old = str(tmp_path / "old" / "ssd")
+    os.makedirs(os.path.dirname(old))
+    meta = json.load(open(trained + "-meta.json"))
+    old_keys = ("network", "data_shape", "test_shape", "nms_thresh", "nms_topk", "force_suppress", "class_names",
+                "mean", "std")
+    assert set(old_keys) < set(meta)
+    with open(old + "-meta.json", "w") as f:
+        json.dump({k: meta[k] for k in old_keys}, f)
+    os.symlink(trained + "-0002.params", old + "-0002.params")
+    results = {}
+    for name, prefix in (("new", trained), ("old", old)):
+        _run(["evaluate.py", "--config", "tiny_256_synthetic", "--data-root", synthetic.devkit, "--prefix", prefix,
+              "--epoch", "2", "--output", str(tmp_path / name), "--no-progress"])
+        results[name] = json.load(open(tmp_path / name / "metrics.json"))
+    assert results["old"]["voc07"] == results["new"]["voc07"]
+    assert results["old"]["coco"] == results["new"]["coco"]
+
+
 def _inference_outputs(symbol, arg, aux, data):
     mod = mx.mod.Module(symbol, data_names=["data"], label_names=None)
     mod.bind(data_shapes=[("data", data.shape)], for_training=False)
