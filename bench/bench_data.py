@@ -23,7 +23,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from ssdkit.dataset.augment import AugmentConfig
+from ssdkit.dataset.augment import Augmentation
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.rec_iter import RecordDetIter
 from ssdkit.dataset.recordio import pack_recordio
@@ -47,9 +47,9 @@ def _ours(records, rec_path, size, batch_size, threads):
     shape = (3, size, size)
     max_objects = max(1, max(r.num_objects for r in records))
     rec = RecordDetIter(rec_path, batch_size=batch_size, data_shape=shape, max_objects=max_objects,
-                        augment=AugmentConfig(), shuffle=True, num_threads=threads)
+                        augment=Augmentation(), shuffle=True, num_threads=threads)
     folder = FolderDetIter(records, batch_size=batch_size, data_shape=shape, max_objects=max_objects,
-                           augment=AugmentConfig(), shuffle=True, num_workers=threads,
+                           augment=Augmentation(), shuffle=True, num_workers=threads,
                            last_batch="discard")
 
     def epoch(it):

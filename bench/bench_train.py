@@ -144,7 +144,7 @@ class SsdkitSide:
         import mxnet as mx
 
         from ssdkit.api.family import SSDFamily
-        from ssdkit.dataset.augment import AugmentConfig, Normalization
+        from ssdkit.dataset.augment import Augmentation, Normalization
         from ssdkit.dataset.folder_iter import FolderDetIter
         from ssdkit.engine.ssd_metric import MultiBoxMetric
         from ssdkit.symbol.common import he_initializer, multibox_initializer
@@ -159,7 +159,7 @@ class SsdkitSide:
             self.symbol = get_symbol_train(num_classes=len(LITE_CLASSES), **_lite_config())
             arg, aux = None, None
         self.iter = FolderDetIter(records, batch_size=batch_size, data_shape=(3, size, size),
-                                  augment=AugmentConfig(), normalization=Normalization(), shuffle=True,
+                                  augment=Augmentation(), normalization=Normalization(), shuffle=True,
                                   seed=0, num_workers=workers, last_batch="discard")
         # as fit binds it: only the outputs training needs (no det_out)
         graph = mx.sym.Group([self.symbol[name] for name in SSDFamily.train_outputs])

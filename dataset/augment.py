@@ -62,8 +62,10 @@ SSD_CROP_SAMPLERS = tuple(CropSampler(min_iou=v) for v in (None, 0.1, 0.3, 0.5, 
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """SSD augmentation settings. Every probability may be 0 to switch its step off.
+class Augmentation:
+    """SSD augmentation settings, as the pipeline reads them (the ``[augment]`` config section,
+    :class:`ssdkit.config.schema.AugmentConfig`, becomes one with :func:`ssdkit.api.data.augmentation_of`).
+    Every probability may be 0 to switch its step off.
 
     Attributes
     ----------
@@ -90,7 +92,7 @@ class AugmentConfig:
     interpolation: int = cv2.INTER_LINEAR
 
 
-NO_AUGMENT = AugmentConfig(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.0)
+NO_AUGMENT = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.0)
 """Resize only: the validation transform."""
 
 
@@ -322,7 +324,7 @@ def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 10
     image : (H, W, 3) uint8 RGB
     boxes : (K, 4) pixel corners in ``image``
     rng : np.random.Generator, the only source of randomness
-    config : :class:`AugmentConfig` (``NO_AUGMENT`` for a plain resize)
+    config : :class:`Augmentation` (``NO_AUGMENT`` for a plain resize)
     out_size : (out_w, out_h) network input size
     fill : uint8 RGB zoom-out fill (the normalisation mean, :attr:`Normalization.fill`)
 

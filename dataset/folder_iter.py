@@ -27,7 +27,7 @@ class FolderDetIter(DetectionIter):
     data_shape : (3, H, W) network input shape
     max_objects : int or None, the least label rows M; M grows to the largest object count in ``records``
         (so no image is refused for holding many objects); None: that count (at least 1)
-    augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform (resize only)
+    augment : Augmentation or None; None (or ``NO_AUGMENT``) is the validation transform (resize only)
     normalization : Normalization, ``(rgb - mean) / std``; ImageNet by default
     shuffle : bool, reshuffle every epoch
     seed : int, the only seed: fixes the order and every augmentation

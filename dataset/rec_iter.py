@@ -52,7 +52,7 @@ def check_keywords(kwargs):
 
 
 def det_record_iter_kwargs(augment, normalization):
-    """Translate an :class:`~ssdkit.dataset.augment.AugmentConfig` into ImageDetRecordIter keywords.
+    """Translate an :class:`~ssdkit.dataset.augment.Augmentation` into ImageDetRecordIter keywords.
 
     Geometry maps one to one: each :class:`CropSampler` becomes one C++ crop sampler (IoU range,
     scale range, aspect range, trials), ``rand_crop_prob = n / (n + 1)`` for ``n`` samplers (the
@@ -146,7 +146,7 @@ class RecordDetIter(DetectionIter):
     data_shape : (3, H, W)
     max_objects : int or None, the least label rows M; M grows to the largest object count in the file
         (found by the load-time check), so no record is refused for holding many objects
-    augment : AugmentConfig or None; None (or ``NO_AUGMENT``) is the validation transform
+    augment : Augmentation or None; None (or ``NO_AUGMENT``) is the validation transform
     normalization : Normalization, the same ``(rgb - mean) / std`` as FolderDetIter
     shuffle : bool
     seed : int, the C++ iterator's seed

@@ -47,14 +47,14 @@ def resize_scale(width, height, short, long):
 
 
 def two_stage_augment(config):
-    """Check that an :class:`~ssdkit.dataset.augment.AugmentConfig` suits the two-stage transform.
+    """Check that an :class:`~ssdkit.dataset.augment.Augmentation` suits the two-stage transform.
 
     The two-stage transform keeps the aspect ratio and the whole image: only mirroring and the
     photometric distortion apply. Zoom-out and crops raise ValueError instead of being ignored.
 
     Returns
     -------
-    AugmentConfig, ``NO_AUGMENT`` for None.
+    Augmentation, ``NO_AUGMENT`` for None.
     """
     if config is None:
         return NO_AUGMENT
@@ -75,7 +75,7 @@ def transform_two_stage(image, boxes, rng, *, short, long, augment=NO_AUGMENT):
     boxes : (K, 4) pixel corners ``(x0, y0, x1, y1)`` in ``image``
     rng : np.random.Generator, the only source of randomness
     short, long : see :func:`resize_scale`
-    augment : AugmentConfig without zoom-out and crops (see :func:`two_stage_augment`);
+    augment : Augmentation without zoom-out and crops (see :func:`two_stage_augment`);
         ``NO_AUGMENT`` is the validation / inference transform
 
     Returns

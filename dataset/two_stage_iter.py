@@ -25,7 +25,7 @@ class TwoStageIter(FolderDetIter):
     data_shape : (3, H, W) or None, the padded batch shape; default ``(3,) + batch_shape(short, long)``
         (a smaller one, e.g. landscape-only data, is checked against the records' sizes)
     max_objects : int or None, the least label rows M; M grows to the largest object count in ``records``
-    augment : AugmentConfig or None; mirror and photometric settings only (zoom-out and crops raise,
+    augment : Augmentation or None; mirror and photometric settings only (zoom-out and crops raise,
         see :func:`ssdkit.dataset.two_stage.two_stage_augment`); None is the validation transform
     normalization, shuffle, seed, num_workers, last_batch, loader, strict : as for FolderDetIter
     data_name, im_info_name, label_name : names in ``provide_data`` / ``provide_label``

@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 from ssdkit.config.schema import Config, RuntimeConfig, SolverConfig
-from ssdkit.dataset.augment import AugmentConfig
+from ssdkit.dataset.augment import Augmentation
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.records import Record
 from ssdkit.engine.history import History
@@ -68,7 +68,7 @@ class KillingIter(FolderDetIter):
 def make_iter(on_batch=None, seed=7, num_workers=2):
     """The shuffling, augmenting training iterator (6 batches of ``(4, 3, 16, 16)``)."""
     return KillingIter(records(), batch_size=BATCH, data_shape=(3, SIZE, SIZE),
-                       augment=AugmentConfig(expand_prob=0.0, crop_samplers=()), shuffle=True,
+                       augment=Augmentation(expand_prob=0.0, crop_samplers=()), shuffle=True,
                        seed=seed, num_workers=num_workers, loader=load_image, on_batch=on_batch)
 
 

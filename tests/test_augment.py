@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ssdkit.boxes import box_iou
-from ssdkit.dataset.augment import (NO_AUGMENT, SSD_CROP_SAMPLERS, AugmentConfig, CropSampler,
+from ssdkit.dataset.augment import (NO_AUGMENT, SSD_CROP_SAMPLERS, Augmentation, CropSampler,
                                     Normalization, augment_detection, crop_boxes,
                                     photometric_distort, photometric_params, sample_crop,
                                     to_chw_normalized, warp_crop)
@@ -13,7 +13,7 @@ PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 
                     (0, 255, 255)], np.uint8)
 BACKGROUND = (128, 128, 128)
 FILL = Normalization().fill
-GEOMETRY_ONLY = AugmentConfig(distort_prob=0.0)
+GEOMETRY_ONLY = Augmentation(distort_prob=0.0)
 
 
 def draw_scene(rng, height=90, width=120, count=4):
@@ -139,7 +139,7 @@ def test_crop_boxes_keeps_centres_inside_and_clips():
 def test_mirror_flips_image_and_boxes():
     rng = np.random.default_rng(5)
     image, boxes = draw_scene(rng)
-    mirror = AugmentConfig(distort_prob=0, expand_prob=0, crop_samplers=(), mirror_prob=1.0)
+    mirror = Augmentation(distort_prob=0, expand_prob=0, crop_samplers=(), mirror_prob=1.0)
     out, out_boxes, keep = augment_detection(image, boxes, rng, mirror, (120, 90))
     np.testing.assert_array_equal(out, image[:, ::-1])
     expected = boxes[:, [2, 1, 0, 3]] / [120, 90, 120, 90]
@@ -154,7 +154,7 @@ def test_mirror_flips_image_and_boxes():
 def test_expand_fills_with_the_mean_and_shrinks_boxes():
     rng = np.random.default_rng(1)
     image, boxes = draw_scene(rng)
-    expand = AugmentConfig(distort_prob=1.0, expand_prob=1.0, max_expand_ratio=3.0, crop_samplers=(),
+    expand = Augmentation(distort_prob=1.0, expand_prob=1.0, max_expand_ratio=3.0, crop_samplers=(),
                            mirror_prob=0.0)
     for seed in range(20):
         out, out_boxes, keep = augment_detection(image, boxes, np.random.default_rng(seed), expand,
@@ -179,21 +179,21 @@ def test_photometric_distortion():
     image, _ = draw_scene(rng)
     assert photometric_distort(image, rng, NO_AUGMENT) is image
     # brightness only: exact shift, saturated
-    bright = AugmentConfig(distort_prob=1.0, contrast_range=(1, 1), saturation_range=(1, 1), hue_delta=0)
+    bright = Augmentation(distort_prob=1.0, contrast_range=(1, 1), saturation_range=(1, 1), hue_delta=0)
     params = photometric_params(np.random.default_rng(9), bright)
     np.testing.assert_allclose(params[:, :3], np.eye(3), atol=1e-9)
     out = photometric_distort(image, np.random.default_rng(9), bright)
     expected = np.clip(np.rint(image.astype(float) + params[0, 3]), 0, 255)
     np.testing.assert_array_equal(out, expected)
     # hue and saturation keep greys grey and keep luma
-    colour = AugmentConfig(distort_prob=1.0, brightness_delta=0, contrast_range=(1, 1))
+    colour = Augmentation(distort_prob=1.0, brightness_delta=0, contrast_range=(1, 1))
     luma = np.array([0.299, 0.587, 0.114])
     for seed in range(10):
         params = photometric_params(np.random.default_rng(seed), colour)
         np.testing.assert_allclose(params[:, :3] @ [100, 100, 100], [100] * 3, atol=1e-6)
         np.testing.assert_allclose(luma @ params[:, :3], luma, atol=1e-3)
     # full distortion changes pixels and is reproducible
-    full = AugmentConfig(distort_prob=1.0)
+    full = Augmentation(distort_prob=1.0)
     a = photometric_distort(image, np.random.default_rng(4), full)
     b = photometric_distort(image, np.random.default_rng(4), full)
     np.testing.assert_array_equal(a, b)
@@ -202,7 +202,7 @@ def test_photometric_distortion():
 
 def test_fixed_seed_reproduces_output():
     image, boxes = draw_scene(np.random.default_rng(0))
-    cfg = AugmentConfig()
+    cfg = Augmentation()
     runs = [augment_detection(image, boxes, np.random.default_rng(seed), cfg, (64, 64))
             for seed in (11, 11, 12)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
@@ -224,5 +224,5 @@ def test_empty_image_labels(size):
     image = np.zeros((50, 70, 3), np.uint8)
     for seed in range(10):
         out, out_boxes, keep = augment_detection(image, np.zeros((0, 4)), np.random.default_rng(seed),
-                                                 AugmentConfig(), size)
+                                                 Augmentation(), size)
         assert out.shape == (size[1], size[0], 3) and out_boxes.shape == (0, 4) and len(keep) == 0

@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssdkit.dataset.augment import NO_AUGMENT, AugmentConfig, Normalization
+from ssdkit.dataset.augment import NO_AUGMENT, Augmentation, Normalization
 from ssdkit.dataset.records import Record
 from ssdkit.dataset.two_stage import (batch_shape, make_sample, normalized_labels, pad_batch, resize_scale,
                                       transform_two_stage, two_stage_augment)
@@ -13,8 +13,8 @@ from ssdkit.dataset.two_stage_iter import TwoStageIter
 
 PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)], np.uint8)
 NORM = Normalization()
-MIRROR = AugmentConfig(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=1.0)
-FLIP_HALF = AugmentConfig(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.5)
+MIRROR = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=1.0)
+FLIP_HALF = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.5)
 
 
 def draw_scene(rng, height, width, count):
@@ -95,9 +95,9 @@ def test_boxes_outside_are_dropped_and_clipped():
 
 def test_zoom_out_and_crops_are_refused():
     with pytest.raises(ValueError, match="expand_prob = 0"):
-        two_stage_augment(AugmentConfig())
+        two_stage_augment(Augmentation())
     with pytest.raises(ValueError, match="crop"):
-        two_stage_augment(AugmentConfig(expand_prob=0.0))
+        two_stage_augment(Augmentation(expand_prob=0.0))
     assert two_stage_augment(None) is NO_AUGMENT
     assert two_stage_augment(FLIP_HALF) is FLIP_HALF
 
@@ -223,7 +223,7 @@ def test_iterator_flips_deterministically_and_boxes_stay_on_objects(scenes):
 def test_iterator_rejects_bad_settings(scenes):
     records, _ = scenes
     with pytest.raises(ValueError, match="expand_prob"):
-        TwoStageIter(records, batch_size=2, short=64, long=128, augment=AugmentConfig())
+        TwoStageIter(records, batch_size=2, short=64, long=128, augment=Augmentation())
     with pytest.raises(ValueError, match="img2.png resizes to 128x48"):
         TwoStageIter(records, batch_size=2, short=64, long=128, data_shape=(3, 128, 96))
     # too few label rows is no error: they grow to the largest object count, no image is refused

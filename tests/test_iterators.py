@@ -9,7 +9,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssdkit.dataset.augment import AugmentConfig, Normalization
+from ssdkit.dataset.augment import Augmentation, Normalization
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.recordio import pack_recordio
 from ssdkit.dataset.synthetic import make_synthetic_dataset
@@ -23,7 +23,7 @@ H, W = 90, 120
 NUM_IMAGES = 10
 MAX_OBJECTS = 6
 NORM = Normalization()
-GEOMETRY_ONLY = AugmentConfig(distort_prob=0.0)
+GEOMETRY_ONLY = Augmentation(distort_prob=0.0)
 
 
 def _scene(rng, count):
@@ -110,12 +110,12 @@ def test_record_iter_keywords_are_whitelisted():
     assert "rand_crop" not in names and "rand_mirror" not in names
     with pytest.raises(ValueError, match="rand_crop"):
         check_keywords({"rand_crop": 1, "rand_mirror_prob": 0.5})
-    kw = det_record_iter_kwargs(AugmentConfig(), NORM)
+    kw = det_record_iter_kwargs(Augmentation(), NORM)
     assert set(kw) <= names
     assert kw["rand_crop_prob"] > 0 and kw["num_crop_sampler"] == 6 and kw["rand_pad_prob"] == 0.5
     assert kw["min_crop_overlaps"] == (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     assert kw["rand_mirror_prob"] == 0.5 and kw["max_pad_scale"] == 4.0
-    assert "rand_crop_prob" not in det_record_iter_kwargs(AugmentConfig(crop_samplers=()), NORM)
+    assert "rand_crop_prob" not in det_record_iter_kwargs(Augmentation(crop_samplers=()), NORM)
     with pytest.raises(ValueError, match="rand_mirror"):
         RecordDetIter("unused.rec", batch_size=2, data_shape=(3, 8, 8), max_objects=1,
                       extra={"rand_mirror": 1})
@@ -166,7 +166,7 @@ def test_record_iter_really_augments(dataset):
     records, images, rec_path = dataset
     expected_data, expected_label = _expected(records, images, range(NUM_IMAGES))
     it = RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W), max_objects=MAX_OBJECTS,
-                       augment=AugmentConfig(), seed=3)
+                       augment=Augmentation(), seed=3)
     labels_differ = pixels_differ = 0
     for _ in range(3):
         data, label, _ = _epoch(it)
@@ -185,7 +185,7 @@ def test_record_iter_really_augments(dataset):
 def test_record_iter_geometric_augmentation_keeps_boxes_on_objects(dataset):
     _, _, rec_path = dataset
     # zoom-out + mirror: boxes are exact to a pixel
-    pad_mirror = AugmentConfig(distort_prob=0.0, crop_samplers=())
+    pad_mirror = Augmentation(distort_prob=0.0, crop_samplers=())
     it = RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W), max_objects=MAX_OBJECTS,
                        augment=pad_mirror, seed=1)
     checked = sum(_assert_boxes_on_objects(*_epoch(it)[:2], tol_px=1.5) for _ in range(3))
@@ -201,7 +201,7 @@ def test_record_iter_geometric_augmentation_keeps_boxes_on_objects(dataset):
 def test_record_iter_mirror_only_flips_boxes(dataset):
     records, images, rec_path = dataset
     _, expected_label = _expected(records, images, range(NUM_IMAGES))
-    mirror = AugmentConfig(distort_prob=0, expand_prob=0, crop_samplers=(), mirror_prob=1.0)
+    mirror = Augmentation(distort_prob=0, expand_prob=0, crop_samplers=(), mirror_prob=1.0)
     data, label, _ = _epoch(RecordDetIter(rec_path, batch_size=5, data_shape=(3, H, W),
                                           max_objects=MAX_OBJECTS, augment=mirror))
     flipped = expected_label.copy()
@@ -271,7 +271,7 @@ def test_folder_iter_augments_and_keeps_boxes_on_objects(dataset):
 def test_folder_iter_is_deterministic_per_seed(dataset):
     records, _, _ = dataset
     kwargs = dict(batch_size=3, data_shape=(3, 48, 64), max_objects=MAX_OBJECTS,
-                  augment=AugmentConfig(), shuffle=True)
+                  augment=Augmentation(), shuffle=True)
     a = FolderDetIter(records, seed=7, num_workers=2, **kwargs)
     b = FolderDetIter(records, seed=7, num_workers=1, **kwargs)
     c = FolderDetIter(records, seed=8, num_workers=2, **kwargs)
@@ -318,7 +318,7 @@ def test_folder_iter_label_rows_follow_the_data(dataset):
 def test_module_trains_from_folder_iter(dataset):
     records, _, _ = dataset
     it = FolderDetIter(records, batch_size=5, data_shape=(3, 32, 32), max_objects=MAX_OBJECTS,
-                       augment=AugmentConfig(), last_batch="discard")
+                       augment=Augmentation(), last_batch="discard")
     data, label = mx.sym.var("data"), mx.sym.var("label")
     conv = mx.sym.Convolution(data, num_filter=2, kernel=(3, 3), name="conv")
     box = mx.sym.slice_axis(label, axis=2, begin=1, end=5)

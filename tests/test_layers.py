@@ -115,3 +115,13 @@ def test_api_modules_import_without_a_cycle():
     assert not [m for m in _imports(os.path.join(api, "data.py")) if m.startswith("ssdkit.api")]
     for name in ("ssd.py", "fpn.py"):
         assert "ssdkit.api.family" not in set(_imports(os.path.join(api, name)))
+
+
+def test_one_augment_config():
+    """The ``[augment]`` config section is the one AugmentConfig; the pipeline's form is Augmentation."""
+    from ssdkit.api.data import augmentation_of
+    from ssdkit.config import AugmentConfig
+    from ssdkit.dataset import augment
+
+    assert not hasattr(augment, "AugmentConfig")
+    assert augmentation_of(AugmentConfig()) == augment.Augmentation(crop_samplers=augment.SSD_CROP_SAMPLERS)

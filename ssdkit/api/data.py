@@ -3,7 +3,7 @@
 import logging
 import os
 
-from ssdkit.dataset.augment import AugmentConfig as Augment, CropSampler, Normalization
+from ssdkit.dataset.augment import Augmentation, CropSampler, Normalization
 from ssdkit.dataset.collection import resolve_class_names
 from ssdkit.dataset.prepare import load_dataset
 
@@ -51,13 +51,13 @@ def label_rows(config, dataset):
 
 
 def augmentation_of(settings):
-    """The :class:`ssdkit.dataset.augment.AugmentConfig` the ``[augment]`` settings
+    """The :class:`ssdkit.dataset.augment.Augmentation` the ``[augment]`` settings
     (:class:`ssdkit.config.schema.AugmentConfig`) describe: one crop sampler per ``crop_min_ious`` value
     (< 0: unconstrained)."""
     samplers = tuple(CropSampler(min_iou=None if v < 0 else float(v), min_scale=settings.crop_min_scale,
                                  min_aspect=settings.crop_aspect_range[0], max_aspect=settings.crop_aspect_range[1])
                      for v in settings.crop_min_ious)
-    return Augment(distort_prob=settings.distort_prob, brightness_delta=settings.brightness_delta,
+    return Augmentation(distort_prob=settings.distort_prob, brightness_delta=settings.brightness_delta,
                    contrast_range=tuple(settings.contrast_range), saturation_range=tuple(settings.saturation_range),
                    hue_delta=settings.hue_delta, expand_prob=settings.expand_prob,
                    max_expand_ratio=settings.max_expand_ratio, crop_samplers=samplers,
