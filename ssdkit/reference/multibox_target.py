@@ -28,6 +28,11 @@ def valid_ground_truths(label, num_classes):
     -------
     (G,) int indices of the rows before the first padding row (class -1) whose class is in
     ``[0, C)`` and whose box is finite.
+
+    This is ``MultiBoxTarget``'s rule (no area check); the two-stage
+    operators also require ``x1 > x0`` and ``y1 > y0`` (:func:`ssdkit.reference.two_stage.ground_truth_rows`,
+    ``common/ground_truth.h``). The references mirror their operators, so the two rules differ as the
+    operators do.
     """
     rows = []
     for r, row in enumerate(np.asarray(label, dtype=np.float32)):
@@ -38,8 +43,9 @@ def valid_ground_truths(label, num_classes):
     return np.asarray(rows, dtype=np.int64)
 
 
-def match_anchors(iou, overlap_threshold):
-    """Bipartite claim, then threshold matching.
+def ssd_match(iou, overlap_threshold):
+    """SSD matching (``MultiBoxTarget``): bipartite claim, then threshold matching (the RPN's
+    Faster R-CNN matching is :func:`ssdkit.reference.rpn_target.rpn_match_labels`).
 
     Parameters
     ----------
@@ -102,7 +108,7 @@ def sample_hard_negatives(match, best_iou, score, count, iou_threshold):
 
     Parameters
     ----------
-    match : (N,) int match from :func:`match_anchors` (not modified)
+    match : (N,) int match from :func:`ssd_match` (not modified)
     best_iou : (N,) best IoU of each anchor; candidates need ``best_iou < iou_threshold``
     score : (N,) lower = harder; ties go to the lower anchor index, NaN ranks last
     count : int, negatives wanted (fewer when there are fewer candidates)
@@ -155,7 +161,7 @@ def multibox_target(anchor, label, cls_pred, overlap_threshold=0.5, ignore_label
         gts = label[b, rows, 1:5]
         iou = box_iou(anchors, gts)                                   # (N, G)
         best_iou = iou.max(axis=1) if len(rows) else np.full(num_anchors, -1, np.float32)
-        match = match_anchors(iou, overlap_threshold)
+        match = ssd_match(iou, overlap_threshold)
         num_positive = int(np.sum(match >= 0))
         if mining:
             wanted = int(np.float32(num_positive) * np.float32(negative_mining_ratio))

@@ -33,7 +33,7 @@ def usable_anchors(anchors, im_info_row, allowed_border=0.0):
     return usable
 
 
-def match_anchors(anchors, gts, usable, positive_iou=0.7, negative_iou=0.3):
+def rpn_match_labels(anchors, gts, usable, positive_iou=0.7, negative_iou=0.3):
     """Faster R-CNN matching of one image (before sampling).
 
     Parameters
@@ -104,7 +104,7 @@ def rpn_match(anchor, label, im_info, positive_iou=0.7, negative_iou=0.3, allowe
     for b in range(batch):
         gts = label[b, ground_truth_rows(label[b]), 1:5]
         usable = usable_anchors(anchors, im_info[b], allowed_border)
-        labels[b], matched = match_anchors(anchors, gts, usable, positive_iou, negative_iou)
+        labels[b], matched = rpn_match_labels(anchors, gts, usable, positive_iou, negative_iou)
         pos = labels[b] == POSITIVE
         box_target[b, pos] = encode(anchors[pos], gts[matched[pos]], stds)
     return labels, box_target.reshape(batch, -1)
@@ -115,7 +115,7 @@ def sample_labels(labels, batch_size_per_image=256, positive_fraction=0.5, rng=N
 
     Parameters
     ----------
-    labels : (N,) int labels from :func:`match_anchors` (not modified)
+    labels : (N,) int labels from :func:`rpn_match_labels` (not modified)
     batch_size_per_image, positive_fraction : as the operator
     rng : numpy Generator (default: a fresh unseeded one)
 
