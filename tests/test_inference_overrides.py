@@ -312,3 +312,65 @@ def test_check_expected_names_the_flag_and_both_values(models):
     evaluate_api.check_expected(family, meta, {"model.num_classes": 6, "model.test_shape": 160}, source="m")
     with pytest.raises(InputError, match="--num-class 3 differs from the model's 6 \\(m\\)"):
         evaluate_api.check_expected(family, meta, {"model.num_classes": 3}, source="m")
+
+
+def _node_attrs(symbol, op):
+    return [dict(n.get("attrs", {})) for n in json.loads(symbol.tojson())["nodes"] if n.get("op") == op]
+
+
+def _num_classes_of(train_symbol, family, config):
+    """C of a training graph: the class logits' channels (SSD ``cls_prob (B, C+1, N)``, FPN
+    ``rcnn_cls_prob (R, C+1)``) minus background."""
+    shapes = family_of(config).input_shapes(config, 2)
+    if family == "ssd":
+        shapes = dict(shapes, label=(2, 4, 6))
+    _, out_shapes, _ = train_symbol.infer_shape(**shapes)
+    names = train_symbol.list_outputs()
+    key = "cls_prob_output" if family == "ssd" else "rcnn_cls_prob_output"
+    shape = out_shapes[names.index(key)]
+    return (shape[1] if family == "ssd" else shape[-1]) - 1
+
+
+# train.py's model flags: (family, flag, value, check(config, train symbol, inference symbol, meta))
+TRAIN_FLAGS = [
+    ("ssd", "--network", "lite", lambda c, t, i, m: m["network"] == "lite" and any(
+        n["name"].startswith("stage4_unit3_pw") for n in json.loads(i.tojson())["nodes"])),
+    ("ssd", "--data-shape", "96", lambda c, t, i, m: m["data_shape"] == 96
+     and family_of(c).input_shapes(c, 1)["data"] == (1, 3, 96, 96)),
+    ("ssd", "--test-shape", "160", lambda c, t, i, m: m["test_shape"] == 160
+     and family_of(c).inference_shapes(m, 1) == [("data", (1, 3, 160, 160))]),
+    ("ssd", "--nms-thresh", "0.35", lambda c, t, i, m: m["nms_thresh"] == 0.35
+     and float(_node_attrs(i, "MultiBoxDetection")[0]["nms_threshold"]) == 0.35
+     and float(_node_attrs(t, "MultiBoxDetection")[0]["nms_threshold"]) == 0.35),
+    ("ssd", "--overlap-threshold", "0.4",
+     lambda c, t, i, m: float(_node_attrs(t, "MultiBoxTarget")[0]["overlap_threshold"]) == 0.4),
+    ("ssd", "--negative-mining-ratio", "2",
+     lambda c, t, i, m: float(_node_attrs(t, "MultiBoxTarget")[0]["negative_mining_ratio"]) == 2.0),
+    ("ssd", "--num-class", "3", lambda c, t, i, m: _num_classes_of(t, "ssd", c) == 3
+     and m["class_names"] == ["class0", "class1", "class2"]),
+    ("ssd", "--class-names", "a,b", lambda c, t, i, m: _num_classes_of(t, "ssd", c) == 2
+     and m["class_names"] == ["a", "b"]),
+    ("fpn", "--network", "fpn_resnet50", lambda c, t, i, m: m["network"] == "fpn_resnet50" and any(
+        n["name"].startswith("stage4_unit3") for n in json.loads(i.tojson())["nodes"])),
+    ("fpn", "--resize-long", "200", lambda c, t, i, m: (m["resize_long"], m["image_shape"]) == (200, [256, 256])
+     and family_of(c).input_shapes(c, 1)["data"] == (1, 3, 256, 256)),
+    ("fpn", "--resize-short", "96", lambda c, t, i, m: m["resize_short"] == 96),
+    ("fpn", "--nms-thresh", "0.35", lambda c, t, i, m: m["fpn"]["test_nms_threshold"] == 0.35
+     and float(_node_attrs(i, "RCNNDetection")[0]["nms_threshold"]) == 0.35),
+    ("fpn", "--num-class", "3", lambda c, t, i, m: _num_classes_of(t, "fpn", c) == 3),
+]
+
+
+@pytest.mark.parametrize("family, flag, value, check", TRAIN_FLAGS, ids=["%s%s" % (f, g) for f, g, _, _ in TRAIN_FLAGS])
+def test_train_model_flag_reaches_the_graph_and_the_meta(family, flag, value, check):
+    from ssdkit.api.data import class_names_of
+    from ssdkit.api.model_files import model_meta
+
+    base = (["--config", "fpn_resnet18_synthetic", "--resize-short", "128", "--resize-long", "160",
+             "--batch-size", "2"] if family == "fpn" else ["--config", "tiny_256_synthetic", "--data-shape", "128"])
+    if flag in ("--num-class", "--class-names"):
+        base += ["--class-names", ""] if flag == "--num-class" else []
+    config = _train_config(base + [flag, value])
+    names = class_names_of(config)
+    train, inference = family_of(config).symbols(config, len(names))
+    assert check(config, train, inference, model_meta(config, names))
