@@ -46,7 +46,8 @@ def test_old_meta_files_load_with_the_defaults_they_meant(tmp_path):
     spec = spec_from_meta(OLD_SSD_META)
     assert isinstance(spec, SSDSpec)
     assert (spec.max_detections, spec.score_thresh, spec.portable, spec.gluoncv_zoo) == (-1, None, False, "")
-    assert spec_to_meta(spec) == dict(OLD_SSD_META, max_detections=-1, portable=False, gluoncv_zoo="")
+    assert spec_to_meta(spec) == dict(OLD_SSD_META, max_detections=-1, portable=False, gluoncv_zoo="",
+                                       int8=False, calib_mode="", calib_images=0)
     fpn_meta = {"network": "fpn_resnet18", "family": "fpn", "resize_short": 128, "resize_long": 160,
                 "image_shape": [192, 192], "class_names": list(CLASSES), "mean": [0, 0, 0], "std": [1, 1, 1],
                 "fpn": {"anchor_scales": [8.0], "test_max_detections": 50}}

@@ -35,6 +35,8 @@ class SSDSpec:
     score_thresh : float or None, candidates' least score (None: the operator's default, 0.01)
     max_detections : int, detection rows per image (-1: one per anchor)
     portable, gluoncv_zoo : deploy models only: contrib operators; the GluonCV zoo name imported
+    int8, calib_mode, calib_images : deploy models only: an INT8 graph (:mod:`ssdkit.api.quantize`),
+        its calibration mode and number of calibration images ("" and 0 for fp32 graphs)
     """
 
     network: str
@@ -50,6 +52,9 @@ class SSDSpec:
     max_detections: int = -1
     portable: bool = False
     gluoncv_zoo: str = ""
+    int8: bool = False
+    calib_mode: str = ""
+    calib_images: int = 0
 
 
 @dataclass(frozen=True)
