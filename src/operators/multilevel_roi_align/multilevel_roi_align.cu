@@ -37,65 +37,78 @@ __device__ int LevelOf(const LevelTable& t, const float* roi, const float* level
   return FpnLevelIndex(roi, t.num_levels, t.canonical_size, t.canonical_level, t.min_level);
 }
 
-__global__ void ForwardKernel(LevelTable t, const float* rois, const float* levels, float* out) {
+/*! \brief Output element i = (RoI, channel, bin) of one call: what both kernels need to visit its samples. */
+struct Element {
+  int level;        // -1: the row gives zeros and no gradient
+  size_t plane;     // offset of the (image, channel) plane in its level's map
+  int ph, pw, height, width;
+  RoiSampling geom;
+};
+
+__device__ Element ElementOf(const LevelTable& t, const float* rois, const float* levels, size_t i) {
   const size_t bins = static_cast<size_t>(t.pooled_h) * t.pooled_w;
-  const size_t total = static_cast<size_t>(t.num_rois) * t.channels * bins;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(blockDim.x) * gridDim.x) {
-    const int bin = static_cast<int>(i % bins);
-    const int c = static_cast<int>((i / bins) % t.channels);
-    const int r = static_cast<int>(i / bins / t.channels);
-    const float* roi = rois + 5 * static_cast<size_t>(r);
-    const int level = LevelOf(t, roi, levels, r);
-    if (level < 0) {
-      out[i] = 0.0f;
-      continue;
+  const int bin = static_cast<int>(i % bins);
+  const int c = static_cast<int>((i / bins) % t.channels);
+  const int r = static_cast<int>(i / bins / t.channels);
+  const float* roi = rois + 5 * static_cast<size_t>(r);
+  Element e;
+  e.level = LevelOf(t, roi, levels, r);
+  if (e.level < 0) return e;
+  e.geom = RoiGeometry(roi, t.scales[e.level], t.pooled_h, t.pooled_w, t.sample_ratio, t.aligned);
+  e.height = t.height[e.level];
+  e.width = t.width[e.level];
+  e.plane = (static_cast<size_t>(static_cast<int>(roi[0])) * t.channels + c) * e.height * e.width;
+  e.ph = bin / t.pooled_w;
+  e.pw = bin % t.pooled_w;
+  return e;
+}
+
+/*! \brief Call visit(tap) for each bilinear sample of the element that lies on the map. */
+template <typename F>
+__device__ void ForEachTap(const Element& e, F&& visit) {
+  for (int iy = 0; iy < e.geom.grid_h; ++iy) {
+    for (int ix = 0; ix < e.geom.grid_w; ++ix) {
+      float y, x;
+      BilinearTap tap;
+      SamplePosition(e.geom, e.ph, e.pw, iy, ix, &y, &x);
+      if (BilinearTaps(y, x, e.height, e.width, &tap)) visit(tap);
     }
-    const RoiSampling g = RoiGeometry(roi, t.scales[level], t.pooled_h, t.pooled_w, t.sample_ratio, t.aligned);
-    const int height = t.height[level], width = t.width[level];
-    const float* src = t.features[level] +
-                       (static_cast<size_t>(static_cast<int>(roi[0])) * t.channels + c) * height * width;
-    const int ph = bin / t.pooled_w, pw = bin % t.pooled_w;
-    float sum = 0.0f;
-    for (int iy = 0; iy < g.grid_h; ++iy) {
-      for (int ix = 0; ix < g.grid_w; ++ix) {
-        float y, x;
-        BilinearTap tap;
-        SamplePosition(g, ph, pw, iy, ix, &y, &x);
-        if (!BilinearTaps(y, x, height, width, &tap)) continue;
-        sum += tap.weight[0] * src[tap.offset[0]] + tap.weight[1] * src[tap.offset[1]] +
-               tap.weight[2] * src[tap.offset[2]] + tap.weight[3] * src[tap.offset[3]];
-      }
-    }
-    out[i] = sum / g.count;
   }
 }
 
-__global__ void BackwardKernel(LevelTable t, const float* grad_out, const float* rois, const float* levels) {
-  const size_t bins = static_cast<size_t>(t.pooled_h) * t.pooled_w;
-  const size_t total = static_cast<size_t>(t.num_rois) * t.channels * bins;
+size_t OutputSize(const MultiLevelROIAlignParam& p, const RoiAlignDims& d) {
+  return static_cast<size_t>(d.num_rois) * d.channels * p.pooled_h * p.pooled_w;
+}
+
+__global__ void ForwardKernel(LevelTable t, size_t total, const float* rois, const float* levels, float* out) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(blockDim.x) * gridDim.x) {
-    const int bin = static_cast<int>(i % bins);
-    const int c = static_cast<int>((i / bins) % t.channels);
-    const int r = static_cast<int>(i / bins / t.channels);
-    const float* roi = rois + 5 * static_cast<size_t>(r);
-    const int level = LevelOf(t, roi, levels, r);
-    if (level < 0) continue;
-    const RoiSampling g = RoiGeometry(roi, t.scales[level], t.pooled_h, t.pooled_w, t.sample_ratio, t.aligned);
-    const int height = t.height[level], width = t.width[level];
-    float* dst = t.grads[level] + (static_cast<size_t>(static_cast<int>(roi[0])) * t.channels + c) * height * width;
-    const float dy = grad_out[i] / g.count;
-    const int ph = bin / t.pooled_w, pw = bin % t.pooled_w;
-    for (int iy = 0; iy < g.grid_h; ++iy) {
-      for (int ix = 0; ix < g.grid_w; ++ix) {
-        float y, x;
-        BilinearTap tap;
-        SamplePosition(g, ph, pw, iy, ix, &y, &x);
-        if (!BilinearTaps(y, x, height, width, &tap)) continue;
-        for (int k = 0; k < 4; ++k) atomicAdd(dst + tap.offset[k], tap.weight[k] * dy);
-      }
+    const Element e = ElementOf(t, rois, levels, i);
+    if (e.level < 0) {
+      out[i] = 0.0f;
+      continue;
     }
+    const float* src = t.features[e.level] + e.plane;
+    float sum = 0.0f;
+    ForEachTap(e, [&](const BilinearTap& tap) {
+      sum += tap.weight[0] * src[tap.offset[0]] + tap.weight[1] * src[tap.offset[1]] +
+             tap.weight[2] * src[tap.offset[2]] + tap.weight[3] * src[tap.offset[3]];
+    });
+    out[i] = sum / e.geom.count;
+  }
+}
+
+__global__ void BackwardKernel(LevelTable t, size_t total, const float* grad_out, const float* rois,
+                               const float* levels) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(blockDim.x) * gridDim.x) {
+    const Element e = ElementOf(t, rois, levels, i);
+    if (e.level < 0) continue;
+    float* dst = t.grads[e.level] + e.plane;
+    const float dy = grad_out[i] / e.geom.count;
+    ForEachTap(e, [&](const BilinearTap& tap) {
+      for (int k = 0; k < 4; ++k) atomicAdd(dst + tap.offset[k], tap.weight[k] * dy);
+    });
   }
 }
 
@@ -120,10 +133,6 @@ LevelTable MakeTable(const MultiLevelROIAlignParam& p, const RoiAlignDims& d) {
   return t;
 }
 
-size_t OutputSize(const MultiLevelROIAlignParam& p, const RoiAlignDims& d) {
-  return static_cast<size_t>(d.num_rois) * d.channels * p.pooled_h * p.pooled_w;
-}
-
 }  // namespace
 
 void MultiLevelROIAlignForwardGPU(const MultiLevelROIAlignParam& p, const RoiAlignDims& d,
@@ -133,8 +142,8 @@ void MultiLevelROIAlignForwardGPU(const MultiLevelROIAlignParam& p, const RoiAli
   if (total == 0) return;
   LevelTable t = MakeTable(p, d);
   for (int l = 0; l < t.num_levels; ++l) t.features[l] = features[l];
-  ForwardKernel<<<cuda::GridFor(total, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, rois, levels,
-                                                                                                     out);
+  ForwardKernel<<<cuda::GridFor(total, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, total, rois,
+                                                                                                     levels, out);
   cuda::CheckLastError("MultiLevelROIAlign forward kernel");
 }
 
@@ -144,8 +153,8 @@ void MultiLevelROIAlignBackwardGPU(const MultiLevelROIAlignParam& p, const RoiAl
   if (total == 0) return;
   LevelTable t = MakeTable(p, d);
   for (int l = 0; l < t.num_levels; ++l) t.grads[l] = grads[l];
-  BackwardKernel<<<cuda::GridFor(total, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, grad_out,
-                                                                                                      rois, levels);
+  BackwardKernel<<<cuda::GridFor(total, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(t, total,
+                                                                                                      grad_out, rois, levels);
   cuda::CheckLastError("MultiLevelROIAlign backward kernel");
 }
 
