@@ -109,6 +109,17 @@ def _plan(features, rois, levels, spatial_scales, pooled, sample_ratio, aligned,
     return plan
 
 
+def _bin_taps(plan, features):
+    """Per bin of every pooled row: ``(row, level, image, ph, pw, [(y, x, weight), ...], count)``."""
+    for r, item in enumerate(plan):
+        if item is None:
+            continue
+        level, b, bins, count = item
+        height, width = features[level].shape[2:]
+        for (ph, pw), points in bins.items():
+            yield r, level, b, ph, pw, [tap for y, x in points for tap in _taps(y, x, height, width)], count
+
+
 def _pooled(pooled_size):
     return (int(pooled_size), int(pooled_size)) if np.isscalar(pooled_size) else tuple(int(v) for v in pooled_size)
 
@@ -137,17 +148,12 @@ def multilevel_roi_align(features, rois, *, spatial_scales, pooled_size=7, sampl
     plan = _plan(features, rois, levels, spatial_scales, pooled, sample_ratio, aligned, min_level, canonical_size,
                  canonical_level)
     out = np.zeros((len(plan), features[0].shape[1]) + pooled, np.float32)
-    for r, item in enumerate(plan):
-        if item is None:
-            continue
-        level, b, bins, count = item
+    for r, level, b, ph, pw, taps, count in _bin_taps(plan, features):
         fmap = features[level][b]
-        for (ph, pw), points in bins.items():
-            acc = np.zeros(fmap.shape[0], np.float32)
-            for y, x in points:
-                for row, col, weight in _taps(y, x, fmap.shape[1], fmap.shape[2]):
-                    acc += weight * fmap[:, row, col]
-            out[r, :, ph, pw] = acc / count
+        acc = np.zeros(fmap.shape[0], np.float32)
+        for row, col, weight in taps:
+            acc += weight * fmap[:, row, col]
+        out[r, :, ph, pw] = acc / count
     return out
 
 
@@ -170,14 +176,8 @@ def multilevel_roi_align_backward(features, rois, grad_out, *, spatial_scales, p
     plan = _plan(features, rois, levels, spatial_scales, pooled, sample_ratio, aligned, min_level, canonical_size,
                  canonical_level)
     grads = [np.zeros_like(f) for f in features]
-    for r, item in enumerate(plan):
-        if item is None:
-            continue
-        level, b, bins, count = item
-        grad = grads[level][b]
-        for (ph, pw), points in bins.items():
-            g = grad_out[r, :, ph, pw] / count
-            for y, x in points:
-                for row, col, weight in _taps(y, x, grad.shape[1], grad.shape[2]):
-                    grad[:, row, col] += weight * g
+    for r, level, b, ph, pw, taps, count in _bin_taps(plan, features):
+        g = grad_out[r, :, ph, pw] / count
+        for row, col, weight in taps:
+            grads[level][b][:, row, col] += weight * g
     return grads
