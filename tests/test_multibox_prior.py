@@ -135,3 +135,21 @@ def test_grid_anchors_is_the_shared_generator():
     boxes = grid_anchors(2, 3, half, steps=(10, 20), offsets=(0.0, 0.0))
     np.testing.assert_allclose(boxes[:3], [[-0.5, -1, 0.5, 1], [19.5, -1, 20.5, 1], [39.5, -1, 40.5, 1]])
     np.testing.assert_allclose(boxes[3], [-0.5, 9, 0.5, 11])
+
+
+@pytest.mark.parametrize("op,kwargs", [
+    ("MultiBoxPrior", dict(sizes=(0.1, 0.2), ratios=(1, 2, 0.5))),
+    ("RPNAnchors", dict(stride=4)),
+])
+def test_anchor_count_that_overflows_32_bits_is_refused(op, kwargs):
+    """A 40000 x 40000 map with 4 (or 3) anchors per cell: 6.4e9 anchors, more than a 32-bit shape holds.
+    Before, MultiBoxPrior reported the wrapped count as its output shape."""
+    sym = getattr(mx.sym, op)(mx.sym.var("data"), **kwargs)
+    with pytest.raises(mx.MXNetError, match="too many anchors: [0-9]+ .* fewer than 2\\^31 values"):
+        sym.infer_shape(data=(1, 1, 40000, 40000))
+
+
+def test_largest_anchor_count_below_the_limit_is_accepted():
+    sym = mx.sym.MultiBoxPrior(mx.sym.var("data"), sizes=(0.1,), ratios=(1,))
+    _, out_shapes, _ = sym.infer_shape(data=(1, 1, 16384, 32767))     # 536,854,528 anchors x 4 < 2^31
+    assert out_shapes == [(1, 16384 * 32767, 4)]

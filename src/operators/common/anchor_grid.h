@@ -58,6 +58,18 @@ inline void CheckFeatureMapShape(const std::vector<unsigned int>& s) {
   }
 }
 
+/*! \brief The anchor count H * W * per_cell of a checked feature map; throws when the (count, 4) output
+ *  would not fit MXNet's 32-bit shape entries and element counts (instead of a wrapped shape). */
+inline unsigned int AnchorCount(const std::vector<unsigned int>& s, int per_cell) {
+  const unsigned long long n = static_cast<unsigned long long>(s[2]) * s[3] * static_cast<unsigned long long>(per_cell);
+  if (n * 4ull > 2147483647ull) {
+    throw std::invalid_argument("too many anchors: " + std::to_string(n) + " (" + std::to_string(per_cell) +
+                                " per cell) for feature map " + ShapeString(s) +
+                                "; the (N, 4) output must hold fewer than 2^31 values");
+  }
+  return static_cast<unsigned int>(n);
+}
+
 /*! \brief Write the (H*W*A, 4) anchors of `grid` to `out` (CPU, OpenMP over locations; anchor_grid.cc). */
 void FillAnchorGridCPU(const AnchorGrid& grid, float* out);
 

@@ -36,8 +36,7 @@ MXReturnValue PriorInferShape(const Attrs& attrs, std::vector<std::vector<unsign
     const auto& s = (*in_shapes)[0];
     CheckFeatureMapShape(s);
     MultiBoxPriorParam p = MultiBoxPriorParam::Parse(attrs);
-    unsigned int n = s[2] * s[3] * static_cast<unsigned int>(p.num_anchors());
-    (*out_shapes)[0] = {1u, n, 4u};
+    (*out_shapes)[0] = {1u, AnchorCount(s, p.num_anchors()), 4u};
     return mxnet::ext::MX_SUCCESS;
   });
 }

@@ -36,11 +36,7 @@ MXReturnValue AnchorsInferShape(const Attrs& attrs, std::vector<std::vector<unsi
     const auto& s = (*in_shapes)[0];
     CheckFeatureMapShape(s);
     RPNAnchorsParam p = RPNAnchorsParam::Parse(attrs);
-    const unsigned long long n = static_cast<unsigned long long>(s[2]) * s[3] * p.num_anchors();
-    if (n * 4ull > 2147483647ull) {
-      throw std::invalid_argument("too many anchors: " + std::to_string(n) + " for map " + ShapeString(s));
-    }
-    (*out_shapes)[0] = {1u, static_cast<unsigned int>(n), 4u};
+    (*out_shapes)[0] = {1u, AnchorCount(s, p.num_anchors()), 4u};
     return mxnet::ext::MX_SUCCESS;
   });
 }
