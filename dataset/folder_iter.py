@@ -15,6 +15,7 @@ from ssdkit.dataset.augment import NO_AUGMENT, Normalization, augment_detection,
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.dataset.det_iter import DetectionIter
 from ssdkit.dataset.records import LABEL_WIDTH
+from ssdkit.dataset.validation import DataError
 
 
 class FolderDetIter(DetectionIter):
@@ -37,7 +38,7 @@ class FolderDetIter(DetectionIter):
     loader : callable ``path -> (H, W, 3) uint8 RGB`` raising on a bad file;
         :func:`ssdkit.dataset.image.load_image_rgb` by default
     data_name, label_name : names in ``provide_data`` / ``provide_label``
-    strict : bool, an image that fails to decode raises RuntimeError naming it instead of being skipped
+    strict : bool, an image that fails to decode raises DataError naming it instead of being skipped
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` normalised to [0, 1], padded with -1 rows.
@@ -146,7 +147,7 @@ class FolderDetIter(DetectionIter):
             self.num_skipped += 1
             record = self.records[self._order[pos]]
             if self.strict:
-                raise RuntimeError("strict mode: image %s cannot be used (%s); fix or remove it, or drop "
+                raise DataError("strict mode: image %s cannot be used (%s); fix or remove it, or drop "
                                    "--strict (data.strict = false) to skip it with a count"
                                    % (record.path, result)) from result
             warnings.warn("skipping image %s (%s); %d skipped so far"

@@ -23,6 +23,7 @@ from ssdkit.dataset.augment import NO_AUGMENT, Normalization
 from ssdkit.dataset.det_iter import DetectionIter
 from ssdkit.dataset.rec_check import check_recordio
 from ssdkit.dataset.records import LABEL_WIDTH
+from ssdkit.dataset.validation import DataError
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,7 +166,7 @@ class RecordDetIter(DetectionIter):
     bytes) are found before the C++ iterator starts and skipped with a counted warning naming each
     (``check.report``); the iterator then reads a clean copy of the file (``check.path``). Should the
     C++ iterator still fail (an image that passes the end-marker check but does not decode: use
-    ``check_images="decode"``), ``next`` raises a ``RuntimeError`` naming the file and the fix.
+    ``check_images="decode"``), ``next`` raises a ``DataError`` naming the file and the fix.
 
     Batches hold ``data (B, 3, H, W)`` float32 and ``label (B, M, 6)`` float32 rows
     ``[cls, xmin, ymin, xmax, ymax, difficult]`` padded with -1 rows. Every epoch starts at the
@@ -212,7 +213,7 @@ class RecordDetIter(DetectionIter):
                        "image does not decode are then skipped with a count), re-pack it with "
                        "ssdkit.dataset.recordio.pack_recordio (it decodes every image first) or train from "
                        "the image files with FolderDetIter.")
-            raise RuntimeError("ImageDetRecordIter failed reading %s: %s\n%s"
+            raise DataError("ImageDetRecordIter failed reading %s: %s\n%s"
                                % (self.kwargs["path_imgrec"], detail, fix)) from err
 
     def reset(self):

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssdkit.dataset.image import ImageError, inspect_image
+from ssdkit.errors import InputError
 from ssdkit.dataset.records import Record
 
 logger = logging.getLogger("ssdkit.dataset")
@@ -74,8 +75,11 @@ STRICT_KINDS = SKIP_KINDS + ("orphan_annotation", "dropped_box")
 """Kinds that are errors with ``strict=True``: everything damaged or inconsistent that is left out."""
 
 
-class DataError(ValueError):
-    """A dataset holds damaged or inconsistent records and ``strict`` mode is on, or none is usable."""
+class DataError(InputError):
+    """A dataset holds damaged or inconsistent records and ``strict`` mode is on, or none is usable.
+
+    An :class:`ssdkit.errors.InputError` (so a ``ValueError``): the scripts print it as one ``error:``
+    line, also when it is raised in the middle of training."""
 
 
 class LoadReport:

@@ -481,7 +481,7 @@ def test_folder_iter_counts_or_refuses_an_image_damaged_after_loading(synth):
     assert it.num_skipped == 1 and pads == [0, 1]
     assert any("000004.jpg" in str(w.message) and "truncated" in str(w.message) for w in caught)
     strict = FolderDetIter(voc.records, strict=True, **kwargs)
-    with pytest.raises(RuntimeError, match="strict mode: image .*000004.jpg cannot be used .*truncated"):
+    with pytest.raises(DataError, match="strict mode: image .*000004.jpg cannot be used .*truncated"):
         list(strict)
     strict.close()
 
@@ -498,3 +498,17 @@ def test_rec_config_passes_the_class_count_and_strict(packed, tmp_path):
     assert it.check.report.count("bad_label") == 2 and it.check.num_records == NUM_IMAGES - 2  # class 99 of 6
     with pytest.raises(DataError, match="train.rec record 2"):
         make_iterator(apply_overrides(config, {"data.strict": True}), "train")
+
+
+def test_data_errors_raised_mid_training_are_user_errors(capsys):
+    """A strict-mode or C++-decoder error from an iterator surfaces inside the training loop: as a
+    UserError (and a ValueError) the scripts print it as one ``error:`` line and exit 2."""
+    from ssdkit.cli import run_script
+    from ssdkit.errors import UserError
+
+    def main(argv):
+        raise DataError("strict mode: image x.jpg cannot be used (truncated)")
+
+    assert issubclass(DataError, UserError) and issubclass(DataError, ValueError)
+    assert run_script(main, []) == 2
+    assert capsys.readouterr().err == "error: strict mode: image x.jpg cannot be used (truncated)\n"

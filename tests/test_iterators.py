@@ -13,6 +13,7 @@ from ssdkit.dataset.augment import Augmentation, Normalization
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.recordio import pack_recordio
 from ssdkit.dataset.synthetic import make_synthetic_dataset
+from ssdkit.dataset.validation import DataError
 from ssdkit.dataset.voc import load_voc
 from ssdkit.dataset.rec_iter import (RecordDetIter, accepted_keywords, check_keywords,
                                      det_record_iter_kwargs, strip_det_labels)
@@ -235,7 +236,7 @@ def test_record_iter_skips_a_record_whose_image_is_not_whole(tmp_path):
 def test_record_iter_bad_image_raises_an_error_naming_the_fix(tmp_path):
     # JPEG signature and end marker: passes the fast end-marker check, fails in the C++ decoder
     path = _rec_with_bad_image(tmp_path, b"\xff\xd8 not a jpeg at all \xff\xd9")
-    with pytest.raises(RuntimeError, match="(?s)bad.rec.*check_images='decode'.*pack_recordio"):
+    with pytest.raises(DataError, match="(?s)bad.rec.*check_images='decode'.*pack_recordio"):
         _epoch(RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2))
     it = RecordDetIter(path, batch_size=2, data_shape=(3, 20, 20), max_objects=2, check_images="decode")
     assert it.check.report.files("corrupt_image") == ["bad.rec record 2"]
