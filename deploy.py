@@ -4,6 +4,9 @@
     python deploy.py --prefix output/ssd --output output/deploy/ssd            # needs ssdkit to run
     python deploy.py --prefix output/ssd --output output/deploy/ssd_portable --portable   # plain MXNet
     python deploy.py --prefix output/fpn --output output/deploy/fpn          # FPN (no --portable: no contrib ops)
+    # INT8 (oneDNN), calibrated on 64 of the user's images (SSD networks only)
+    python deploy.py --prefix output/ssd --output output/deploy/ssd_int8 --int8 \
+        --calib-data data/synthetic/VOCdevkit/VOC2007/JPEGImages --calib-images 64 --calib-mode entropy
     # a GluonCV SSD zoo file on disk (ssdkit.weights.ZOO names) -> an ssdkit deploy model
     python deploy.py --gluoncv-zoo ssd_512_resnet50_v1_voc \
         --gluoncv-params ~/models/ssd_512_resnet50_v1_voc-9c8b225a.params --output output/deploy/gcv_ssd512
@@ -16,6 +19,7 @@ import argparse
 import os
 
 from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
+from ssdkit.api.quantize import CALIB_MODES, Calibration
 from ssdkit.cli import add_inference_flags, epoch_arg, inference_from_args, run_script
 from ssdkit.config.schema import RuntimeConfig
 
@@ -39,6 +43,17 @@ def main(argv=None):
     parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (default: best, else last)")
     parser.add_argument("--portable", action="store_true",
                         help="use MXNet's built-in contrib operators (runs without ssdkit; SSD networks only)")
+    int8 = parser.add_argument_group("INT8 quantization (oneDNN; SSD networks only, not with --portable)")
+    int8.add_argument("--int8", action="store_true",
+                      help="quantize the deploy graph to INT8, calibrated on --calib-data")
+    int8.add_argument("--calib-data", metavar="DIR",
+                      help="folder of calibration images (or one image), read with the model's inference "
+                           "transform; the user's own images, e.g. the training images")
+    int8.add_argument("--calib-images", type=int, metavar="N", help="calibration images drawn from --calib-data")
+    int8.add_argument("--calib-mode", choices=CALIB_MODES, default="entropy",
+                      help="naive: min/max ranges; entropy: KL-optimal ranges (default)")
+    int8.add_argument("--quantize-heads", action="store_true",
+                      help="quantize the prediction heads too (default: they stay fp32)")
     add_inference_flags(parser, defaults={
         "--max-detections": "detection rows per image (default 100; -1: SSD one per anchor, FPN as trained; "
                             "not with --portable, whose graph has one row per anchor)"})
@@ -48,16 +63,29 @@ def main(argv=None):
         parser.error("--gluoncv-zoo and --gluoncv-params go together")
     if args.gluoncv_zoo and not args.output:
         parser.error("--gluoncv-zoo needs --output")
+    calibration = None
+    if args.int8:
+        if not args.calib_data or args.calib_images is None:
+            parser.error("--int8 needs --calib-data DIR and --calib-images N (the images that set the int8 ranges)")
+        if args.calib_images < 1:
+            parser.error("--calib-images must be >= 1, got %d" % args.calib_images)
+        calibration = Calibration(data=args.calib_data, images=args.calib_images, mode=args.calib_mode,
+                                  exclude_heads=not args.quantize_heads)
+    elif args.calib_data or args.calib_images is not None or args.quantize_heads:
+        parser.error("--calib-data, --calib-images and --quantize-heads go with --int8")
     prefix = args.prefix or RuntimeConfig().prefix
     output = args.output or os.path.join(os.path.dirname(prefix), "deploy", os.path.basename(prefix))
     if args.gluoncv_zoo:
         written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, output,
                                      fused_heads=not args.separate_heads, portable=args.portable,
-                                     inference=inference)
+                                     inference=inference, int8=calibration)
     else:
         written = deploy_model(prefix, output, epoch=args.epoch, portable=args.portable,
-                               inference=inference)
+                               inference=inference, int8=calibration)
     print("wrote %s and %s (%d parameters)" % (written["symbol"], written["params"], written["num_params"]))
+    if calibration is not None:
+        print("int8: %d quantized convolutions, calibrated (%s) on %d images"
+              % (written["quantized_layers"], calibration.mode, written["calib_images"]))
     return 0
 
 

@@ -16,6 +16,10 @@ Loading a deploy model without ssdkit's helpers::
 FPN models (``fpn_*`` networks) have two inputs, ``data (B, 3, H, W)`` with ``(H, W)`` = meta
 ``image_shape`` and ``im_info (B, 3)``: ``data_names=["data", "im_info"]``; ``ssdkit.Detector`` does the
 resize and padding. They always need ssdkit (``portable=True`` raises ValueError).
+
+With ``int8=Calibration(...)`` (:mod:`ssdkit.api.quantize`) the graph is quantized to INT8 with
+MXNet's oneDNN backend, calibrated on the user's images; the meta records ``int8``, ``calib_mode`` and
+``calib_images``, and the model loads like any other (SSD networks only, not portable).
 """
 import dataclasses
 import os
@@ -24,13 +28,14 @@ from ssdkit.api.family import family_of
 from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import model_meta, normalized_meta, read_meta, resolve_epoch
 from ssdkit.api.param_check import check_params
+from ssdkit.api.quantize import check_int8, quantize_graph, quantized_layers
 from ssdkit.engine import atomic
 from ssdkit.engine.checkpoint import load_params, save_params
 from ssdkit.errors import MissingFileError, user_input
 from ssdkit.portable import to_portable
 
 
-def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=None, inference=None):
+def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=None, inference=None, int8=None):
     """Write the deploy model of training run ``prefix`` to ``output``.
 
     Parameters
@@ -46,14 +51,18 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=N
     inference : :class:`~ssdkit.api.inference.InferenceOverrides` or None, NMS threshold, top-k, score
         threshold (and detection rows) of the deploy graph instead of the trained ones; written to
         the deploy meta
+    int8 : :class:`~ssdkit.api.quantize.Calibration` or None, quantize the graph to INT8, calibrated
+        on its images (SSD networks only, not with ``portable``)
 
     Returns
     -------
-    dict with the written paths and the number of parameters.
+    dict with the written paths, the number of parameters and, with ``int8``, ``calib_images`` (images
+    the calibration ran) and ``quantized_layers`` (int8 convolutions).
 
     Raises
     ------
-    ssdkit.errors.UserError (nothing written): a missing or unreadable file, ``portable`` for FPN, or
+    ssdkit.errors.UserError (nothing written): a missing or unreadable file, ``portable`` for FPN,
+    ``int8`` for FPN or with ``portable``, fewer calibration images than asked for, or
     parameters that do not fit the meta's graph (:class:`~ssdkit.errors.ParameterMismatchError`, e.g. a
     checkpoint trained with another class count than the meta's class list).
     """
@@ -62,6 +71,8 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=N
     with user_input():
         if portable:
             family.check_portable(meta)
+        if int8 is not None:
+            check_int8(meta, portable=portable)
         inference = deploy_overrides(inference, max_detections, portable=portable)
         meta = family.with_inference(meta, inference)
     symbol = family.inference_symbol(meta, max_detections=-1 if portable else None)
@@ -73,7 +84,7 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=N
     check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params, meta=meta,
                  meta_source=prefix + "-meta.json")
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
-                         max_detections=-1 if portable else inference.max_detections)
+                         max_detections=-1 if portable else inference.max_detections, int8=int8)
 
 
 def deploy_overrides(inference, max_detections, *, portable):
@@ -95,7 +106,7 @@ def deploy_overrides(inference, max_detections, *, portable):
 
 
 def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=False, max_detections=None,
-                       inference=None):
+                       inference=None, int8=None):
     """Write a deploy model from a GluonCV SSD zoo file (:data:`ssdkit.weights.ZOO`, e.g.
     ``ssd_512_resnet50_v1_voc``) on disk: ssdkit's graph of that network with its weights, usable by
     ``evaluate.py --deploy``, ``demo.py --deploy`` and ``ssdkit.Detector(..., deploy=True)``.
@@ -107,8 +118,8 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     output : str, deploy prefix to write
     fused_heads : bool, one convolution per layer for the class and box predictors (the same
         function, faster on the CPU; ``ssdkit.weights.fuse_head_params``)
-    portable, max_detections, inference : as in :func:`deploy_model`; NMS 0.45 and top-k 400 (GluonCV's)
-        unless ``inference`` sets them
+    portable, max_detections, inference, int8 : as in :func:`deploy_model`; NMS 0.45 and top-k 400
+        (GluonCV's) unless ``inference`` sets them
 
     Returns
     -------
@@ -134,6 +145,8 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     with user_input():
         if portable:
             family.check_portable(meta)
+        if int8 is not None:
+            check_int8(meta, portable=portable)
         inference = deploy_overrides(inference, max_detections, portable=portable)
         meta = family.with_inference(meta, inference)
     symbol = symbol_builder.get_symbol(**config)
@@ -145,13 +158,20 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params_path,
                  allow_extra=True)
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
-                         max_detections=inference.max_detections)
+                         max_detections=inference.max_detections, int8=int8)
 
 
-def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections):
-    """Write ``output``'s symbol, the parameters ``symbol`` uses and the meta file (atomically).
-    The callers have checked that the parameters fit ``symbol`` (:func:`check_params`)."""
+def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections, int8=None):
+    """Write ``output``'s symbol, the parameters ``symbol`` uses and the meta file (atomically); with
+    ``int8`` (a :class:`~ssdkit.api.quantize.Calibration`) the graph quantized first. The callers have
+    checked that the parameters fit ``symbol`` (:func:`check_params`)."""
     family = family_of(meta)
+    quantized = {}
+    if int8 is not None:
+        with user_input():      # the calibration images are the user's input
+            symbol, arg, aux, images = quantize_graph(symbol, arg, aux, meta, int8)
+        meta = dict(meta, int8=True, calib_mode=int8.mode, calib_images=images)
+        quantized = {"calib_images": images, "quantized_layers": len(quantized_layers(symbol))}
     needed_arg = set(symbol.list_arguments()) - set(family.data_names)
     needed_aux = set(symbol.list_auxiliary_states())
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -161,4 +181,4 @@ def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections):
     atomic.write_json(output + "-meta.json", normalized_meta(dict(meta, portable=bool(portable),
                                                                   max_detections=max_detections)))
     return {"symbol": output + "-symbol.json", "params": output + "-0000.params",
-            "meta": output + "-meta.json", "num_params": len(needed_arg) + len(needed_aux)}
+            "meta": output + "-meta.json", "num_params": len(needed_arg) + len(needed_aux), **quantized}
