@@ -1,0 +1,103 @@
+"""Inference time: ssdkit INT8 deploy graphs (oneDNN, :mod:`ssdkit.api.quantize`) vs the same fp32 graphs.
+
+Networks: the main job's ``lite_256_synthetic`` (``lite`` at 256 px, 6 classes) and SSD512-ResNet50
+(``resnet50`` at 512 px, 20 classes). Weights are random (He-scaled convolutions, identity BatchNorm,
+near-zero heads), the detection score threshold is 0.3 so, as with a trained detector, few candidates
+reach NMS; the INT8 graph is calibrated (``naive``) on ``--calib-images`` images of the synthetic
+dataset, read through ssdkit's inference transform. Both graphs are bound as ``ssdkit.Detector`` binds
+them (MXNet Module; the fp32 executor gets MXNet's oneDNN conv+BN+ReLU fusion by default) and run in
+this process alternately, one forward each per round; wall and process-CPU times are medians after
+warm-up. The CPU's instruction-set flags are printed (INT8 speed depends on VNNI / AVX-512).
+
+Usage::
+
+    OMP_NUM_THREADS=2 python bench/bench_int8.py [--batches 1 8] [--repeat 10] [--calib-images 16]
+"""
+import argparse
+import os
+
+import mxnet as mx
+import numpy as np
+
+from ssdkit.api.model_files import normalized_meta
+from ssdkit.api.quantize import Calibration, quantize_graph, quantized_layers
+from ssdkit.api.ssd import SSDFamily
+from ssdkit.engine.evaluator import bind_inference
+from timing import interleaved_median_wall_cpu_ms
+
+NETWORKS = (("lite_256_synthetic", "lite", 256, 6), ("SSD512-ResNet50", "resnet50", 512, 20))
+"""(label, network preset, input size, classes) timed."""
+CALIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "data", "synthetic", "VOCdevkit", "VOC2007", "JPEGImages")
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags():
+    """The instruction-set flags of :data:`FLAGS` this CPU has and lacks (``/proc/cpuinfo``)."""
+    with open("/proc/cpuinfo") as f:
+        have = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return [f for f in FLAGS if f in have], [f for f in FLAGS if f not in have]
+
+
+def random_model(network, size, classes, rng):
+    """``(meta, symbol, arg, aux)`` of an SSD with random weights (see the module docstring)."""
+    meta = normalized_meta({"network": network, "data_shape": size, "class_names": ["c%d" % i for i in range(classes)],
+                            "max_detections": 100, "score_thresh": 0.3})
+    symbol = SSDFamily().inference_symbol(meta)
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, size, size))
+    arg = {}
+    for name, shape in zip(symbol.list_arguments(), arg_shapes):
+        if name == "data":
+            continue
+        if name.endswith("gamma"):
+            value = np.ones(shape)
+        elif name.endswith(("beta", "bias")):
+            value = np.zeros(shape)
+        elif name.endswith("_pred_weight"):
+            value = rng.normal(0, 0.01, shape)
+        else:
+            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+        arg[name] = mx.nd.array(value)
+    aux = {name: mx.nd.ones(shape) if name.endswith("var") else mx.nd.zeros(shape)
+           for name, shape in zip(symbol.list_auxiliary_states(), aux_shapes)}
+    return meta, symbol, arg, aux
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--calib-images", type=int, default=16)
+    parser.add_argument("--calib-mode", choices=["naive", "entropy"], default="naive")
+    parser.add_argument("--networks", nargs="+", default=[n[0] for n in NETWORKS])
+    args = parser.parse_args()
+    have, lack = cpu_flags()
+    print("OMP_NUM_THREADS=%s, mxnet %s; CPU flags: %s; lacks: %s"
+          % (os.environ.get("OMP_NUM_THREADS"), mx.__version__, " ".join(have) or "-", " ".join(lack) or "-"))
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, network, size, classes in (n for n in NETWORKS if n[0] in args.networks):
+        meta, symbol, arg, aux = random_model(network, size, classes, rng)
+        calibration = Calibration(data=CALIB_DIR, images=args.calib_images, mode=args.calib_mode)
+        qsym, qarg, qaux, _ = quantize_graph(symbol, arg, aux, meta, calibration)
+        for batch in args.batches:
+            shapes = SSDFamily().inference_shapes(meta, batch)
+            x = mx.nd.array(np.random.RandomState(0).normal(size=shapes[0][1]).astype(np.float32))
+            mods = [bind_inference(s, a, b, shapes, [mx.cpu()]) for s, a, b in ((symbol, arg, aux), (qsym, qarg, qaux))]
+
+            def run(mod):
+                mod.forward(mx.io.DataBatch(data=[x]), is_train=False)
+                mod.get_outputs()[0].wait_to_read()
+            (fp_ms, fp_cpu), (q_ms, q_cpu) = interleaved_median_wall_cpu_ms(
+                [lambda: run(mods[0]), lambda: run(mods[1])], args.repeat, warmup=2)
+            rows.append((label, batch, len(quantized_layers(qsym)), fp_ms, q_ms, fp_cpu, q_cpu))
+    print("| network | batch | int8 convolutions | fp32 wall ms | int8 wall ms | int8/fp32 wall | fp32 CPU ms "
+          "| int8 CPU ms | int8/fp32 CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, batch, layers, fp_ms, q_ms, fp_cpu, q_cpu in rows:
+        print("| %s | %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |"
+              % (label, batch, layers, fp_ms, q_ms, q_ms / fp_ms, fp_cpu, q_cpu, q_cpu / fp_cpu))
+
+
+if __name__ == "__main__":
+    main()
