@@ -6,7 +6,7 @@
     python deploy.py --prefix output/fpn --output output/deploy/fpn          # FPN (no --portable: no contrib ops)
     # INT8 (oneDNN), calibrated on 64 of the user's images (SSD networks only)
     python deploy.py --prefix output/ssd --output output/deploy/ssd_int8 --int8 \
-        --calib-data data/synthetic/VOCdevkit/VOC2007/JPEGImages --calib-images 64 --calib-mode entropy
+        --calib-data data/synthetic/VOCdevkit/VOC2007/JPEGImages --calib-images 64 --calib-mode naive
     # a GluonCV SSD zoo file on disk (ssdkit.weights.ZOO names) -> an ssdkit deploy model
     python deploy.py --gluoncv-zoo ssd_512_resnet50_v1_voc \
         --gluoncv-params ~/models/ssd_512_resnet50_v1_voc-9c8b225a.params --output output/deploy/gcv_ssd512
@@ -50,8 +50,8 @@ def main(argv=None):
                       help="folder of calibration images (or one image), read with the model's inference "
                            "transform; the user's own images, e.g. the training images")
     int8.add_argument("--calib-images", type=int, metavar="N", help="calibration images drawn from --calib-data")
-    int8.add_argument("--calib-mode", choices=CALIB_MODES, default="entropy",
-                      help="naive: min/max ranges; entropy: KL-optimal ranges (default)")
+    int8.add_argument("--calib-mode", choices=CALIB_MODES, default="naive",
+                      help="naive: min/max ranges (default); entropy: KL-optimal ranges, which clip outliers")
     int8.add_argument("--quantize-heads", action="store_true",
                       help="quantize the prediction heads too (default: they stay fp32)")
     add_inference_flags(parser, defaults={
