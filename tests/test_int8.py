@@ -179,6 +179,18 @@ def test_calibration_batches_are_full_divisors_of_the_image_count(models):
         assert it.batch_size == batch and sum(sizes) == count == it.images_read, (count, sizes)
 
 
+def test_calibration_images_are_normalised_exactly_like_inference(models):
+    from ssdkit.api.family import family_of
+
+    det = Detector(models["fp32"], deploy=True, batch_size=4)
+    paths = list_images(models["synthetic"].image_dir)[:4]
+    batch = next(iter(quantize.CalibrationIter(paths, det.meta, family_of(det.meta))))
+    expected, = det.batch_inputs([ssdkit.dataset.image.load_image_rgb(p) for p in paths])
+    assert batch.data[0].shape == (4, 3, 128, 128)
+    np.testing.assert_array_equal(batch.data[0].asnumpy(), expected)
+    assert abs(float(expected.mean())) < 2      # mean/std normalised, not 0-255 pixels
+
+
 def test_bad_int8_arguments_are_refused(models, tmp_path, capsys):
     deploy = _script("deploy").main
     base = ["--prefix", models["prefix"], "--output", str(tmp_path / "bad")]
