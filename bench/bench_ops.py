@@ -9,7 +9,8 @@ count fixed, e.g.::
 
 Sections (one function each, listed in ``SECTIONS``): ``target`` (MultiBoxTarget),
 ``detection`` (MultiBoxDetection through imperative ``mx.nd`` calls) and ``detection-executor``
-(the same through bound executors, whose outputs are allocated once, as in a deploy graph).
+(the same through bound executors, whose outputs are allocated once, as in a deploy graph) and
+``detection-dense`` (bound executors on the scores of an untrained model: nearly every anchor passes).
 """
 import argparse
 import functools
@@ -26,6 +27,7 @@ from timing import interleaved_median_ms
 ANCHOR_SETS = {
     8732: ((38, 19, 10, 5, 3, 1), (4, 6, 6, 6, 4, 4)),           # SSD300 (VGG16)
     32756: ((64, 32, 16, 8, 4, 2, 1), (6, 6, 6, 6, 6, 4, 4)),    # SSD512-sized
+    24564: ((64, 32, 16, 8, 4, 2, 1), (4, 6, 6, 6, 6, 4, 4)),    # SSD512 pyramid, 5 ratios on the middle levels
 }
 
 
@@ -177,10 +179,50 @@ def bench_detection(repeats, quick=False, executor=False):
     return rows
 
 
+def dense_detection_inputs(rng, batch, channels, num_anchors, sigma):
+    """Scores of an untrained or early model: softmax over the channels of N(0, sigma^2) logits, so
+    nearly every anchor has some object probability above a 0.01 threshold when sigma is small."""
+    logits = rng.normal(scale=sigma, size=(batch, channels, num_anchors))
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob = (prob / prob.sum(axis=1, keepdims=True)).astype(np.float32)
+    loc = rng.normal(scale=0.5, size=(batch, num_anchors * 4)).astype(np.float32)
+    return prob, loc, anchor_set(num_anchors).astype(np.float32)
+
+
+def bench_detection_dense(repeats, quick=False):
+    """MultiBoxDetection on dense scores (``dense_detection_inputs``): N = 24564 anchors, B = 8,
+    C = 21, threshold 0.01, nms_topk 400, class-aware NMS at 0.5, bound executors (as in a deploy
+    graph), sigma in 0.5-8. Outputs are checked equal to contrib's first.
+
+    Returns
+    -------
+    list of dict rows: sigma, cand_per_img (anchors whose best object score passes), contrib_ms,
+    ours_ms, speedup
+    """
+    rows = []
+    rng = np.random.RandomState(0)
+    kwargs = {"nms_topk": 400, "threshold": 0.01}
+    for sigma in ((1.0,) if quick else (0.5, 1.0, 2.0, 4.0, 8.0)):
+        inputs = dense_detection_inputs(rng, 8, 21, 24564, sigma)
+        arrays = [mx.nd.array(x) for x in inputs]
+        ours_out = mx.nd.MultiBoxDetection(*arrays, **kwargs).asnumpy()
+        np.testing.assert_allclose(ours_out, mx.nd.contrib.MultiBoxDetection(*arrays, **kwargs).asnumpy(),
+                                   atol=1e-5)
+        ours = bound_call(mx.sym.MultiBoxDetection, arrays, kwargs)
+        contrib = bound_call(mx.sym.contrib.MultiBoxDetection, arrays, kwargs)
+        contrib_ms, ours_ms = interleaved_median_ms([contrib, ours], repeats, min_seconds=MIN_SECONDS)
+        candidates = int(np.count_nonzero(inputs[0][:, 1:].max(axis=1) > 0.01)) // 8
+        rows.append({"sigma": sigma, "cand_per_img": candidates, "contrib_ms": contrib_ms, "ours_ms": ours_ms,
+                     "speedup": contrib_ms / ours_ms})
+    return rows
+
+
 SECTIONS = {"target": ("MultiBoxTarget", bench_target),
             "detection": ("MultiBoxDetection, imperative calls", bench_detection),
             "detection-executor": ("MultiBoxDetection, bound executors",
-                                   functools.partial(bench_detection, executor=True))}
+                                   functools.partial(bench_detection, executor=True)),
+            "detection-dense": ("MultiBoxDetection on dense (untrained-like) scores, bound executors",
+                                bench_detection_dense)}
 
 
 def format_table(title, rows):
