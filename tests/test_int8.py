@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import mxnet as mx
 import numpy as np
 import pytest
 
@@ -162,8 +163,6 @@ def test_calibration_reads_exactly_the_requested_images(models, tmp_path, monkey
 
 
 def _load_symbol(prefix):
-    import mxnet as mx
-
     return mx.sym.load(str(prefix) + "-symbol.json")
 
 
