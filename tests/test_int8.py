@@ -190,6 +190,11 @@ def test_calibration_images_are_normalised_exactly_like_inference(models):
     assert abs(float(expected.mean())) < 2      # mean/std normalised, not 0-255 pixels
 
 
+def test_an_int8_model_on_a_gpu_context_is_refused_with_a_message(models):
+    with pytest.raises(InputError, match="INT8 .* CPU only"):
+        Detector(models["int8"], deploy=True, ctx=mx.gpu(0))
+
+
 def test_bad_int8_arguments_are_refused(models, tmp_path, capsys):
     deploy = _script("deploy").main
     base = ["--prefix", models["prefix"], "--output", str(tmp_path / "bad")]

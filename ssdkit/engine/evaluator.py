@@ -1,8 +1,11 @@
 """Run an inference graph over a labelled iterator and feed detections to metrics."""
+import json
+
 import mxnet as mx
 
 from ssdkit.engine.progress import progress_bar
 from ssdkit.engine.trainer import make_contexts
+from ssdkit.errors import InputError
 
 
 def bind_inference(symbol, arg_params, aux_params, data_shapes, contexts):
@@ -12,12 +15,24 @@ def bind_inference(symbol, arg_params, aux_params, data_shapes, contexts):
     ----------
     symbol : mx.sym.Symbol whose only free input is ``data``
     data_shapes : list of (name, shape), e.g. ``[("data", (B, 3, H, W))]``
+
+    Raises
+    ------
+    InputError : an INT8 graph (``deploy.py --int8``, oneDNN kernels, CPU only) on a GPU context
     """
+    if any(c.device_type != "cpu" for c in contexts) and _is_int8(symbol):
+        raise InputError("this deploy model is INT8 (deploy.py --int8: MXNet's oneDNN kernels, CPU only): run it "
+                         "on the CPU (no --gpus; Detector ctx=mx.cpu()), or deploy an fp32 model for the GPU")
     mod = mx.mod.Module(symbol, data_names=[name for name, _ in data_shapes], label_names=None,
                         context=contexts)
     mod.bind(data_shapes=data_shapes, for_training=False)
     mod.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
     return mod
+
+
+def _is_int8(symbol):
+    """Whether ``symbol`` holds quantized (INT8 oneDNN) nodes."""
+    return any(n.get("attrs", {}).get("quantized") == "true" for n in json.loads(symbol.tojson())["nodes"])
 
 
 def iterate_detections(mod, data_iter, progress=False, desc="evaluate", label_transform=None):
