@@ -356,3 +356,30 @@ def test_backward_writes_zeros(rng):
     out.backward(mx.nd.ones_like(out))
     for a in arrays:
         assert np.all(a.grad.asnumpy() == 0)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 4.0])
+def test_dense_scores_with_ties_match_contrib(rng, sigma):
+    """Scores of an untrained model (softmax of N(0, sigma^2) logits: nearly every anchor is a candidate,
+    which the CPU kernel handles per block with a second pass over the channels) next to a peaked half
+    (a few candidates per block, found by a search per candidate); a tenth of the anchors have their
+    best probability in two channels, where the first one is the class (as in contrib)."""
+    batch, channels, n = 2, 6, 2048
+    logits = rng.normal(scale=sigma, size=(batch, channels, n))
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    prob[:, :, n // 2:] = 0.001                                       # peaked half: background wins ...
+    prob[:, 0, n // 2:] = 0.995
+    few = n // 2 + rng.choice(n // 2, 40, replace=False)
+    prob[:, 3, few] = 0.5                                             # ... except 40 anchors of class 2
+    tied = rng.choice(n // 2, n // 20, replace=False)
+    prob[:, 4, tied] = prob[:, 1:, tied].max(axis=1)                  # ties between channel 4 and an earlier one
+    prob[:, 2, tied] = prob[:, 4, tied]
+    prob = prob.astype(np.float32)
+    loc = rng.normal(scale=0.5, size=(batch, 4 * n)).astype(np.float32)
+    anchor = np.sort(rng.uniform(0, 1, (1, n, 2, 2)), axis=2).transpose(0, 1, 3, 2).reshape(1, n, 4)
+    anchor = anchor.astype(np.float32)
+    for kwargs in (dict(threshold=0.01, nms_topk=400), dict(threshold=0.01), dict(threshold=0.2, force_suppress=True)):
+        got = ours(prob, loc, anchor, **kwargs)
+        assert np.count_nonzero(got[..., 0] >= 0) > 0
+        assert_same_detections(got, contrib(prob, loc, anchor, **kwargs), str(kwargs))

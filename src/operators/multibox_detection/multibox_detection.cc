@@ -169,6 +169,20 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
   alignas(8) unsigned char flag[kAnchorBlock + 8];
   for (int i = 0; i < len; ++i) flag[i] = (score[i] > -1.f) & !(score[i] < p.threshold);
   std::memset(flag + len, 0, 8);  // the last group may run past `len`
+  int flagged = 0;
+  for (int i = 0; i < len; ++i) flagged += flag[i];
+  // Many candidates (an untrained model's scores): one more pass over the block, still in cache,
+  // gives every anchor its channel at once instead of a strided search per candidate.
+  int first[kAnchorBlock];
+  const bool dense = flagged * 8 > len;
+  if (dense) {
+    for (int i = 0; i < len; ++i) first[i] = channels;
+    for (int c = channels - 1; c >= 0; --c) {
+      if (c == p.background_id) continue;
+      const float* row = prob + static_cast<size_t>(c) * n + begin;
+      for (int i = 0; i < len; ++i) first[i] = row[i] == score[i] ? c : first[i];
+    }
+  }
   int count = 0;
   for (int g = 0; g < len; g += 8) {
     uint64_t word;
@@ -176,11 +190,15 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
     if (word == 0) continue;
     for (int i = g; i < g + 8; ++i) {
       if (!flag[i]) continue;
-      const float* col = prob + begin + i;
       int best = 0;
-      while (best < channels &&
-             (best == p.background_id || !(col[static_cast<size_t>(best) * n] == score[i]))) {
-        ++best;
+      if (dense) {
+        best = first[i];
+      } else {
+        const float* col = prob + begin + i;
+        while (best < channels &&
+               (best == p.background_id || !(col[static_cast<size_t>(best) * n] == score[i]))) {
+          ++best;
+        }
       }
       if (best == channels) continue;  // unreachable: score[i] > -1 was read from an object channel
       out->anchor[count] = begin + i;
