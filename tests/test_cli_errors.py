@@ -18,13 +18,14 @@ import pytest
 import ssdkit  # noqa: F401
 from ssdkit.api.deploy import deploy_model
 from ssdkit.api.family import family_of
-from ssdkit.api.model_files import write_meta
 from ssdkit.api.param_check import check_params
 from ssdkit.cli import run_script
 from ssdkit.config import apply_overrides, load_config
 from ssdkit.dataset.synthetic import make_synthetic_dataset
 from ssdkit.detector import Detector
 from ssdkit.errors import InputError, MissingFileError, ParameterMismatchError
+
+from untrained_models import write_untrained_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["circle", "ring", "box", "triangle", "star", "cross"]
@@ -38,26 +39,9 @@ def _config(network):
 
 
 def _untrained(prefix, network="ssd", *, trained_classes=6, meta_classes=6):
-    """Write ``prefix-0001.params`` of the inference graph with ``trained_classes`` classes (small random
-    weights, BN identity) and ``prefix-meta.json`` naming ``meta_classes`` classes; return ``prefix``."""
-    config = _config(network)
-    family = family_of(config)
-    _, symbol = family.symbols(config, trained_classes)
-    meta = dict(family.meta_fields(config), class_names=CLASSES[:trained_classes])
-    inputs = dict(family.inference_shapes(meta, 1))
-    arg_shapes, _, aux_shapes = symbol.infer_shape(**inputs)
-    rng = np.random.default_rng(0)
-    blob = {}
-    for name, shape in zip(symbol.list_arguments(), arg_shapes):
-        if name not in inputs:
-            value = (np.ones(shape) if name.endswith("gamma") else np.zeros(shape) if name.endswith(("beta", "bias"))
-                     else rng.normal(0, 0.05, shape))
-            blob["arg:" + name] = mx.nd.array(value)
-    for name, shape in zip(symbol.list_auxiliary_states(), aux_shapes):
-        blob["aux:" + name] = mx.nd.ones(shape) if name.endswith("var") else mx.nd.zeros(shape)
-    mx.nd.save(prefix + "-0001.params", blob)
-    write_meta(prefix, config, CLASSES[:meta_classes])
-    return prefix
+    """An untrained checkpoint at ``prefix`` with ``trained_classes`` classes whose meta names ``meta_classes``."""
+    return write_untrained_checkpoint(prefix, _config(network), CLASSES[:meta_classes],
+                                      trained_classes=CLASSES[:trained_classes])
 
 
 @pytest.fixture(scope="module")

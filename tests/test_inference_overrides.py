@@ -11,7 +11,6 @@ import json
 import os
 
 import mxnet as mx
-import numpy as np
 import pytest
 
 import ssdkit  # noqa: F401
@@ -19,12 +18,13 @@ from ssdkit.api import evaluate as evaluate_api
 from ssdkit.api.deploy import deploy_model
 from ssdkit.api.family import family_of
 from ssdkit.api.inference import InferenceOverrides, detection_attrs_of
-from ssdkit.api.model_files import write_meta
 from ssdkit.cli import config_from_args, make_parser
 from ssdkit.config import apply_overrides, load_config
 from ssdkit.dataset.synthetic import make_synthetic_dataset
 from ssdkit.detector import Detector
 from ssdkit.errors import InputError
+
+from untrained_models import write_untrained_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["circle", "ring", "box", "triangle", "star", "cross"]
@@ -58,25 +58,8 @@ def _config(family, root=""):
 
 
 def _untrained(prefix, family):
-    """Write ``prefix-0001.params`` (small random weights, BatchNorm identity) and ``prefix-meta.json``."""
-    config = _config(family)
-    fam = family_of(config)
-    _, symbol = fam.symbols(config, len(CLASSES))
-    meta = dict(fam.meta_fields(config), class_names=CLASSES)
-    inputs = dict(fam.inference_shapes(meta, 1))
-    arg_shapes, _, aux_shapes = symbol.infer_shape(**inputs)
-    rng = np.random.default_rng(0)
-    blob = {}
-    for name, shape in zip(symbol.list_arguments(), arg_shapes):
-        if name not in inputs:
-            value = (np.ones(shape) if name.endswith("gamma") else np.zeros(shape) if name.endswith(("beta", "bias"))
-                     else rng.normal(0, 0.05, shape))
-            blob["arg:" + name] = mx.nd.array(value)
-    for name, shape in zip(symbol.list_auxiliary_states(), aux_shapes):
-        blob["aux:" + name] = mx.nd.ones(shape) if name.endswith("var") else mx.nd.zeros(shape)
-    mx.nd.save(prefix + "-0001.params", blob)
-    write_meta(prefix, config, CLASSES)
-    return prefix
+    """An untrained checkpoint of ``family``'s test network at ``prefix`` (all of CLASSES)."""
+    return write_untrained_checkpoint(prefix, _config(family), CLASSES)
 
 
 @pytest.fixture(scope="module")

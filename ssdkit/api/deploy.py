@@ -68,13 +68,7 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=N
     """
     meta = read_meta(prefix)
     family = family_of(meta)
-    with user_input():
-        if portable:
-            family.check_portable(meta)
-        if int8 is not None:
-            check_int8(meta, portable=portable)
-        inference = deploy_overrides(inference, max_detections, portable=portable)
-        meta = family.with_inference(meta, inference)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
     symbol = family.inference_symbol(meta, max_detections=-1 if portable else None)
     if portable:
         symbol = to_portable(symbol)
@@ -142,13 +136,7 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
                         nms_thresh=config["nms_thresh"], nms_topk=config["nms_topk"], class_names=class_names)
     meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name)
     family = family_of(meta)
-    with user_input():
-        if portable:
-            family.check_portable(meta)
-        if int8 is not None:
-            check_int8(meta, portable=portable)
-        inference = deploy_overrides(inference, max_detections, portable=portable)
-        meta = family.with_inference(meta, inference)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
     symbol = symbol_builder.get_symbol(**config)
     symbol = family.set_inference(symbol, inference)
     if portable:
@@ -159,6 +147,19 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
                  allow_extra=True)
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
                          max_detections=inference.max_detections, int8=int8)
+
+
+def _checked_request(family, meta, inference, max_detections, *, portable, int8):
+    """Refuse what cannot be deployed (``portable`` or ``int8`` where the family cannot give it, an
+    override a portable graph cannot honour) before anything is written; return the meta with the
+    inference overrides applied, and the overrides."""
+    with user_input():
+        if portable:
+            family.check_portable(meta)
+        if int8 is not None:
+            check_int8(meta, portable=portable)
+        inference = deploy_overrides(inference, max_detections, portable=portable)
+        return family.with_inference(meta, inference), inference
 
 
 def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections, int8=None):
