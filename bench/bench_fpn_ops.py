@@ -38,6 +38,7 @@ import numpy as np
 
 import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit.anchors import rpn_anchors
+from ssdkit.reference.roi_align import fpn_level_index
 from timing import interleaved_median_ms
 
 LOG_SIZE_CLAMP = math.log(1000.0 / 16.0)
@@ -187,7 +188,8 @@ def contrib_four_level_pooling(features, rois, levels, pooled_size, sample_ratio
     each row taken from its own level by ``where`` (far corners at least a pixel past the near ones,
     because aligned contrib ROIAlign aborts on zero-size RoIs)."""
     near = mx.sym.slice_axis(rois, axis=1, begin=0, end=3)
-    far = mx.sym.maximum(mx.sym.slice_axis(rois, axis=1, begin=3, end=5), mx.sym.slice_axis(rois, axis=1, begin=1, end=3) + 1.0)
+    far = mx.sym.maximum(mx.sym.slice_axis(rois, axis=1, begin=3, end=5),
+                         mx.sym.slice_axis(rois, axis=1, begin=1, end=3) + 1.0)
     boxes = mx.sym.concat(near, far, dim=1)
     pooled = None
     for level, (feat, stride) in enumerate(zip(features, ROI_STRIDES), start=2):
@@ -208,7 +210,7 @@ def roi_align_inputs(rng, batch, rois_per_image, channels, height, width):
     w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
     rois = np.stack([np.repeat(np.arange(batch), rois_per_image), x0, y0, np.minimum(x0 + w, width),
                      np.minimum(y0 + h, height)], 1).astype(np.float32)
-    levels = np.clip(np.floor(np.log2(np.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])) / 224.0) + 4), 2, 5)
+    levels = fpn_level_index(rois, len(ROI_STRIDES)) + 2          # the operator's own rule, P2 first
     return feats, rois, levels.astype(np.float32)
 
 

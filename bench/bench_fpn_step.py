@@ -98,7 +98,8 @@ def main(argv=None):
     if args.profile:
         os.environ["MXNET_EXEC_BULK_EXEC_TRAIN"] = "0"
         for name, mod in (("ours", mods[0]), ("contrib", mods[1])):
-            mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename="/tmp/bench_fpn_step_%s.json" % name)
+            mx.profiler.set_config(profile_all=True, aggregate_stats=True,
+                                   filename="/tmp/bench_fpn_step_%s.json" % name)
             mx.profiler.set_state("run")
             for _ in range(args.profile):
                 step(mod)

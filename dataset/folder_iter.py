@@ -148,8 +148,8 @@ class FolderDetIter(DetectionIter):
             record = self.records[self._order[pos]]
             if self.strict:
                 raise DataError("strict mode: image %s cannot be used (%s); fix or remove it, or drop "
-                                   "--strict (data.strict = false) to skip it with a count"
-                                   % (record.path, result)) from result
+                                "--strict (data.strict = false) to skip it with a count"
+                                % (record.path, result)) from result
             warnings.warn("skipping image %s (%s); %d skipped so far"
                           % (record.path, result, self.num_skipped), RuntimeWarning)
         return None

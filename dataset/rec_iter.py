@@ -214,7 +214,7 @@ class RecordDetIter(DetectionIter):
                        "ssdkit.dataset.recordio.pack_recordio (it decodes every image first) or train from "
                        "the image files with FolderDetIter.")
             raise DataError("ImageDetRecordIter failed reading %s: %s\n%s"
-                               % (self.kwargs["path_imgrec"], detail, fix)) from err
+                            % (self.kwargs["path_imgrec"], detail, fix)) from err
 
     def reset(self):
         self._call(self._iter.reset)

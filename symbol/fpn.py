@@ -4,7 +4,8 @@
 The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`), FPN neck P2..P6,
 shared RPN head with ``RPNAnchors`` per level, proposals from ``FPNProposal`` (NMS per level), in
 training ``RPNTarget`` and ``ProposalTarget`` sampling, each RoI pooled once by RoIAlign 7x7 on its level
-(``MultiLevelROIAlign``, level rule :func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test time ``RCNNDetection``.
+(``MultiLevelROIAlign``, level rule :func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test
+time ``RCNNDetection``.
 The operators are ssdkit's (``src/operators/``); settings are :class:`~ssdkit.symbol.fpn_config.FPNConfig`
 fields, presets come from :func:`~ssdkit.symbol.fpn_config.fpn_config`.
 

@@ -262,7 +262,6 @@ def fit(symbol, train_iter, config, *, train_metric, outputs=None, data_names=("
         mx.nd.waitall()
         args, auxs = mod.get_params()
         device_aux = module_state.device_aux_states(mod) if len(contexts) > 1 else None
-        mx.nd.waitall()
         bad = checkpoint.nonfinite_names(args, auxs, module_state.optimizer_state_arrays(mod))
         if bad:
             raise NonFiniteLossError(
