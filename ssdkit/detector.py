@@ -10,10 +10,10 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from ssdkit.api.data import meta_normalization
 from ssdkit.api.family import family_of
 from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
-from ssdkit.dataset.augment import Normalization
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.engine.evaluator import bind_inference
 from ssdkit.errors import MissingFileError
@@ -59,7 +59,7 @@ class Detector:
         self.family = family_of(self.meta)
         self.class_names = tuple(self.meta["class_names"])
         self.data_shape = self.meta.get("data_shape")      # SSD input side (FPN: meta["image_shape"])
-        self.normalization = Normalization(mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]))
+        self.normalization = meta_normalization(self.meta)
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
         shapes = self.family.inference_shapes(self.meta, self.batch_size)

@@ -66,3 +66,8 @@ def augmentation_of(settings):
 
 def normalization_of(config):
     return Normalization(mean=tuple(config.data.mean), std=tuple(config.data.std))
+
+
+def meta_normalization(meta):
+    """The input normalisation a model's meta file records (``mean``, ``std``), as the pipeline applies it."""
+    return Normalization(mean=tuple(meta["mean"]), std=tuple(meta["std"]))

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import mxnet as mx
 import numpy as np
 
+from ssdkit.api.data import meta_normalization
 from ssdkit.api.family import family_of
-from ssdkit.dataset.augment import Normalization
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.detector import list_images
 
@@ -115,7 +115,7 @@ class CalibrationIter(mx.io.DataIter):
         self._paths = list(paths)
         self._meta = meta
         self._family = family
-        self._normalization = Normalization(mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+        self._normalization = meta_normalization(meta)
         (self._name, shape), = family.inference_shapes(meta, self.batch_size)
         self.provide_data = [mx.io.DataDesc(self._name, shape)]
         self.provide_label = []
