@@ -27,8 +27,9 @@ def test_fpn_target_kernels_are_among_the_compiled_sources():
 @pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: os.path.relpath(p, SRC))
 def test_nvcc_compiles(cu, tmp_path):
     arch = _build.CUDA_ARCHS[0]
-    cmd = [NVCC, "-std=c++17", "-O2", "-Xcompiler", "-fPIC", "-I" + SRC, "-DSSDKIT_WITH_CUDA",
-           "-gencode", "arch=compute_%s,code=sm_%s" % (arch, arch), "-c", cu, "-o", str(tmp_path / "k.o")]
+    cmd = [NVCC] + list(_build.NVCC_FLAGS) + ["-Xcompiler", "-fPIC", "-I" + SRC, "-DSSDKIT_WITH_CUDA",
+                                               "-gencode", "arch=compute_%s,code=sm_%s" % (arch, arch),
+                                               "-c", cu, "-o", str(tmp_path / "k.o")]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout
     assert (tmp_path / "k.o").stat().st_size > 0

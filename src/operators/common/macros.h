@@ -8,4 +8,11 @@
 #define SSDKIT_HD inline
 #endif
 
+/*! \brief `#pragma omp simd` before a loop in a host/device function (g++ with OpenMP only). */
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#define SSDKIT_SIMD _Pragma("omp simd")
+#else
+#define SSDKIT_SIMD
+#endif
+
 #endif  // SSDKIT_COMMON_MACROS_H_

@@ -1,7 +1,8 @@
 /*!
  * \file match.h
- * \brief Anchor <-> ground-truth matching and hard-negative sampling (std only; the Faster R-CNN
- *        steps are host/device functions).
+ * \brief Anchor <-> ground-truth matching and hard-negative sampling (std only). Every per-anchor
+ *        and per-ground-truth step is a host/device function that the CPU loops below and the
+ *        CUDA kernels (multibox_target.cu, rpn_target.cu, proposal_target.cu) both call.
  *
  * Matching and sampling are separate steps so that other target operators (an FPN RPN target
  * with balanced sampling, a proposal target) can reuse the matcher with another sampler.
@@ -23,7 +24,8 @@
  * Sampling:
  *  SelectHardNegatives: of the unmatched anchors whose best IoU is < a threshold, keep the
  *  `count` with the lowest score (for SSD the background probability: the hardest negatives;
- *  ties by lowest anchor index, NaN ranks last); every other unmatched anchor becomes kIgnored.
+ *  ties by lowest anchor index, NaN ranks last; common/select.h); every other unmatched anchor
+ *  becomes kIgnored.
  *
  * Faster R-CNN matching (RPNTarget): ScanBestOverlaps and AssignByIoU, described at their
  * definitions below.
@@ -33,12 +35,11 @@
 #ifndef SSDKIT_COMMON_MATCH_H_
 #define SSDKIT_COMMON_MATCH_H_
 
-#include <algorithm>
-#include <cmath>
-#include <utility>
+#include <cstdint>
 #include <vector>
 
 #include "common/bbox.h"
+#include "common/select.h"
 
 namespace ssdkit {
 namespace match {
@@ -55,9 +56,40 @@ struct GtBest {
   int anchor = -1;
 };
 
+/*! \brief Offer anchor j (IoU `iou`) to a best-anchor search visiting anchors in ascending order:
+ *  it wins only with a strictly higher IoU (a NaN IoU never wins), so ties keep the lower index. */
+SSDKIT_HD void ConsiderAnchor(float iou, int j, GtBest* best) {
+  if (iou > best->iou) {
+    best->iou = iou;
+    best->anchor = j;
+  }
+}
+
 /*! \brief Fold `other` (covering higher anchor indices) into `into`: the lower index wins ties. */
-inline void MergeGtBest(const GtBest& other, GtBest* into) {
+SSDKIT_HD void MergeGtBest(const GtBest& other, GtBest* into) {
   if (other.iou > into->iou) *into = other;
+}
+
+/*!
+ * \brief Step 1 for one anchor j (box `a`): its best ground truth (highest IoU, lowest index on
+ *  ties; (-1, -1) when G == 0) and, with kTrackGts, its offer to every ground truth's best-anchor
+ *  search (gt_best, anchors visited in ascending order).
+ */
+template <bool kTrackGts>
+SSDKIT_HD void ScanAnchorOverlaps(const float* a, int j, const float* gts, int num_gt, float* best_iou,
+                                  int* best_gt, GtBest* gt_best) {
+  float bi = -1.f;
+  int bg = -1;
+  for (int g = 0; g < num_gt; ++g) {
+    const float iou = BoxIoU(a, gts + 4 * g);
+    if (iou > bi) {
+      bi = iou;
+      bg = g;
+    }
+    if (kTrackGts) ConsiderAnchor(iou, j, gt_best + g);
+  }
+  *best_iou = bi;
+  *best_gt = bg;
 }
 
 /*!
@@ -72,23 +104,34 @@ inline void ScanOverlaps(const float* anchors, int begin, int end, const float* 
                          float* best_iou, int* best_gt, GtBest* gt_best) {
   for (int g = 0; g < num_gt; ++g) gt_best[g] = GtBest();
   for (int j = begin; j < end; ++j) {
-    const float* a = anchors + 4 * static_cast<size_t>(j);
-    float bi = -1.f;
-    int bg = -1;
-    for (int g = 0; g < num_gt; ++g) {
-      float iou = BoxIoU(a, gts + 4 * g);
-      if (iou > bi) {
-        bi = iou;
-        bg = g;
-      }
-      if (iou > gt_best[g].iou) {
-        gt_best[g].iou = iou;
-        gt_best[g].anchor = j;
-      }
-    }
-    best_iou[j] = bi;
-    best_gt[j] = bg;
+    ScanAnchorOverlaps<true>(anchors + 4 * static_cast<size_t>(j), j, gts, num_gt, best_iou + j, best_gt + j,
+                             gt_best);
   }
+}
+
+/*!
+ * \brief One round of step 2: the unclaimed ground truth whose best free anchor has the highest IoU
+ *  (> kMinClaimIoU; ties: lowest anchor index, then lowest ground-truth index), or -1 when none.
+ */
+SSDKIT_HD int PickNextClaim(const GtBest* gt_best, const unsigned char* claimed, int num_gt) {
+  int pick = -1;
+  float pick_iou = kMinClaimIoU;
+  int pick_anchor = -1;
+  for (int g = 0; g < num_gt; ++g) {
+    if (claimed[g]) continue;
+    const GtBest& b = gt_best[g];
+    if (b.iou > pick_iou || (pick >= 0 && b.iou == pick_iou && b.anchor < pick_anchor)) {
+      pick = g;
+      pick_iou = b.iou;
+      pick_anchor = b.anchor;
+    }
+  }
+  return pick;
+}
+
+/*! \brief After a claim of `taken_anchor`: must unclaimed ground truth g search its best free anchor again? */
+SSDKIT_HD bool NeedsNewBestAnchor(const GtBest& best, bool claimed, int taken_anchor) {
+  return !claimed && best.anchor == taken_anchor;
 }
 
 /*!
@@ -100,42 +143,33 @@ inline void ScanOverlaps(const float* anchors, int begin, int end, const float* 
  */
 inline int ClaimBestAnchors(const float* anchors, int num_anchors, const float* gts, int num_gt,
                             GtBest* gt_best, int* match) {
-  std::vector<char> claimed(num_gt, 0);
+  std::vector<unsigned char> claimed(num_gt, 0);
   int num_claimed = 0;
   while (true) {
-    int pick = -1;
-    float pick_iou = kMinClaimIoU;
-    int pick_anchor = -1;
-    for (int g = 0; g < num_gt; ++g) {
-      if (claimed[g]) continue;
-      const GtBest& b = gt_best[g];
-      if (b.iou > pick_iou || (pick >= 0 && b.iou == pick_iou && b.anchor < pick_anchor)) {
-        pick = g;
-        pick_iou = b.iou;
-        pick_anchor = b.anchor;
-      }
-    }
+    const int pick = PickNextClaim(gt_best, claimed.data(), num_gt);
     if (pick < 0) break;
+    const int pick_anchor = gt_best[pick].anchor;
     claimed[pick] = 1;
     match[pick_anchor] = pick;
     ++num_claimed;
     // Ground truths whose best anchor was just taken look for their best free anchor.
     for (int g = 0; g < num_gt; ++g) {
-      if (claimed[g] || gt_best[g].anchor != pick_anchor) continue;
+      if (!NeedsNewBestAnchor(gt_best[g], claimed[g] != 0, pick_anchor)) continue;
       GtBest b;
       const float* box = gts + 4 * g;
       for (int j = 0; j < num_anchors; ++j) {
         if (match[j] >= 0) continue;
-        float iou = BoxIoU(anchors + 4 * static_cast<size_t>(j), box);
-        if (iou > b.iou) {
-          b.iou = iou;
-          b.anchor = j;
-        }
+        ConsiderAnchor(BoxIoU(anchors + 4 * static_cast<size_t>(j), box), j, &b);
       }
       gt_best[g] = b;
     }
   }
   return num_claimed;
+}
+
+/*! \brief Step 3 for one anchor: not matched yet, and its best IoU is > `threshold`. */
+SSDKIT_HD bool MatchesAboveThreshold(int match, int best_gt, float best_iou, float threshold) {
+  return match < 0 && best_gt >= 0 && best_iou > threshold;
 }
 
 /*!
@@ -146,7 +180,7 @@ inline int MatchAboveThreshold(const float* best_iou, const int* best_gt, int nu
                                float threshold, int* match) {
   int count = 0;
   for (int j = 0; j < num_anchors; ++j) {
-    if (match[j] < 0 && best_gt[j] >= 0 && best_iou[j] > threshold) {
+    if (MatchesAboveThreshold(match[j], best_gt[j], best_iou[j], threshold)) {
       match[j] = best_gt[j];
       ++count;
     }
@@ -154,39 +188,47 @@ inline int MatchAboveThreshold(const float* best_iou, const int* best_gt, int nu
   return count;
 }
 
-/*! \brief Candidate of the negative sampler: (score, anchor index), compared lexicographically. */
-using ScoredAnchor = std::pair<float, int>;
+/*! \brief Sampling: may an unmatched anchor (best IoU `best_iou`) be a negative at all? */
+SSDKIT_HD bool IsNegativeCandidate(float best_iou, float iou_threshold) { return best_iou < iou_threshold; }
+
+/*! \brief Sampling: rank key of a negative candidate, smallest = hardest (common/select.h
+ *  AscendingKey of its score: lowest score first, NaN last, ties by anchor index). */
+SSDKIT_HD uint32_t NegativeKey(float score) { return select::AscendingKey(score); }
+
+/*! \brief Reusable buffers of SelectHardNegatives (avoids an allocation per image). */
+struct NegativeScratch {
+  std::vector<uint32_t> keys;  // (candidates,) NegativeKey of each candidate
+  std::vector<int> anchors;    // (candidates,) their anchor indices, ascending
+};
 
 /*!
  * \brief Sampling: keep the `count` hardest unmatched anchors as negatives, ignore the others.
+ *  The selection is common/select.h's radix select (SelectSmallestK), the one the GPU kernel runs
+ *  block-wide (BlockSelectSmallestK).
  * \param best_iou    (N,) best IoU of each anchor; only anchors with best_iou < iou_threshold
  *                    are candidates
  * \param score       (N,) lower = harder (e.g. background probability); NaN ranks last
  * \param count       negatives wanted; fewer are kept when there are fewer candidates
- * \param scratch     reused buffer (avoids an allocation per image)
+ * \param scratch     reused buffers
  * \param match       (N,) in: matching result; out: kept negatives stay kUnmatched, every other
  *                    unmatched anchor becomes kIgnored, positives are untouched
  * \return the number of negatives kept
  */
 inline int SelectHardNegatives(const float* best_iou, const float* score, int num_anchors,
-                               float iou_threshold, int count, std::vector<ScoredAnchor>* scratch,
-                               int* match) {
-  std::vector<ScoredAnchor>& cand = *scratch;
-  cand.clear();
+                               float iou_threshold, int count, NegativeScratch* scratch, int* match) {
+  scratch->keys.clear();
+  scratch->anchors.clear();
   for (int j = 0; j < num_anchors; ++j) {
     if (match[j] != kUnmatched) continue;
     match[j] = kIgnored;
-    if (best_iou[j] < iou_threshold) {
-      float s = score[j];
-      cand.emplace_back(std::isnan(s) ? INFINITY : s, j);
+    if (IsNegativeCandidate(best_iou[j], iou_threshold)) {
+      scratch->keys.push_back(NegativeKey(score[j]));
+      scratch->anchors.push_back(j);
     }
   }
-  int keep = std::max(0, std::min<int>(count, static_cast<int>(cand.size())));
-  if (keep < static_cast<int>(cand.size()) && keep > 0) {
-    std::nth_element(cand.begin(), cand.begin() + (keep - 1), cand.end());
-  }
-  for (int i = 0; i < keep; ++i) match[cand[i].second] = kUnmatched;
-  return keep;
+  const int* anchors = scratch->anchors.data();
+  return select::SelectSmallestK(scratch->keys.data(), static_cast<int>(scratch->keys.size()), count,
+                                 [&](int i) { match[anchors[i]] = kUnmatched; });
 }
 
 // ---------------------------------------------------------------------------------------------

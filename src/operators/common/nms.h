@@ -9,7 +9,8 @@
  * with the kept boxes of its class, held coordinate by coordinate (branch-free), and it can stop
  * after `max_keep` kept.
  * Shared by MultiBoxDetection, FPNProposal and RCNNDetection. BlockGreedyNms (nvcc only) is the
- * same greedy rule run by one CUDA block, for the FPN operators' kernels.
+ * same greedy rule run by one CUDA block, with a suppression predicate (class-aware or not), for the
+ * CUDA kernels of those three operators; Suppresses is the one IoU test of both.
  */
 #ifndef SSDKIT_COMMON_NMS_H_
 #define SSDKIT_COMMON_NMS_H_
@@ -23,6 +24,32 @@
 #include "common/topk.h"
 
 namespace ssdkit {
+
+/*!
+ * \brief The suppression test of greedy NMS: does kept box k suppress candidate box b, i.e. is
+ *  BoxIoU(k, b) >= thr? Boxes as coordinates plus their (x1 - x0) * (y1 - y0) areas (precomputed
+ *  once per box); the operations and their order are BoxIoU's, so the IoU is bit for bit BoxIoU's
+ *  (without FMA contraction). Branch-free (an int, 0 or 1) so that the CPU loop vectorises. The
+ *  CPU's GreedyNmsSoA and the GPU's BlockGreedyNms both decide with it.
+ */
+SSDKIT_HD int Suppresses(float kx0, float ky0, float kx1, float ky1, float karea, float bx0, float by0,
+                         float bx1, float by1, float barea, float thr) {
+  const float iw = MinF(kx1, bx1) - MaxF(kx0, bx0);
+  const float ih = MinF(ky1, by1) - MaxF(ky0, by0);
+  const float inter = iw * ih;
+  const float uni = karea + barea - inter;
+  return static_cast<int>(iw > 0.f) & static_cast<int>(ih > 0.f) & static_cast<int>(uni > 0.f) &
+         static_cast<int>(inter / uni >= thr);
+}
+
+/*! \brief Area term of Suppresses for a corner box: (x1 - x0) * (y1 - y0), as BoxIoU's union. */
+SSDKIT_HD float NmsArea(const float* b) { return (b[2] - b[0]) * (b[3] - b[1]); }
+
+/*! \brief Suppresses for two corner boxes. */
+SSDKIT_HD int SuppressesBox(const float* kept, const float* box, float thr) {
+  return Suppresses(kept[0], kept[1], kept[2], kept[3], NmsArea(kept), box[0], box[1], box[2], box[3],
+                    NmsArea(box), thr);
+}
 
 struct NmsOptions {
   float iou_threshold = 0.5f;  // suppress at IoU >= this
@@ -59,7 +86,7 @@ inline int GreedyNmsSoA(const float* boxes, const int* order, int count, const N
     const int idx = order[r];
     const float* b = boxes + 4 * static_cast<size_t>(idx);
     const float bx0 = b[0], by0 = b[1], bx1 = b[2], by1 = b[3];
-    const float barea = (bx1 - bx0) * (by1 - by0);
+    const float barea = NmsArea(b);
     const int kept = static_cast<int>(s->x0.size());
     const float* kx0 = s->x0.data();
     const float* ky0 = s->y0.data();
@@ -70,13 +97,7 @@ inline int GreedyNmsSoA(const float* boxes, const int* order, int count, const N
     for (int start = 0; start < kept && !hit; start += 64) {
       const int end = kept < start + 64 ? kept : start + 64;
       for (int j = start; j < end; ++j) {
-        // BoxIoU(kept_j, box): the same operations in the same order
-        const float iw = MinF(kx1[j], bx1) - MaxF(kx0[j], bx0);
-        const float ih = MinF(ky1[j], by1) - MaxF(ky0[j], by0);
-        const float inter = iw * ih;
-        const float uni = karea[j] + barea - inter;
-        hit |= static_cast<int>(iw > 0.f) & static_cast<int>(ih > 0.f) & static_cast<int>(uni > 0.f) &
-               static_cast<int>(inter / uni >= thr);
+        hit |= Suppresses(kx0[j], ky0[j], kx1[j], ky1[j], karea[j], bx0, by0, bx1, by1, barea, thr);
       }
     }
     if (hit) continue;
@@ -197,17 +218,25 @@ inline int MergeKeptTopK(const KeptBoxes* groups, int num_groups, int k, std::ve
   return written;
 }
 
+/*! \brief Suppression predicate of class-agnostic NMS: every kept box may suppress every later one. */
+struct AnyGroup {
+  SSDKIT_HD bool operator()(int, int) const { return true; }
+};
+
 #ifdef __CUDACC__
 /*!
- * \brief Greedy NMS by one CUDA block over `count` candidates in rank order (best first): rank r is
- *  suppressed by a kept earlier rank with BoxIoU >= iou_threshold; the visit stops after `max_keep`
- *  kept (< 0: no limit, as NmsOptions). alive[r] is 1 for a candidate and 0 for none on entry, and
- *  1 exactly for the kept ranks on return. `box_at(r)` gives the box of rank r. Every thread of the
- *  block calls it; alive may be written just before the call (its first barrier is here).
+ * \brief Greedy NMS by one CUDA block over `count` candidates in rank order (best first): rank j is
+ *  suppressed by a kept earlier rank r when same_group(r, j) (e.g. the same class for class-aware
+ *  NMS; AnyGroup for class-agnostic) and SuppressesBox(box r, box j) (BoxIoU >= iou_threshold);
+ *  the visit stops after `max_keep` kept (< 0: no limit, as NmsOptions). alive[r] is 1 for a
+ *  candidate and 0 for none on entry, and 1 exactly for the kept ranks on return. `box_at(r)`
+ *  gives the box of rank r. Every thread of the block calls it; alive may be written just before
+ *  the call (its first barrier is here). The CPU's GreedyNms gives the same kept set (by class
+ *  buckets instead of a predicate) with the same Suppresses test.
  */
-template <typename BoxAt>
-__device__ void BlockGreedyNms(unsigned char* alive, int count, BoxAt box_at, float iou_threshold,
-                               int max_keep) {
+template <typename BoxAt, typename SameGroup>
+__device__ void BlockGreedyNms(unsigned char* alive, int count, BoxAt box_at, float iou_threshold, int max_keep,
+                               SameGroup same_group) {
   __shared__ int kept;
   if (threadIdx.x == 0) kept = 0;
   __syncthreads();
@@ -217,13 +246,19 @@ __device__ void BlockGreedyNms(unsigned char* alive, int count, BoxAt box_at, fl
     if (!alive[r]) continue;                       // uniform: alive[r] is final once the loop reaches r
     const float* box_r = box_at(r);
     for (int j = r + 1 + threadIdx.x; j < count; j += blockDim.x) {
-      if (alive[j] && BoxIoU(box_r, box_at(j)) >= iou_threshold) alive[j] = 0;
+      if (alive[j] && same_group(r, j) && SuppressesBox(box_r, box_at(j), iou_threshold)) alive[j] = 0;
     }
     __syncthreads();
     if (threadIdx.x == 0) ++kept;
     __syncthreads();
   }
   for (int j = r + threadIdx.x; j < count; j += blockDim.x) alive[j] = 0;  // after the stop: not kept
+}
+
+/*! \brief Class-agnostic BlockGreedyNms. */
+template <typename BoxAt>
+__device__ void BlockGreedyNms(unsigned char* alive, int count, BoxAt box_at, float iou_threshold, int max_keep) {
+  BlockGreedyNms(alive, count, box_at, iou_threshold, max_keep, AnyGroup());
 }
 #endif  // __CUDACC__
 

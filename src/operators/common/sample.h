@@ -14,12 +14,12 @@
  *   multiply-shift); no draw is made when all candidates are kept.
  * GPU: image b uses state b (a curand Philox4x32-10 state). Candidate j of a selection gets the
  *   random key Philox(counter + j, key) (word `stream` of the block), computed in parallel, and
- *   the k candidates with the smallest keys (ties: lower index) are kept; BlockChooseK does this
- *   with a radix select. The state's counter is then advanced past the blocks used, so neither we
+ *   the k candidates with the smallest keys (ties: lower index) are kept by
+ *   common/select.h BlockSelectSmallestK (the radix select MultiBoxTarget's mining also runs). The state's counter is then advanced past the blocks used, so neither we
  *   nor MXNet reuse them. This CUDA toolkit ships no curand headers, so the state is read through
  *   PhiloxStateView, a mirror of the documented curandStatePhilox4_32_10_t layout. The GPU path is
  *   compiled but has never run (no GPU on the development machines).
- * Standard library only (cub inside __CUDACC__), so CUDA sources may include it.
+ * Standard library only, so CUDA sources may include it.
  */
 #ifndef SSDKIT_COMMON_SAMPLE_H_
 #define SSDKIT_COMMON_SAMPLE_H_
@@ -28,11 +28,6 @@
 #include <utility>
 
 #include "common/macros.h"
-
-#ifdef __CUDACC__
-#include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
-#endif
 
 namespace ssdkit {
 namespace sample {
@@ -130,75 +125,6 @@ SSDKIT_HD uint32_t CandidateKey(const PhiloxStateView& s, int j, int stream) {
   return out[stream & 3];
 }
 
-#ifdef __CUDACC__
-/*!
- * \brief Block-wide (all kThreads threads call it): of the candidates j in [0, n) (cand(j) true),
- *        keep the k with the smallest keys[j] (ties: lower j) and call drop(j) on every other one.
- *        cand(j) must not change before drop(j) is called on j. Returns the number kept
- *        (uniform across the block).
- */
-template <int kThreads, class Cand, class Drop>
-__device__ int BlockChooseK(int n, int k, const uint32_t* keys, Cand cand, Drop drop) {
-  using Reduce = cub::BlockReduce<int, kThreads>;
-  using Scan = cub::BlockScan<int, kThreads>;
-  __shared__ union {
-    typename Reduce::TempStorage reduce;
-    typename Scan::TempStorage scan;
-  } storage;
-  __shared__ int shared_total;
-  int local = 0;
-  for (int j = threadIdx.x; j < n; j += kThreads) local += cand(j) ? 1 : 0;
-  __syncthreads();
-  int total = Reduce(storage.reduce).Sum(local);
-  if (threadIdx.x == 0) shared_total = total;
-  __syncthreads();
-  const int count = shared_total;
-  if (k >= count) return count;
-  if (k <= 0) {
-    for (int j = threadIdx.x; j < n; j += kThreads) {
-      if (cand(j)) drop(j);
-    }
-    __syncthreads();
-    return 0;
-  }
-  // Radix select of the k-th smallest key (pivot) and how many keys equal to it to keep.
-  uint32_t prefix = 0, mask = 0;
-  int rank = k;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t b = 1u << bit;
-    int zeros = 0;
-    for (int j = threadIdx.x; j < n; j += kThreads) {
-      if (!cand(j)) continue;
-      const uint32_t key = keys[j];
-      if ((key & mask) == prefix && !(key & b)) ++zeros;
-    }
-    __syncthreads();
-    total = Reduce(storage.reduce).Sum(zeros);
-    if (threadIdx.x == 0) shared_total = total;
-    __syncthreads();
-    if (rank > shared_total) {
-      rank -= shared_total;
-      prefix |= b;
-    }
-    mask |= b;
-  }
-  const uint32_t pivot = prefix;
-  int taken = 0;  // keys equal to the pivot kept so far, uniform across the block
-  for (int base = 0; base < n; base += kThreads) {
-    const int j = base + threadIdx.x;
-    const bool c = j < n && cand(j);
-    const uint32_t key = c ? keys[j] : 0u;
-    const int equal = (c && key == pivot) ? 1 : 0;
-    int before = 0, chunk = 0;
-    __syncthreads();
-    Scan(storage.scan).ExclusiveSum(equal, before, chunk);
-    if (c && !(key < pivot || (equal && taken + before < rank))) drop(j);
-    taken += chunk;
-  }
-  __syncthreads();
-  return k;
-}
-#endif  // __CUDACC__
 
 }  // namespace sample
 }  // namespace ssdkit

@@ -25,14 +25,19 @@
 namespace ssdkit {
 
 /*!
- * \brief The whole TopKDescending order of one score as an integer (host only): a higher score has
- *  a larger key, -0 and +0 share one, NaN has key 0, below every number (-inf included).
+ * \brief The whole TopKDescending order of one score as an integer (host and device): a higher
+ *  score has a larger key, -0 and +0 share one, NaN has key 0, below every number (-inf included).
+ *  MultiBoxDetection's CPU ranking (TopKDescending) and its CUDA radix sort both rank by it.
  */
-inline uint32_t TotalRankKey(float score) {
-  if (std::isnan(score)) return 0u;
+SSDKIT_HD uint32_t TotalRankKey(float score) {
+  if (score != score) return 0u;
   const float s = score + 0.f;  // -0 -> +0
+#ifdef __CUDA_ARCH__
+  const uint32_t u = __float_as_uint(s);
+#else
   uint32_t u;
   std::memcpy(&u, &s, sizeof(u));
+#endif
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // never 0: that is a NaN's complement
 }
 

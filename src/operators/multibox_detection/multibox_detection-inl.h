@@ -94,20 +94,57 @@ SSDKIT_HD int ChannelToClass(int channel, int background_id) {
 }
 
 /*!
- * \brief Fold channel `channel` with probability `p` into the running best (score, channel).
- *  Strictly greater wins, so the first channel wins ties and NaN never wins; start from
- *  score = -1, channel = -1 as contrib does.
+ * \brief Step 1 for `lanes` (<= kLanes) adjacent anchors: score[i] = the best object probability,
+ *  the running `v > s ? v : s` over the channels != background_id in channel order from s = -1
+ *  (NaN never wins; -1 when no channel is above -1). `p` points at the first anchor's channel 0,
+ *  channels `stride` floats apart. Channel-outer so that the CPU loop (kLanes = 512) reads
+ *  contiguous rows and vectorises; the CUDA kernel runs it per anchor (kLanes = 1).
  */
-SSDKIT_HD void KeepBest(float p, int channel, float* score, int* best) {
-  if (p > *score) {
-    *score = p;
-    *best = channel;
+template <int kLanes>
+SSDKIT_HD void BestObjectScoreLanes(const float* p, size_t stride, int channels, int background_id, int lanes,
+                                    float* score) {
+  for (int i = 0; i < lanes; ++i) score[i] = -1.f;
+  for (int c = 0; c < channels; ++c) {
+    if (c == background_id) continue;
+    const float* row = p + static_cast<size_t>(c) * stride;
+    SSDKIT_SIMD
+    for (int i = 0; i < lanes; ++i) score[i] = row[i] > score[i] ? row[i] : score[i];
   }
 }
 
-/*! \brief An anchor whose best channel is `best` (-1: none above -1) with `score` is a candidate. */
-SSDKIT_HD bool IsCandidate(int best, float score, float threshold) {
-  return best >= 0 && !(score < threshold);
+/*! \brief Is an anchor with best object score `score` (BestObjectScoreLanes) a candidate: some
+ *  channel above -1, and not below the threshold. Branch-free (0 or 1). */
+SSDKIT_HD int IsCandidateScore(float score, float threshold) {
+  return static_cast<int>(score > -1.f) & static_cast<int>(!(score < threshold));
+}
+
+/*!
+ * \brief The channel of a candidate's best score (the first channel != background_id whose
+ *  probability equals `score`, which is the channel the running max of BestObjectScoreLanes took),
+ *  or `channels` if none. One anchor: `col` is its channel 0, channels `stride` apart; stops at the
+ *  first match (the CPU's path for few candidates).
+ */
+SSDKIT_HD int FirstChannelWithScore(const float* col, size_t stride, int channels, int background_id, float score) {
+  int best = 0;
+  while (best < channels && (best == background_id || !(col[static_cast<size_t>(best) * stride] == score))) ++best;
+  return best;
+}
+
+/*!
+ * \brief FirstChannelWithScore for `lanes` adjacent anchors at once, reading every channel (no early
+ *  stop, vectorised): first[i] for score[i]. The CPU's path when most anchors are candidates, and the
+ *  CUDA kernel's (kLanes = 1).
+ */
+template <int kLanes>
+SSDKIT_HD void FirstChannelWithScoreLanes(const float* p, size_t stride, int channels, int background_id,
+                                          int lanes, const float* score, int* first) {
+  for (int i = 0; i < lanes; ++i) first[i] = channels;
+  for (int c = channels - 1; c >= 0; --c) {
+    if (c == background_id) continue;
+    const float* row = p + static_cast<size_t>(c) * stride;
+    SSDKIT_SIMD
+    for (int i = 0; i < lanes; ++i) first[i] = row[i] == score[i] ? c : first[i];
+  }
 }
 
 /*! \brief Write one output row [cls_id, score, xmin, ymin, xmax, ymax] (CPU and CUDA). */

@@ -147,27 +147,20 @@ struct BlockCandidates {
 
 /*!
  * \brief Pass 1 for anchors [begin, end) of one image: its candidates (anchor, object class, score).
- *  First the best score of every anchor (a vectorised max over channels, memory-bound on this
- *  streaming read), then, for the few candidates only and while the block is still in cache, the
- *  channel holding that score: the first channel whose probability equals it. That is KeepBest's
- *  channel: `v > s ? v : s` from s = -1 keeps the first of equal values as KeepBest does, NaN never
- *  wins in either, and the scan can stop at the first match instead of reading every channel.
+ *  First the best score of every anchor (BestObjectScoreLanes: a vectorised max over channels,
+ *  memory-bound on this streaming read), then, for the candidates only and while the block is still
+ *  in cache, the channel holding that score (FirstChannelWithScore, or its all-lanes form when most
+ *  anchors are candidates). The CUDA kernel calls the same three functions per anchor.
  */
 SSDKIT_AVX2_CLONE
 void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int channels, int n, int begin,
                     int end, BlockCandidates* out) {
   float score[kAnchorBlock];
   const int len = end - begin;
-  for (int i = 0; i < len; ++i) score[i] = -1.f;
-  for (int c = 0; c < channels; ++c) {
-    if (c == p.background_id) continue;
-    const float* row = prob + static_cast<size_t>(c) * n + begin;
-    for (int i = 0; i < len; ++i) score[i] = row[i] > score[i] ? row[i] : score[i];
-  }
-  // candidate flags without a branch per anchor (IsCandidate: a channel above -1 and not below
-  // the threshold), then visit only the 8-anchor groups holding one
+  BestObjectScoreLanes<kAnchorBlock>(prob + begin, static_cast<size_t>(n), channels, p.background_id, len, score);
+  // candidate flags without a branch per anchor, then visit only the 8-anchor groups holding one
   alignas(8) unsigned char flag[kAnchorBlock + 8];
-  for (int i = 0; i < len; ++i) flag[i] = (score[i] > -1.f) & !(score[i] < p.threshold);
+  for (int i = 0; i < len; ++i) flag[i] = static_cast<unsigned char>(IsCandidateScore(score[i], p.threshold));
   std::memset(flag + len, 0, 8);  // the last group may run past `len`
   int flagged = 0;
   for (int i = 0; i < len; ++i) flagged += flag[i];
@@ -176,12 +169,8 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
   int first[kAnchorBlock];
   const bool dense = flagged * 8 > len;
   if (dense) {
-    for (int i = 0; i < len; ++i) first[i] = channels;
-    for (int c = channels - 1; c >= 0; --c) {
-      if (c == p.background_id) continue;
-      const float* row = prob + static_cast<size_t>(c) * n + begin;
-      for (int i = 0; i < len; ++i) first[i] = row[i] == score[i] ? c : first[i];
-    }
+    FirstChannelWithScoreLanes<kAnchorBlock>(prob + begin, static_cast<size_t>(n), channels, p.background_id, len,
+                                             score, first);
   }
   int count = 0;
   for (int g = 0; g < len; g += 8) {
@@ -190,16 +179,9 @@ void BestClassBlock(const MultiBoxDetectionParam& p, const float* prob, int chan
     if (word == 0) continue;
     for (int i = g; i < g + 8; ++i) {
       if (!flag[i]) continue;
-      int best = 0;
-      if (dense) {
-        best = first[i];
-      } else {
-        const float* col = prob + begin + i;
-        while (best < channels &&
-               (best == p.background_id || !(col[static_cast<size_t>(best) * n] == score[i]))) {
-          ++best;
-        }
-      }
+      const int best = dense ? first[i]
+                             : FirstChannelWithScore(prob + begin + i, static_cast<size_t>(n), channels,
+                                                     p.background_id, score[i]);
       if (best == channels) continue;  // unreachable: score[i] > -1 was read from an object channel
       out->anchor[count] = begin + i;
       out->cls[count] = ChannelToClass(best, p.background_id);

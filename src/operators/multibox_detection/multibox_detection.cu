@@ -1,12 +1,16 @@
 // CUDA kernels of MultiBoxDetection (semantics in multibox_detection-inl.h). Compiled by nvcc; no
-// lib_api.h here. Plan, for B images of N anchors:
-//  1. ScoreKernel      one thread per (image, anchor): best class, sort key, decoded box, count.
+// lib_api.h here. Plan, for B images of N anchors, each step on the host/device functions the CPU
+// kernel (multibox_detection.cc) also runs:
+//  1. ScoreKernel      one thread per (image, anchor): BestObjectScoreLanes<1>, IsCandidateScore,
+//     FirstChannelWithScoreLanes<1>, ChannelToClass, rank key TotalRankKey (common/topk.h, the
+//     CPU's TopKDescending key), BoxDecode, count.
 //  2. cub segmented radix sort of the keys, descending; radix sort is stable, so equal scores keep
-//     ascending anchor order exactly like contrib's std::stable_sort.
-//  3. NmsKernel        one block per image: contrib's greedy loop over the top-T ranked rows, each
-//     step suppressing the later rows in parallel.
-//  4. WriteKernel      one block per image: the output layout, a block-wide scan giving anchor-order
-//     positions for the rows that contrib leaves unsorted.
+//     ascending anchor order, the CPU's (and contrib's std::stable_sort's) tie rule.
+//  3. NmsKernel        one block per image: common/nms.h BlockGreedyNms over the top-T ranked rows
+//     with a class predicate (unless force_suppress) and the CPU's Suppresses test.
+//  4. WriteKernel      one block per image: the output layout (WriteDetectionRow), a block-wide scan
+//     giving anchor-order positions for the rows that contrib leaves unsorted.
+// Compiled, never run on a GPU (none on the development machines; tools/gpu_selftest.sh checks it).
 #include <cuda_runtime.h>
 
 #include <cub/cub.cuh>
@@ -17,6 +21,8 @@
 
 #include "common/bbox.h"
 #include "common/cuda_utils.h"
+#include "common/nms.h"
+#include "common/topk.h"
 #include "multibox_detection/multibox_detection-inl.h"
 
 namespace ssdkit {
@@ -26,8 +32,9 @@ constexpr int kThreads = 256;
 
 /*! \brief Workspace carve-up; every piece starts on a 256-byte boundary. */
 struct DetWorkspace {
-  float* keys = nullptr;         // (B*N) score of candidates, -inf otherwise
-  float* sorted_keys = nullptr;  // (B*N)
+  uint32_t* keys = nullptr;         // (B*N) TotalRankKey(score) of candidates, 0 otherwise
+  uint32_t* sorted_keys = nullptr;  // (B*N)
+  float* scores = nullptr;          // (B*N) best object score
   int* anchor_ids = nullptr;     // (B*N) anchor index within its image
   int* sorted_ids = nullptr;     // (B*N) anchor index, ranked per image
   int* classes = nullptr;        // (B*N) object class, -1 for non-candidates
@@ -51,8 +58,9 @@ DetWorkspace Layout(char* base, int batch, int num_anchors) {
     at += Align(bytes);
     return p;
   };
-  w.keys = reinterpret_cast<float*>(take(cells * sizeof(float)));
-  w.sorted_keys = reinterpret_cast<float*>(take(cells * sizeof(float)));
+  w.keys = reinterpret_cast<uint32_t*>(take(cells * sizeof(uint32_t)));
+  w.sorted_keys = reinterpret_cast<uint32_t*>(take(cells * sizeof(uint32_t)));
+  w.scores = reinterpret_cast<float*>(take(cells * sizeof(float)));
   w.anchor_ids = reinterpret_cast<int*>(take(cells * sizeof(int)));
   w.sorted_ids = reinterpret_cast<int*>(take(cells * sizeof(int)));
   w.classes = reinterpret_cast<int*>(take(cells * sizeof(int)));
@@ -83,14 +91,14 @@ __global__ void ScoreKernel(int batch, int channels, int num_anchors, int backgr
   for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += blockDim.x * gridDim.x) {
     const int b = t / num_anchors, i = t % num_anchors;
     const float* p = prob + static_cast<size_t>(b) * channels * num_anchors + i;
-    float score = -1.f;
-    int best = -1;
-    for (int c = 0; c < channels; ++c) {
-      if (c != background_id) KeepBest(p[static_cast<size_t>(c) * num_anchors], c, &score, &best);
-    }
-    const bool candidate = IsCandidate(best, score, threshold);
+    float score;
+    BestObjectScoreLanes<1>(p, num_anchors, channels, background_id, 1, &score);
+    int best = channels;
+    const bool candidate = IsCandidateScore(score, threshold) != 0;
+    if (candidate) FirstChannelWithScoreLanes<1>(p, num_anchors, channels, background_id, 1, &score, &best);
     w.classes[t] = candidate ? ChannelToClass(best, background_id) : -1;
-    w.keys[t] = candidate ? score + 0.f : -INFINITY;  // + 0.f: -0 ranks like +0, as in a comparison sort
+    w.keys[t] = candidate ? TotalRankKey(score) : 0u;
+    w.scores[t] = score;
     w.anchor_ids[t] = i;
     BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(t), var, clip,
               w.boxes + 4 * static_cast<size_t>(t));
@@ -113,28 +121,9 @@ __global__ void NmsKernel(int num_anchors, float nms_threshold, bool force_suppr
   const float* boxes = w.boxes + 4 * base;
   const int* classes = w.classes + base;
   for (int r = threadIdx.x; r < top; r += blockDim.x) alive[r] = 1;
-  __shared__ int kept;
-  if (threadIdx.x == 0) kept = 0;
-  __syncthreads();
-  for (int r = 0; r < top; ++r) {
-    if (max_keep >= 0 && kept >= max_keep) break;  // uniform: kept changes only between barriers
-    if (!alive[r]) continue;                          // uniform: alive[r] is final once reached
-    const int ir = ids[r];
-    const float* box_r = boxes + 4 * static_cast<size_t>(ir);
-    const int cls_r = classes[ir];
-    for (int j = r + 1 + threadIdx.x; j < top; j += blockDim.x) {
-      const int ij = ids[j];
-      if (alive[j] && (force_suppress || classes[ij] == cls_r) &&
-          BoxIoU(box_r, boxes + 4 * static_cast<size_t>(ij)) >= nms_threshold) {
-        alive[j] = 0;
-      }
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) ++kept;
-    __syncthreads();
-  }
-  // With max_keep, rows after the stop stay marked alive without being examined; WriteKernel
-  // writes only the first max_keep alive rows, which were all examined.
+  BlockGreedyNms(
+      alive, top, [=](int r) { return boxes + 4 * static_cast<size_t>(ids[r]); }, nms_threshold, max_keep,
+      [=](int r, int j) { return force_suppress || classes[ids[r]] == classes[ids[j]]; });
 }
 
 __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, bool capped,
@@ -148,7 +137,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
   const int top = RankedRows(v, nms, nms_topk);
   float* o = out + 6 * static_cast<size_t>(b) * rows;
   const int* ids = w.sorted_ids + base;
-  const float* keys = w.sorted_keys + base;
+  const float* scores = w.scores + base;
   const float* boxes = w.boxes + 4 * base;
   const int* classes = w.classes + base;
   int written;
@@ -163,7 +152,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
       BlockScan(scan_storage).ExclusiveSum(keep, pos, total);
       pos += running;
       if (keep && pos < rows) {
-        WriteDetectionRow(o + 6 * static_cast<size_t>(pos), static_cast<float>(classes[ids[r]]), keys[r],
+        WriteDetectionRow(o + 6 * static_cast<size_t>(pos), static_cast<float>(classes[ids[r]]), scores[ids[r]],
                     boxes + 4 * static_cast<size_t>(ids[r]));
       }
       __syncthreads();
@@ -178,7 +167,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
     for (int r = threadIdx.x; r < ranked; r += blockDim.x) {
       const int id = ids[r];
       WriteDetectionRow(o + 6 * static_cast<size_t>(r), w.alive[base + r] ? static_cast<float>(classes[id]) : -1.f,
-                  keys[r], boxes + 4 * static_cast<size_t>(id));
+                  scores[id], boxes + 4 * static_cast<size_t>(id));
     }
     if (threadIdx.x == 0) running = 0;
     __syncthreads();
@@ -189,9 +178,7 @@ __global__ void WriteKernel(int num_anchors, int rows, bool nms, int nms_topk, b
       BlockScan(scan_storage).ExclusiveSum(is_candidate, pos, total);
       pos += running;
       if (is_candidate && pos >= ranked) {
-        // contrib stores the candidate's probability; the sort key is the same value
-        float score = w.keys[base + i];
-        WriteDetectionRow(o + 6 * static_cast<size_t>(pos), nms ? -1.f : static_cast<float>(classes[i]), score,
+        WriteDetectionRow(o + 6 * static_cast<size_t>(pos), nms ? -1.f : static_cast<float>(classes[i]), scores[i],
                     boxes + 4 * static_cast<size_t>(i));
       }
       __syncthreads();
@@ -228,7 +215,7 @@ void MultiBoxDetectionForwardGPU(const MultiBoxDetectionParam& p, int batch, int
   cuda::CheckLastError("MultiBoxDetection score kernel");
   cudaError_t err = cub::DeviceSegmentedRadixSort::SortPairsDescending(
       w.cub_temp, w.cub_bytes, w.keys, w.sorted_keys, w.anchor_ids, w.sorted_ids, cells, batch, w.offsets,
-      w.offsets + 1, 0, static_cast<int>(sizeof(float) * 8), s);
+      w.offsets + 1, 0, static_cast<int>(sizeof(uint32_t) * 8), s);
   if (err != cudaSuccess) {
     throw std::runtime_error(std::string("MultiBoxDetection sort: ") + cudaGetErrorString(err));
   }

@@ -37,8 +37,10 @@
  *     their top logit all have probability 0 and rank by index, where contrib ranks their
  *     denormal probabilities. Otherwise only probabilities within an ulp could rank differently.
  *
- * The CUDA kernels (multibox_target.cu) take the same steps; nvcc's FMA contraction can change
- * IoUs and probabilities in the last bit, so exact ties may break differently than on the CPU.
+ * The CUDA kernels (multibox_target.cu) take the same steps through the same host/device functions
+ * (common/match.h, common/select.h, BackgroundProbLanes, WriteAnchorTarget), compiled with FMA
+ * contraction off (-fmad=false), so IoUs and probabilities are the CPU's bit for bit; only logf in
+ * BoxEncode (CUDA's vs glibc's) can differ in the last bits of loc_target.
  *
  * Defined behaviour on bad input (never a crash or hang):
  *   - A label row before the padding whose class is not in [0, C) (C = cls_pred channels - 1,
@@ -61,7 +63,9 @@
 
 #include "common/attrs.h"
 #include "common/bbox.h"
+#include "common/fast_exp.h"
 #include "common/macros.h"
+#include "common/match.h"
 
 namespace ssdkit {
 
@@ -128,6 +132,77 @@ SSDKIT_HD int NumNegativesWanted(int num_positive, int num_anchors, float ratio,
   if (n < minimum) n = minimum;
   if (n > num_anchors - num_positive) n = num_anchors - num_positive;
   return n;
+}
+
+/*!
+ * \brief The ground truths of one image: label rows (M, W) up to the first padding row, those that
+ *  are IsValidGroundTruth; their boxes compacted into gts (G, 4) and their row numbers into rows
+ *  (G,). Returns G. Used by the CPU kernel and the CUDA kernel alike.
+ */
+SSDKIT_HD int CollectImageGroundTruths(const float* labels, int num_labels, int label_width, int num_classes,
+                                       float* gts, int* rows) {
+  int g = 0;
+  for (int r = 0; r < num_labels; ++r) {
+    const float* row = labels + static_cast<size_t>(r) * label_width;
+    if (IsPaddingRow(row)) break;
+    if (!IsValidGroundTruth(row, num_classes)) continue;
+    for (int k = 0; k < 4; ++k) gts[4 * g + k] = row[1 + k];
+    rows[g] = r;
+    ++g;
+  }
+  return g;
+}
+
+/*!
+ * \brief Background probability softmax(x[:, j])[0] of `lanes` (<= kLanes) adjacent anchors, x with
+ *  `stride` floats between channels: max-subtracted, exponentials (common/fast_exp.h) summed in
+ *  channel order, as contrib does. Channel-major over the lanes so that the CPU loops (kLanes = 128)
+ *  are contiguous and vectorised; the CUDA kernel runs it per anchor (kLanes = 1). The same
+ *  operations in the same order on both sides (the CUDA build has FMA contraction off).
+ */
+template <int kLanes>
+SSDKIT_HD void BackgroundProbLanes(const float* x, size_t stride, int num_channels, int lanes, float* prob) {
+  float mx[kLanes], e0[kLanes], sum[kLanes];
+  for (int i = 0; i < lanes; ++i) mx[i] = x[i];
+  for (int k = 1; k < num_channels; ++k) {
+    const float* xk = x + static_cast<size_t>(k) * stride;
+    SSDKIT_SIMD
+    for (int i = 0; i < lanes; ++i) mx[i] = xk[i] > mx[i] ? xk[i] : mx[i];
+  }
+  SSDKIT_SIMD
+  for (int i = 0; i < lanes; ++i) {
+    e0[i] = ExpNonPositive(x[i] - mx[i]);
+    sum[i] = e0[i];
+  }
+  for (int k = 1; k < num_channels; ++k) {
+    const float* xk = x + static_cast<size_t>(k) * stride;
+    SSDKIT_SIMD
+    for (int i = 0; i < lanes; ++i) sum[i] += ExpNonPositive(xk[i] - mx[i]);
+  }
+  SSDKIT_SIMD
+  for (int i = 0; i < lanes; ++i) prob[i] = e0[i] / sum[i];
+}
+
+/*!
+ * \brief Output values of one anchor for its match `g` (>= 0: a ground truth, match::kUnmatched: a
+ *  negative, else ignored): loc (4,) = BoxEncode against `gt_box` and mask (4,) = 1 for a positive,
+ *  both 0 otherwise; *cls = gt_class + 1, 0 or ignore_label. gt_box / gt_class are read only for a
+ *  positive. The CPU loop and the CUDA kernel both write every anchor through this.
+ */
+SSDKIT_HD void WriteAnchorTarget(int g, const float* anchor, const float* gt_box, float gt_class,
+                                 const Variances& variances, float ignore_label, float* loc, float* mask,
+                                 float* cls) {
+  if (g >= 0) {
+    *cls = gt_class + 1.f;
+    BoxEncode(anchor, gt_box, variances, loc);
+    for (int k = 0; k < 4; ++k) mask[k] = 1.f;
+  } else {
+    *cls = g == match::kUnmatched ? 0.f : ignore_label;
+    for (int k = 0; k < 4; ++k) {
+      loc[k] = 0.f;
+      mask[k] = 0.f;
+    }
+  }
 }
 
 #ifdef SSDKIT_WITH_CUDA

@@ -91,34 +91,14 @@ MXReturnValue TargetInferShape(const Attrs& attrs, Shapes* in_shapes, Shapes* ou
 }
 
 /*!
- * \brief prob[j] = softmax(x[:, j])[0] for anchors [begin, end) of one image; x is (K, N).
- *  Max-subtracted, exponentials summed in class order (as contrib does), class-major over a
- *  chunk of anchors so that the loops are contiguous and vectorised.
+ * \brief prob[j] = softmax(x[:, j])[0] for anchors [begin, end) of one image; x is (K, N):
+ *  BackgroundProbLanes (multibox_target-inl.h, the CUDA kernel's function) over chunks of anchors.
  */
 SSDKIT_VECTOR_CLONES
 void BackgroundProb(const float* x, int num_channels, int num_anchors, int begin, int end, float* prob) {
-  float mx[kSoftmaxChunk], e0[kSoftmaxChunk], sum[kSoftmaxChunk];
   for (int c0 = begin; c0 < end; c0 += kSoftmaxChunk) {
-    const int n = std::min(kSoftmaxChunk, end - c0);
-    const float* x0 = x + c0;
-    for (int i = 0; i < n; ++i) mx[i] = x0[i];
-    for (int k = 1; k < num_channels; ++k) {
-      const float* xk = x0 + static_cast<size_t>(k) * num_anchors;
-#pragma omp simd
-      for (int i = 0; i < n; ++i) mx[i] = xk[i] > mx[i] ? xk[i] : mx[i];
-    }
-#pragma omp simd
-    for (int i = 0; i < n; ++i) {
-      e0[i] = ExpNonPositive(x0[i] - mx[i]);
-      sum[i] = e0[i];
-    }
-    for (int k = 1; k < num_channels; ++k) {
-      const float* xk = x0 + static_cast<size_t>(k) * num_anchors;
-#pragma omp simd
-      for (int i = 0; i < n; ++i) sum[i] += ExpNonPositive(xk[i] - mx[i]);
-    }
-#pragma omp simd
-    for (int i = 0; i < n; ++i) prob[c0 + i] = e0[i] / sum[i];
+    BackgroundProbLanes<kSoftmaxChunk>(x + c0, static_cast<size_t>(num_anchors), num_channels,
+                                       std::min(kSoftmaxChunk, end - c0), prob + c0);
   }
 }
 
@@ -149,17 +129,10 @@ void CollectGroundTruths(Problem* pb) {
   pb->gt_rows.assign(static_cast<size_t>(pb->batch) * pb->num_labels, -1);
   pb->num_gt.assign(pb->batch, 0);
   for (int b = 0; b < pb->batch; ++b) {
-    int g = 0;
-    for (int r = 0; r < pb->num_labels; ++r) {
-      const float* row = pb->labels + (static_cast<size_t>(b) * pb->num_labels + r) * pb->label_width;
-      if (IsPaddingRow(row)) break;
-      if (!IsValidGroundTruth(row, num_classes)) continue;
-      float* dst = pb->gts.data() + (static_cast<size_t>(b) * pb->num_labels + g) * 4;
-      for (int k = 0; k < 4; ++k) dst[k] = row[1 + k];
-      pb->gt_rows[static_cast<size_t>(b) * pb->num_labels + g] = r;
-      ++g;
-    }
-    pb->num_gt[b] = g;
+    const size_t first = static_cast<size_t>(b) * pb->num_labels;
+    pb->num_gt[b] = CollectImageGroundTruths(pb->labels + first * pb->label_width, pb->num_labels,
+                                             pb->label_width, num_classes, pb->gts.data() + first * 4,
+                                             pb->gt_rows.data() + first);
   }
 }
 
@@ -179,7 +152,7 @@ void ScanBlock(Problem* pb, int b, int blk) {
 
 /*! \brief Phase B for image b: match, sample and write its output rows. */
 void AssignImage(const Problem& pb, int b, std::vector<int>* match_buf,
-                 std::vector<match::GtBest>* gt_best_buf, std::vector<match::ScoredAnchor>* scratch,
+                 std::vector<match::GtBest>* gt_best_buf, match::NegativeScratch* scratch,
                  float* loc_target, float* loc_mask, float* cls_target) {
   const MultiBoxTargetParam& p = pb.p;
   const int n = pb.num_anchors, m = pb.num_labels, num_gt = pb.num_gt[b];
@@ -187,9 +160,9 @@ void AssignImage(const Problem& pb, int b, std::vector<int>* match_buf,
   float* loc = loc_target + row * 4;
   float* mask = loc_mask + row * 4;
   float* cls = cls_target + row;
-  std::fill(loc, loc + static_cast<size_t>(n) * 4, 0.f);
-  std::fill(mask, mask + static_cast<size_t>(n) * 4, 0.f);
   if (!pb.NeedsScan(b)) {
+    std::fill(loc, loc + static_cast<size_t>(n) * 4, 0.f);
+    std::fill(mask, mask + static_cast<size_t>(n) * 4, 0.f);
     std::fill(cls, cls + n, p.ignore_label);
     return;
   }
@@ -221,14 +194,11 @@ void AssignImage(const Problem& pb, int b, std::vector<int>* match_buf,
   const int* rows = pb.gt_rows.data() + static_cast<size_t>(b) * m;
   for (int j = 0; j < n; ++j) {
     const int g = match[j];
-    if (g >= 0) {
-      cls[j] = labels[static_cast<size_t>(rows[g]) * pb.label_width] + 1.f;
-      const size_t o = 4 * static_cast<size_t>(j);
-      BoxEncode(pb.anchors + o, gts + 4 * g, p.variances, loc + o);
-      for (int k = 0; k < 4; ++k) mask[o + k] = 1.f;
-    } else {
-      cls[j] = g == match::kUnmatched ? 0.f : p.ignore_label;
-    }
+    const bool positive = g >= 0;
+    const size_t o = 4 * static_cast<size_t>(j);
+    WriteAnchorTarget(g, pb.anchors + o, positive ? gts + 4 * g : nullptr,
+                      positive ? labels[static_cast<size_t>(rows[g]) * pb.label_width] : 0.f, p.variances,
+                      p.ignore_label, loc + o, mask + o, cls + j);
   }
 }
 
@@ -271,7 +241,7 @@ MXReturnValue TargetForwardCPU(const Attrs& attrs, std::vector<MXTensor>* inputs
       }
       std::vector<int> match_buf;
       std::vector<match::GtBest> gt_best_buf;
-      std::vector<match::ScoredAnchor> scratch;
+      match::NegativeScratch scratch;
 #pragma omp for schedule(dynamic, 1)
       for (int b = 0; b < pb.batch; ++b) {
         AssignImage(pb, b, &match_buf, &gt_best_buf, &scratch, loc_target, loc_mask, cls_target);

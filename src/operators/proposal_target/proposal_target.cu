@@ -19,6 +19,7 @@
 #include "common/ground_truth.h"
 #include "common/match.h"
 #include "common/sample.h"
+#include "common/select.h"
 #include "common/two_stage.h"
 #include "proposal_target/proposal_target-inl.h"
 
@@ -111,13 +112,15 @@ __global__ void ProcessImage(const float* rois, const float* labels, Config c, s
   const sample::PhiloxStateView state = states[b];
   for (int j = threadIdx.x; j < n; j += kThreads) keys[j] = sample::CandidateKey(state, j, 0);
   __syncthreads();
-  const int kept_fg = sample::BlockChooseK<kThreads>(
-      n, c.max_fg, keys, [kind](int j) { return kind[j] == kForeground; },
+  const int kept_fg = select::BlockSelectSmallestK<kThreads>(
+      n, c.max_fg, [keys](int j) { return keys[j]; },
+      [kind](int j) { return kind[j] == kForeground; },
       [kind](int j) { kind[j] = kNotSampled; });
   for (int j = threadIdx.x; j < n; j += kThreads) keys[j] = sample::CandidateKey(state, j, 1);
   __syncthreads();
-  const int kept_bg = sample::BlockChooseK<kThreads>(
-      n, c.batch_rois - kept_fg, keys, [kind](int j) { return kind[j] == kBackground; },
+  const int kept_bg = select::BlockSelectSmallestK<kThreads>(
+      n, c.batch_rois - kept_fg, [keys](int j) { return keys[j]; },
+      [kind](int j) { return kind[j] == kBackground; },
       [kind](int j) { kind[j] = kNotSampled; });
   if (threadIdx.x == 0) sample::AddToCounter(states[b].ctr, static_cast<uint64_t>(n));
   // 4. Output rows: foregrounds, then backgrounds, each in candidate order, then padding.

@@ -24,6 +24,7 @@
 #include "common/ground_truth.h"
 #include "common/match.h"
 #include "common/sample.h"
+#include "common/select.h"
 #include "rpn_target/rpn_target-inl.h"
 
 namespace ssdkit {
@@ -128,13 +129,15 @@ __global__ void Sample(int num_anchors, int max_positives, int batch_size_per_im
   const sample::PhiloxStateView state = states[b];  // every thread reads it before thread 0 advances it
   for (int j = threadIdx.x; j < num_anchors; j += blockDim.x) keys[j] = sample::CandidateKey(state, j, 0);
   __syncthreads();
-  const int kept = sample::BlockChooseK<kThreads>(
-      num_anchors, max_positives, keys, [match](int j) { return match[j] >= 0; },
+  const int kept = select::BlockSelectSmallestK<kThreads>(
+      num_anchors, max_positives, [keys](int j) { return keys[j]; },
+      [match](int j) { return match[j] >= 0; },
       [match](int j) { match[j] = kDroppedBase - match[j]; });
   for (int j = threadIdx.x; j < num_anchors; j += blockDim.x) keys[j] = sample::CandidateKey(state, j, 1);
   __syncthreads();
-  sample::BlockChooseK<kThreads>(
-      num_anchors, batch_size_per_image - kept, keys, [match](int j) { return match[j] == match::kUnmatched; },
+  select::BlockSelectSmallestK<kThreads>(
+      num_anchors, batch_size_per_image - kept, [keys](int j) { return keys[j]; },
+      [match](int j) { return match[j] == match::kUnmatched; },
       [match](int j) { match[j] = match::kIgnored; });
   if (threadIdx.x == 0) sample::AddToCounter(states[b].ctr, static_cast<uint64_t>(num_anchors));
 }
