@@ -129,6 +129,55 @@ def build_cuda(src_dir, out_path, jobs=2, nvcc="nvcc", archs=CUDA_ARCHS):
     return out_path
 
 
+SELFTEST_PROGRAM = "ssdkit_selftest"
+
+
+def build_selftest(src_dir, selftest_dir, out_path, cuda=True, jobs=2, nvcc="nvcc", archs=CUDA_ARCHS,
+                   optimize="-O3"):
+    """Build the standalone operator self-test (tests/gpu_selftest) into the executable ``out_path``.
+
+    It links the operator sources themselves: every ``.cc`` under ``src_dir`` and mxnet's lib_api.cc
+    (g++), ``selftest_dir``/selftest.cc, and with ``cuda`` every ``.cu`` plus ``selftest_dir``/device.cu
+    (nvcc, NVCC_FLAGS, one -gencode per arch in ``archs``) and cudart. Without ``cuda`` (no nvcc) the
+    program has its CPU half only. Needs mxnet's headers (the CPU wheel), not a GPU build of MXNet.
+    ``optimize`` is the g++ level (-O1 builds faster; without -ffast-math every level gives the same
+    float results). Returns ``out_path``.
+    """
+    src_dir, selftest_dir = os.path.abspath(src_dir), os.path.abspath(selftest_dir)
+    out_path = os.path.abspath(out_path)
+    mx_version, mx_root = mxnet_root()
+    flags = [f for f in _common_flags(src_dir, mx_version, mx_root) if f != "-O3"] + [optimize]
+    link = []
+    if cuda:
+        nvcc_path = shutil.which(nvcc)
+        if nvcc_path is None:
+            raise RuntimeError("building the CUDA self-test needs nvcc on PATH (or cuda=False for its CPU half)")
+        flags.append("-DSSDKIT_WITH_CUDA")
+        lib_dir = cuda_library_dir(nvcc_path)
+        link = ["-L" + lib_dir, "-Wl,-rpath," + lib_dir, "-lcudart"]
+    cc = source_files(src_dir, (".cc",)) + [os.path.join(mx_root, "src", "lib_api.cc"),
+                                            os.path.join(selftest_dir, "selftest.cc")]
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = []
+        if cuda:
+            gencode = []
+            for arch in archs:
+                gencode += ["-gencode", "arch=compute_%s,code=sm_%s" % (arch, arch)]
+            nvcc_cmd = [nvcc_path] + list(NVCC_FLAGS) + ["-I" + src_dir, "-I" + selftest_dir,
+                                                         "-DSSDKIT_WITH_CUDA"] + gencode
+            cu = source_files(src_dir, (".cu",)) + [os.path.join(selftest_dir, "device.cu")]
+            os.makedirs(os.path.join(tmp, "cu"))
+            objects += _compile_parallel(nvcc_cmd, cu, os.path.join(tmp, "cu"), jobs, src_dir)
+        os.makedirs(os.path.join(tmp, "cc"))
+        objects += _compile_parallel(["g++"] + flags + ["-I" + selftest_dir], cc, os.path.join(tmp, "cc"), jobs,
+                                     src_dir)
+        exe = os.path.join(tmp, SELFTEST_PROGRAM)
+        _run(["g++", "-fopenmp", "-o", exe] + objects + link, src_dir)
+        _atomic_copy(exe, out_path)
+    os.chmod(out_path, 0o755)
+    return out_path
+
+
 def cuda_library_dir(nvcc_path):
     """The folder holding libcudart.so: $CUDA_HOME, the toolkit nvcc runs from, or /usr/local/cuda*.
 
