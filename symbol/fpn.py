@@ -1,7 +1,8 @@
 """FPN two-stage (Faster R-CNN) graphs: ``get_symbol_train`` (targets and losses) and ``get_symbol``
 (detections), both built by one internal function, :func:`_fpn_graph`.
 
-The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`), FPN neck P2..P6,
+The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`; ``fpn_lite``: the ``lite``
+body, :mod:`ssdkit.symbol.lite`), FPN neck P2..P6,
 shared RPN head with ``RPNAnchors`` per level, proposals from ``FPNProposal`` (NMS per level), in
 training ``RPNTarget`` and ``ProposalTarget`` sampling, each RoI pooled once by RoIAlign 7x7 on its level
 (``MultiLevelROIAlign``, level rule :func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test
@@ -52,7 +53,7 @@ def _check_image_shape(image_shape):
     return tuple(int(v) for v in image_shape)
 
 
-def _depth(network):
+def _backbone(network):
     if network not in FPN_NETWORKS:
         raise ValueError("unknown FPN network %r; choose one of %s" % (network, ", ".join(sorted(FPN_NETWORKS))))
     return FPN_NETWORKS[network]
@@ -64,7 +65,7 @@ def _smooth_l1(diff, beta):
 
 
 def _features(network, settings):
-    return fpn_neck(backbone_stages(_depth(network), frozen_bn=settings.frozen_bn), settings.fpn_channels)
+    return fpn_neck(backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn), settings.fpn_channels)
 
 
 def _level_sizes(features, image_shape, num_anchors):
@@ -179,7 +180,8 @@ def get_symbol_train(network, num_classes, *, image_shape, batch_size, **setting
 
     Parameters
     ----------
-    network : str, a key of :data:`ssdkit.symbol.fpn_config.FPN_NETWORKS` (``fpn_resnet50``, ``fpn_resnet18``)
+    network : str, a key of :data:`ssdkit.symbol.fpn_config.FPN_NETWORKS` (``fpn_resnet50``, ``fpn_resnet18``,
+        ``fpn_lite``)
     num_classes : int, object classes C (background excluded)
     image_shape : (H, W), the padded input size (``data`` is ``(B, 3, H, W)``), e.g.
         :func:`ssdkit.dataset.two_stage.batch_shape` of the resize

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Tuple
 
 
-FPN_NETWORKS = {"fpn_resnet18": 18, "fpn_resnet50": 50}
-"""Network name -> ResNet depth of its backbone (:mod:`ssdkit.symbol.resnet`)."""
+FPN_NETWORKS = {"fpn_resnet18": 18, "fpn_resnet50": 50, "fpn_lite": "lite"}
+"""Network name -> its backbone: a ResNet depth (:mod:`ssdkit.symbol.resnet`) or ``"lite"`` (the SSD main job's
+depthwise-separable body with a stride-32 stage, :data:`ssdkit.symbol.fpn_head.LITE_STAGES`)."""
 
 LEVELS = (2, 3, 4, 5, 6)
 """Feature levels: P2..P5 from the backbone's C2..C5, P6 by subsampling P5 (RPN only)."""

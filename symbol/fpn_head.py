@@ -3,7 +3,8 @@ assignment, multi-level RoIAlign and the 2fc box head. Pure functions returning 
 
 Parameter names (stable, for checkpoints and weight import):
 
-* backbone: those of :mod:`ssdkit.symbol.resnet` (``conv0``, ``stage{s}_unit{u}_conv{j}`` ...);
+* backbone: those of :mod:`ssdkit.symbol.resnet` (``conv0``, ``stage{s}_unit{u}_conv{j}`` ...) or of
+  :mod:`ssdkit.symbol.lite` (``conv1``, ``stage{s}_unit{u}_dw`` / ``_pw``);
 * neck: ``fpn_lateral{l}`` (1x1) and ``fpn_output{l}`` (3x3) for l = 2..5;
 * RPN head, shared by all levels: ``rpn_conv`` (3x3), ``rpn_cls_logits`` (1x1, A), ``rpn_bbox_pred``
   (1x1, 4A);
@@ -18,24 +19,38 @@ training from scratch diverge.
 """
 import mxnet as mx
 
-from ssdkit.symbol import resnet
+from ssdkit.symbol import lite, resnet
 
 
-def backbone_stages(num_layers, *, frozen_bn=False):
-    """The ResNet stage outputs C2..C5.
+LITE_STAGES = ((16, 32, 96, 128, 160), (2, 3, 3, 2))
+"""``(widths, units)`` of the ``lite`` body under ``fpn_lite`` (:func:`ssdkit.symbol.lite.get_symbol`): the
+main job's SSD body (conv1 16, stages 2-4 of 32, 96, 128 channels) plus a stage 5 of two 160-channel units for
+C5 (stride 32)."""
+
+
+def backbone_stages(backbone, *, frozen_bn=False):
+    """The backbone's stage outputs C2..C5.
 
     Parameters
     ----------
-    num_layers : int, ResNet depth (a key of :data:`ssdkit.symbol.resnet.SPECS`)
+    backbone : int ResNet depth (a key of :data:`ssdkit.symbol.resnet.SPECS`) or ``"lite"``
+        (:data:`LITE_STAGES`; trained from scratch, its BatchNorm cannot be frozen)
     frozen_bn : bool, BatchNorm with stored statistics in training (see ``resnet.get_symbol``)
 
     Returns
     -------
     list of 4 mx.sym.Symbol, ``(B, C_l, H / 2^l, W / 2^l)`` for l = 2..5, all reading ``data``.
     """
-    body = resnet.get_symbol(num_layers=num_layers, bn_global_stats=frozen_bn)
+    if backbone == "lite":
+        if frozen_bn:
+            raise ValueError("fpn.frozen_bn is for fine-tuning pretrained ResNets; the lite backbone trains from "
+                             "scratch with batch statistics: set fpn.frozen_bn = false")
+        widths, units = LITE_STAGES
+        internals = lite.get_symbol(widths=widths, units=units).get_internals()
+        return [internals[name + "_output"] for name in lite.stage_output_names(units)]
+    body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn)
     internals = body.get_internals()
-    return [internals[name + "_output"] for name in resnet.stage_output_names(num_layers)]
+    return [internals[name + "_output"] for name in resnet.stage_output_names(backbone)]
 
 
 def fpn_neck(stages, channels):

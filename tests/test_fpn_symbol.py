@@ -23,7 +23,7 @@ def _small_config(**overrides):
 
 
 # ---------------------------------------------------------------- blocks (MXNet ops only)
-@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("depth", [18, 50, "lite"])
 def test_neck_levels_and_names(depth):
     levels = fpn_neck(backbone_stages(depth), 64)
     _, shapes, _ = mx.sym.Group(levels).infer_shape(data=(2, 3, 192, 256))
@@ -45,6 +45,17 @@ def test_frozen_batchnorm_only_when_asked():
     assert "use_global_stats" not in resnet.get_symbol(num_layers=50).attr_dict()["conv0_bn"]  # SSD unchanged
     assert resnet.stage_output_names(50) == ["stage1_unit3_relu", "stage2_unit4_relu", "stage3_unit6_relu",
                                             "stage4_unit3_relu"]
+
+
+def test_lite_backbone_stages_and_names():
+    stages = backbone_stages("lite")
+    _, shapes, _ = mx.sym.Group(stages).infer_shape(data=(2, 3, 256, 192))
+    assert shapes == [(2, c, 256 // s, 192 // s) for c, s in zip((32, 96, 128, 160), (4, 8, 16, 32))]
+    args = fpn.get_symbol("fpn_lite", 3, image_shape=(128, 128), **SMALL).list_arguments()
+    assert "conv1_weight" in args and "stage5_unit2_pw_weight" in args and "fpn_lateral5_weight" in args
+    assert not any(a.startswith("stage1_") or a.startswith("conv0") for a in args)    # no ResNet parts
+    with pytest.raises(ValueError, match="frozen_bn = false"):
+        backbone_stages("lite", frozen_bn=True)
 
 
 def test_roi_level_assignment():
