@@ -99,7 +99,7 @@ setup(
     python_requires=">=3.11",
     packages=_packages(),
     package_dir={"ssdkit.symbol": "symbol", "ssdkit.dataset": "dataset", "ssdkit.config": "config"},
-    package_data={"ssdkit.config": ["presets/*.toml"]},
+    package_data={"ssdkit.config": ["presets/*.toml", "networks/*.toml"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildOperators},
     # A CUDA build pairs with mxnet-cu112 (the "gpu" extra) instead of the CPU wheel.
