@@ -23,8 +23,10 @@ training, one per-device batch size).
 import math
 
 import mxnet as mx
+import numpy as np
 
 from ssdkit import ops  # importing ssdkit loads the operator library (RPNAnchors, RPNTarget, ...)
+from ssdkit.anchors import legacy_cell_anchors
 from ssdkit.symbol.fpn_config import FPN_NETWORKS, LEVEL_STRIDES, LEVELS, ROI_LEVELS, RPN_STDS, fpn_settings
 from ssdkit.symbol.fpn_head import backbone_stages, box_head, fpn_neck, multilevel_roi_align, rpn_head
 
@@ -65,7 +67,8 @@ def _smooth_l1(diff, beta):
 
 
 def _features(network, settings):
-    return fpn_neck(backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn), settings.fpn_channels)
+    stages = backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn, variant=settings.backbone_variant)
+    return fpn_neck(stages, settings.fpn_channels, p6=settings.fpn_p6)
 
 
 def _level_sizes(features, image_shape, num_anchors):
@@ -79,23 +82,44 @@ def _pyramid(network, settings, image_shape):
     features = _features(network, settings)
     num_anchors = settings.num_anchors
     level_sizes = _level_sizes(features, image_shape, num_anchors)
-    logits, deltas, maps = rpn_head(features, num_anchors, settings.fpn_channels)
-    rpn_anchors = _op("RPNAnchors")
+    logits, deltas, maps = rpn_head(features, num_anchors, settings.rpn_channels or settings.fpn_channels)
     # RPNAnchors reads only the grid's height and width: it takes them from the level's A-channel
     # objectness map rather than the 256-channel feature, which it would copy out of oneDNN's
     # layout on every forward; BlockGrad keeps its zero backward out of the head's gradient
-    anchors = mx.sym.concat(*[rpn_anchors(mx.sym.BlockGrad(grid), stride=stride,
-                                          scales=_tuple_attr(settings.anchor_scales),
-                                          ratios=_tuple_attr(settings.anchor_ratios), offset=0.5,
-                                          name="rpn_anchors_p%d" % level)
+    level_anchors = _legacy_anchors if settings.anchor_style == "legacy" else _centered_anchors
+    anchors = mx.sym.concat(*[level_anchors(mx.sym.BlockGrad(grid), stride, level, settings)
                               for grid, stride, level in zip(maps, LEVEL_STRIDES, LEVELS)],
                             dim=1, name="rpn_anchors")
     return features, logits, deltas, anchors, level_sizes
 
 
+def _centered_anchors(grid, stride, level, settings):
+    """``(1, H W A, 4)`` anchors of one level, ``anchor_style = "centered"`` (``RPNAnchors``)."""
+    return _op("RPNAnchors")(grid, stride=stride, scales=_tuple_attr(settings.anchor_scales),
+                             ratios=_tuple_attr(settings.anchor_ratios), offset=0.5, name="rpn_anchors_p%d" % level)
+
+
+def _legacy_anchors(grid, stride, level, settings):
+    """``(1, H W A, 4)`` anchors of one level, ``anchor_style = "legacy"``
+    (:func:`ssdkit.anchors.legacy_cell_anchors` shifted to every cell, exactly: all values are halves).
+
+    ``RPNAnchors`` with a 2-pixel square at offset 0 gives each cell's ``(x s - 1, y s - 1, x s + 1, y s + 1)``;
+    adding the cell anchors plus ``(1, 1, -1, -1)`` gives the anchors, location-major then anchor.
+    """
+    cells = legacy_cell_anchors(stride, settings.anchor_scales, settings.anchor_ratios) + np.array([1, 1, -1, -1])
+    corners = _op("RPNAnchors")(grid, stride=stride, scales=_tuple_attr((2.0 / stride,)), ratios="(1.0,)", offset=0.0,
+                                name="rpn_anchors_p%d" % level)
+    table = mx.sym.concat(*[mx.sym.full(shape=(1,), val=float(v)) for v in cells.reshape(-1)], dim=0)
+    table = mx.sym.reshape(table, shape=(1, 1, -1, 4))
+    anchors = mx.sym.broadcast_add(mx.sym.reshape(corners, shape=(1, -1, 1, 4)), table)
+    return mx.sym.reshape(anchors, shape=(1, -1, 4), name="rpn_anchors_p%d_legacy" % level)
+
+
 def _proposals(logits, deltas, anchors, im_info, level_sizes, settings, train):
     """``FPNProposal`` on the RPN outputs (no gradient): ``rois (B * P, 5)``."""
     prob = mx.sym.sigmoid(mx.sym.BlockGrad(logits), name="rpn_cls_prob")
+    if settings.rpn_merge_levels:
+        level_sizes = (sum(level_sizes),)
     rois, _scores = _op("FPNProposal")(
         prob, mx.sym.BlockGrad(deltas), anchors, im_info, level_sizes=str(tuple(level_sizes)),
         pre_nms_top_n=settings.rpn_pre_nms_top_n_train if train else settings.rpn_pre_nms_top_n_test,
@@ -109,8 +133,31 @@ def _rcnn(features, rois, num_classes, settings):
     """RoIAlign on the level of each RoI and the box head: ``(cls_score (R, C+1), bbox_pred (R, 4(C+1)))``."""
     pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, strides=LEVEL_STRIDES[:len(ROI_LEVELS)],
                                   pooled_size=settings.roi_size, sample_ratio=settings.roi_sample_ratio,
-                                  min_level=ROI_LEVELS[0])
+                                  min_level=ROI_LEVELS[0], aligned=settings.roi_aligned,
+                                  level_offset=settings.roi_level_offset)
     return box_head(pooled, num_classes, settings.rcnn_fc_dim)
+
+
+def _detections(rois, cls_prob, bbox_pred, im_info, settings):
+    """``RCNNDetection``: ``(B, K, 6)`` detections normalised to each image's valid size.
+
+    ``rcnn_clip_boxes = False``: the operator clips to ``im_info``'s size, so it gets a size no box
+    reaches (1e7 pixels) and does not normalise; the graph divides by the valid size, keeping padding rows -1.
+    """
+    settings_attrs = dict(stds=_tuple_attr(settings.rcnn_stds), score_threshold=settings.test_score_threshold,
+                          nms_threshold=settings.test_nms_threshold, max_detections=settings.test_max_detections)
+    if settings.rcnn_clip_boxes:
+        return _op("RCNNDetection")(rois, cls_prob, bbox_pred, im_info, normalize=1, name="detection",
+                                    **settings_attrs)
+    unbounded = mx.sym.broadcast_maximum(im_info, mx.sym.full(shape=(1, 3), val=1e7))
+    det = _op("RCNNDetection")(rois, cls_prob, bbox_pred, unbounded, normalize=0, name="detection_pixels",
+                               **settings_attrs)
+    height = mx.sym.slice_axis(im_info, axis=1, begin=0, end=1)
+    width = mx.sym.slice_axis(im_info, axis=1, begin=1, end=2)
+    one = mx.sym.ones_like(height)
+    scale = mx.sym.reshape(mx.sym.concat(one, one, width, height, width, height, dim=1), shape=(0, 1, 6))
+    padding = mx.sym.broadcast_like(mx.sym.slice_axis(det, axis=2, begin=0, end=1) < 0, det)
+    return mx.sym.where(padding, det, mx.sym.broadcast_div(det, scale), name="detection")
 
 
 def _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings):
@@ -158,10 +205,7 @@ def _fpn_graph(network, num_classes, image_shape, settings, *, batch_size=None):
     if not train:
         cls_score, bbox_pred = _rcnn(features, rois, num_classes, settings)
         cls_prob = mx.sym.softmax(cls_score, axis=-1, name="rcnn_cls_prob")
-        return _op("RCNNDetection")(
-            rois, cls_prob, bbox_pred, im_info, stds=_tuple_attr(settings.rcnn_stds),
-            score_threshold=settings.test_score_threshold, nms_threshold=settings.test_nms_threshold,
-            max_detections=settings.test_max_detections, normalize=1, name="detection")
+        return _detections(rois, cls_prob, bbox_pred, im_info, settings)
 
     label = mx.sym.Variable("label")
     rpn_cls_loss, rpn_box_loss = _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings)

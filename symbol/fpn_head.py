@@ -28,7 +28,7 @@ main job's SSD body (conv1 16, stages 2-4 of 32, 96, 128 channels) plus a stage 
 C5 (stride 32)."""
 
 
-def backbone_stages(backbone, *, frozen_bn=False):
+def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
     """The backbone's stage outputs C2..C5.
 
     Parameters
@@ -36,6 +36,7 @@ def backbone_stages(backbone, *, frozen_bn=False):
     backbone : int ResNet depth (a key of :data:`ssdkit.symbol.resnet.SPECS`) or ``"lite"``
         (:data:`LITE_STAGES`; trained from scratch, its BatchNorm cannot be frozen)
     frozen_bn : bool, BatchNorm with stored statistics in training (see ``resnet.get_symbol``)
+    variant : str, the ResNet variant (:data:`ssdkit.symbol.resnet.VARIANTS`; ``v1`` for ``lite``)
 
     Returns
     -------
@@ -48,19 +49,24 @@ def backbone_stages(backbone, *, frozen_bn=False):
         widths, units = LITE_STAGES
         internals = lite.get_symbol(widths=widths, units=units).get_internals()
         return [internals[name + "_output"] for name in lite.stage_output_names(units)]
-    body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn)
+    if backbone == "lite" and variant != "v1":
+        raise ValueError("fpn.backbone_variant %r is a ResNet variant; the lite backbone has none: set it to "
+                         "\"v1\"" % (variant,))
+    body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn, variant=variant)
     internals = body.get_internals()
     return [internals[name + "_output"] for name in resnet.stage_output_names(backbone)]
 
 
-def fpn_neck(stages, channels):
+def fpn_neck(stages, channels, p6="max_pool"):
     """Feature pyramid (Lin et al. 2017): lateral 1x1 convolutions, nearest 2x upsampling and sum from
-    the top, a 3x3 output convolution per level; P6 is P5 subsampled by 2 (max-pool, kernel 1).
+    the top, a 3x3 output convolution per level; P6 is P5 subsampled by 2 (max-pool, kernel 1) or, with
+    ``p6="conv"``, a 3x3 stride-2 convolution ``fpn_p6`` of C5's lateral (GluonCV).
 
     Parameters
     ----------
     stages : list of 4 symbols C2..C5 (strides 4..32)
     channels : int, channels of every pyramid level
+    p6 : str, ``max_pool`` or ``conv`` (see above)
 
     Returns
     -------
@@ -86,7 +92,12 @@ def fpn_neck(stages, channels):
         weight, bias = _weight("fpn_output%d" % level)
         outputs.append(mx.sym.Convolution(m, weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
                                           pad=(1, 1), name="fpn_output%d" % level))
-    p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
+    if p6 == "conv":
+        weight, bias = _weight("fpn_p6")
+        p6 = mx.sym.Convolution(laterals[3], weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
+                                stride=(2, 2), pad=(1, 1), name="fpn_p6")
+    else:
+        p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
     return outputs + [p6]
 
 
@@ -133,8 +144,11 @@ def rpn_head(features, num_anchors, channels):
             mx.sym.concat(*deltas, dim=1, name="rpn_deltas"), maps)
 
 
-def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonical_level=4):
+def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonical_level=4, pixel_offset=0.0):
     """FPN level of each RoI (Lin et al. 2017, eq. 1): ``floor(k0 + log2(sqrt(w * h) / 224))``, clipped.
+
+    With ``pixel_offset > 0`` (the "+1" convention) the sides are ``w + offset`` and ``h + offset`` and the
+    rule is GluonCV's ``floor(k0 + log2(sqrt(w * h) / 224 + 1e-6))``.
 
     Parameters
     ----------
@@ -150,14 +164,18 @@ def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonica
     rois = mx.sym.BlockGrad(rois)
     w = mx.sym.relu(mx.sym.slice_axis(rois, axis=1, begin=3, end=4) - mx.sym.slice_axis(rois, axis=1, begin=1, end=2))
     h = mx.sym.relu(mx.sym.slice_axis(rois, axis=1, begin=4, end=5) - mx.sym.slice_axis(rois, axis=1, begin=2, end=3))
-    size = mx.sym.maximum(mx.sym.sqrt(w * h), 1e-6)
-    level = mx.sym.floor(mx.sym.log2(size / float(canonical_size)) + float(canonical_level))
+    if pixel_offset:
+        size = mx.sym.sqrt((w + float(pixel_offset)) * (h + float(pixel_offset)))
+        level = mx.sym.floor(float(canonical_level) + mx.sym.log2(size / float(canonical_size) + 1e-6))
+    else:
+        size = mx.sym.maximum(mx.sym.sqrt(w * h), 1e-6)
+        level = mx.sym.floor(mx.sym.log2(size / float(canonical_size)) + float(canonical_level))
     level = mx.sym.clip(level, float(min_level), float(max_level))
     return mx.sym.reshape(level, shape=(-1,))
 
 
 def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, min_level, aligned=True,
-                         canonical_size=224.0, canonical_level=4):
+                         canonical_size=224.0, canonical_level=4, level_offset=0.0):
     """RoIAlign of each RoI on its own FPN level only: ssdkit's ``MultiLevelROIAlign`` operator.
 
     The operator assigns each RoI its level by the rule of :func:`roi_levels` (same parameters) and
@@ -175,6 +193,8 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
     aligned : bool, half-pixel offset (pixel ``i`` covers ``[i, i + 1)``, the continuous box convention)
     canonical_size, canonical_level : the level rule's anchor (a ``canonical_size`` square RoI maps to
         ``canonical_level``)
+    level_offset : float, when non-zero the levels come from :func:`roi_levels` with this
+        ``pixel_offset`` (the operator's ``levels`` input) instead of the operator's own rule
 
     Returns
     -------
@@ -182,7 +202,14 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
     """
     if len(features) != len(strides):
         raise ValueError("one stride per feature map: %d maps, strides %r" % (len(features), tuple(strides)))
-    return mx.sym.MultiLevelROIAlign(*features, mx.sym.BlockGrad(rois),
+    rois = mx.sym.BlockGrad(rois)
+    levels = []
+    if level_offset:
+        levels = [roi_levels(rois, min_level=min_level, max_level=min_level + len(features) - 1,
+                             canonical_size=canonical_size, canonical_level=canonical_level,
+                             pixel_offset=level_offset)]
+    given = {"level_input": True} if levels else {}
+    return mx.sym.MultiLevelROIAlign(*features, rois, *levels, **given,
                                      spatial_scales=tuple(1.0 / float(s) for s in strides),
                                      pooled_size=(int(pooled_size), int(pooled_size)), sample_ratio=int(sample_ratio),
                                      aligned=bool(aligned), min_level=int(min_level),
