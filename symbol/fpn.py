@@ -134,8 +134,8 @@ def _rcnn(features, rois, num_classes, settings):
     pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, strides=LEVEL_STRIDES[:len(ROI_LEVELS)],
                                   pooled_size=settings.roi_size, sample_ratio=settings.roi_sample_ratio,
                                   min_level=ROI_LEVELS[0], aligned=settings.roi_aligned,
-                                  level_offset=settings.roi_level_offset)
-    return box_head(pooled, num_classes, settings.rcnn_fc_dim)
+                                  level_offset=settings.roi_level_offset, canonical_size=settings.roi_canonical_size)
+    return box_head(pooled, num_classes, settings.rcnn_fc_dim, batchnorm=settings.rcnn_batchnorm)
 
 
 def _detections(rois, cls_prob, bbox_pred, im_info, settings):

@@ -101,6 +101,13 @@ class FPNConfig:
         ``floor(4 + log2(sqrt(w h) / 224 + 1e-6))`` (GluonCV's form)
     roi_aligned : RoIAlign's half-pixel offset (False: MXNet ``contrib.ROIAlign``'s default)
     rcnn_clip_boxes : final boxes clipped to the image (False: GluonCV returns them unclipped)
+
+    Settings for small images and training from scratch (defaults keep the Detectron graph):
+
+    roi_canonical_size : the RoI level rule's anchor: a RoI of this side (pixels) is pooled from P4, half of
+        it from P3, ... (224: Lin et al.; smaller sends small objects to coarser, more semantic levels)
+    rcnn_batchnorm : BatchNorm after each of the box head's two fully connected layers (``rcnn_fc6_bn``,
+        ``rcnn_fc7_bn``, before the ReLU)
     """
 
     anchor_scales: Tuple[float, ...] = (8.0,)
@@ -140,6 +147,8 @@ class FPNConfig:
     roi_level_offset: float = 0.0
     roi_aligned: bool = True
     rcnn_clip_boxes: bool = True
+    roi_canonical_size: float = 224.0
+    rcnn_batchnorm: bool = False
 
     def __post_init__(self):
         _check(len(self.anchor_scales) >= 1 and all(s > 0 for s in self.anchor_scales), "anchor_scales",
@@ -172,6 +181,8 @@ class FPNConfig:
             _check(getattr(self, key) in choices, key,
                    "must be one of %s, got %r" % (", ".join(choices), getattr(self, key)))
         _check(self.rpn_channels >= 0, "rpn_channels", "must be >= 0 (0: fpn_channels), got %r" % (self.rpn_channels,))
+        _check(self.roi_canonical_size > 0, "roi_canonical_size",
+               "must be > 0 pixels, got %r" % (self.roi_canonical_size,))
         _check(0 <= self.roi_level_offset <= 1, "roi_level_offset",
                "must be in [0, 1] pixels, got %r" % (self.roi_level_offset,))
 

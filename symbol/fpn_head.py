@@ -217,7 +217,7 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
                                      name="roi_align")
 
 
-def box_head(pooled, num_classes, fc_dim):
+def box_head(pooled, num_classes, fc_dim, *, batchnorm=False):
     """Two fully connected layers with ReLU, then class scores and class-specific box deltas.
 
     Parameters
@@ -225,6 +225,7 @@ def box_head(pooled, num_classes, fc_dim):
     pooled : (R, C, S, S) pooled RoI features
     num_classes : int, object classes C (background excluded)
     fc_dim : int, width of the two hidden layers
+    batchnorm : bool, BatchNorm (over the RoIs of a batch) between each hidden layer and its ReLU
 
     Returns
     -------
@@ -235,6 +236,8 @@ def box_head(pooled, num_classes, fc_dim):
     for name in ("rcnn_fc6", "rcnn_fc7"):
         weight, bias = _weight(name)
         x = mx.sym.FullyConnected(x, weight=weight, bias=bias, num_hidden=fc_dim, name=name)
+        if batchnorm:
+            x = mx.sym.BatchNorm(x, eps=1e-5, fix_gamma=False, name=name + "_bn")
         x = mx.sym.Activation(x, act_type="relu", name=name + "_relu")
     cls_w, cls_b = _weight("rcnn_cls_score", 0.01)
     box_w, box_b = _weight("rcnn_bbox_pred", 0.001)

@@ -120,6 +120,7 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     dict as :func:`deploy_model`.
     """
     from ssdkit.config.schema import Config, ModelConfig
+    from ssdkit.config.ssd_layout import SSDLayout
     from ssdkit.symbol import symbol_builder
     from ssdkit.weights import ZOO, import_ssd, zoo_config, zoo_class_names
 
@@ -134,7 +135,9 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     class_names = zoo_class_names(name)
     model = ModelConfig(network={"vgg16": "vgg16_reduced"}.get(base, base), data_shape=size,
                         nms_thresh=config["nms_thresh"], nms_topk=config["nms_topk"], class_names=class_names)
-    meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name)
+    # the layout is the zoo net's own (GluonCV's anchor sizes and steps), not the preset's
+    meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name,
+                layout=dataclasses.asdict(SSDLayout.from_builder_kwargs(config)))
     family = family_of(meta)
     meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
     symbol = symbol_builder.get_symbol(**config)
