@@ -139,25 +139,13 @@ def _rcnn(features, rois, num_classes, settings):
 
 
 def _detections(rois, cls_prob, bbox_pred, im_info, settings):
-    """``RCNNDetection``: ``(B, K, 6)`` detections normalised to each image's valid size.
-
-    ``rcnn_clip_boxes = False``: the operator clips to ``im_info``'s size, so it gets a size no box
-    reaches (1e7 pixels) and does not normalise; the graph divides by the valid size, keeping padding rows -1.
-    """
-    settings_attrs = dict(stds=_tuple_attr(settings.rcnn_stds), score_threshold=settings.test_score_threshold,
-                          nms_threshold=settings.test_nms_threshold, max_detections=settings.test_max_detections)
-    if settings.rcnn_clip_boxes:
-        return _op("RCNNDetection")(rois, cls_prob, bbox_pred, im_info, normalize=1, name="detection",
-                                    **settings_attrs)
-    unbounded = mx.sym.broadcast_maximum(im_info, mx.sym.full(shape=(1, 3), val=1e7))
-    det = _op("RCNNDetection")(rois, cls_prob, bbox_pred, unbounded, normalize=0, name="detection_pixels",
-                               **settings_attrs)
-    height = mx.sym.slice_axis(im_info, axis=1, begin=0, end=1)
-    width = mx.sym.slice_axis(im_info, axis=1, begin=1, end=2)
-    one = mx.sym.ones_like(height)
-    scale = mx.sym.reshape(mx.sym.concat(one, one, width, height, width, height, dim=1), shape=(0, 1, 6))
-    padding = mx.sym.broadcast_like(mx.sym.slice_axis(det, axis=2, begin=0, end=1) < 0, det)
-    return mx.sym.where(padding, det, mx.sym.broadcast_div(det, scale), name="detection")
+    """``RCNNDetection``: ``(B, K, 6)`` detections normalised to each image's valid size (clipped to it
+    unless ``rcnn_clip_boxes`` is False)."""
+    clip = {} if settings.rcnn_clip_boxes else {"clip": 0}   # the default graph keeps its attributes
+    return _op("RCNNDetection")(rois, cls_prob, bbox_pred, im_info, stds=_tuple_attr(settings.rcnn_stds),
+                                score_threshold=settings.test_score_threshold,
+                                nms_threshold=settings.test_nms_threshold,
+                                max_detections=settings.test_max_detections, normalize=1, name="detection", **clip)
 
 
 def _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings):
