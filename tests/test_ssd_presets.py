@@ -1,7 +1,7 @@
 """SSD network presets: the values and graphs the data files give equal the ones of the if/elif chain they
 replaced (``tests/data/ssd_presets_before.json``: ``get_config`` outputs and the sha256 of the training and
-inference graphs' JSON, written by that chain (symbol_factory, symbol_builder and common as at 528e114) for every preset network at the sizes its
-branches tell apart)."""
+inference graphs' JSON, written by that chain -- symbol_factory, symbol_builder and common as at 528e114 --
+for every preset network at the sizes its branches tell apart)."""
 import dataclasses
 import hashlib
 import inspect

@@ -11,14 +11,14 @@ import numpy as np
 
 from ssdkit.api.data import augmentation_of, configured_class_names, label_rows, normalization_of
 from ssdkit.api.inference import has_op, set_detection_attrs
+from ssdkit.api.model_spec import SSDSpec, spec_from_meta, spec_to_meta
+from ssdkit.config.ssd_layout import ssd_layout
 from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.rec_iter import RecordDetIter
 from ssdkit.engine.ssd_metric import MultiBoxMetric
-from ssdkit.symbol.common import multibox_initializer
-from ssdkit.api.model_spec import SSDSpec, spec_from_meta, spec_to_meta
-from ssdkit.config.ssd_layout import ssd_layout
 from ssdkit.symbol import symbol_builder
+from ssdkit.symbol.common import multibox_initializer
 
 NAME = "ssd"
 
@@ -45,7 +45,7 @@ def check_test_shape(network, data_shape, size, layout=None):
     if size == data_shape:
         return
     if (layout or ssd_layout(network, data_shape)).steps:
-        raise ValueError("model.test_shape %d differs from data_shape %d, but the %s preset fixes its anchor "
+        raise ValueError("model.test_shape %d differs from data_shape %d, but the %s layout fixes its anchor "
                          "steps for inputs of %d px; evaluate it at %d (test_shape 0)"
                          % (size, data_shape, network, data_shape, data_shape))
 
@@ -208,9 +208,9 @@ def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augm
 
     Returns
     -------
-    mx.io.DataIter with ``data (B, 3, S, S)`` (S: :func:`input_size`) and ``label (B, M, 6)``, M from :func:`ssdkit.api.data.label_rows` (for rec
-    files the largest object count the load-time check finds); damaged records skipped with a count, or
-    refused when ``data.strict``.
+    mx.io.DataIter with ``data (B, 3, S, S)`` (S: :func:`input_size`) and ``label (B, M, 6)``, M from
+    :func:`ssdkit.api.data.label_rows` (for rec files the largest object count the load-time check finds);
+    damaged records skipped with a count, or refused when ``data.strict``.
     """
     data = config.data
     train = split == "train"
