@@ -46,12 +46,12 @@ def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
         if frozen_bn:
             raise ValueError("fpn.frozen_bn is for fine-tuning pretrained ResNets; the lite backbone trains from "
                              "scratch with batch statistics: set fpn.frozen_bn = false")
+        if variant != "v1":
+            raise ValueError("fpn.backbone_variant %r is a ResNet variant; the lite backbone has none: set it to "
+                             "\"v1\"" % (variant,))
         widths, units = LITE_STAGES
         internals = lite.get_symbol(widths=widths, units=units).get_internals()
         return [internals[name + "_output"] for name in lite.stage_output_names(units)]
-    if backbone == "lite" and variant != "v1":
-        raise ValueError("fpn.backbone_variant %r is a ResNet variant; the lite backbone has none: set it to "
-                         "\"v1\"" % (variant,))
     body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn, variant=variant)
     internals = body.get_internals()
     return [internals[name + "_output"] for name in resnet.stage_output_names(backbone)]

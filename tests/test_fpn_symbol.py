@@ -57,6 +57,8 @@ def test_lite_backbone_stages_and_names():
     assert not any(a.startswith("stage1_") or a.startswith("conv0") for a in args)    # no ResNet parts
     with pytest.raises(ValueError, match="frozen_bn = false"):
         backbone_stages("lite", frozen_bn=True)
+    with pytest.raises(ValueError, match="lite backbone has none"):
+        backbone_stages("lite", variant="v1b")
 
 
 def test_roi_level_assignment():

@@ -119,6 +119,11 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     -------
     dict as :func:`deploy_model`.
     """
+    from ssdkit import weights_fpn
+
+    if name in weights_fpn.ZOO:
+        return deploy_gluoncv_fpn(params_path, name, output, portable=portable, max_detections=max_detections,
+                                  inference=inference, int8=int8)
     from ssdkit.config.schema import Config, ModelConfig
     from ssdkit.config.ssd_layout import SSDLayout
     from ssdkit.symbol import symbol_builder
@@ -148,6 +153,47 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     # head layout, so no class-count diagnosis from it
     check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params_path,
                  allow_extra=True)
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
+                         max_detections=inference.max_detections, int8=int8)
+
+
+def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False, max_detections=None,
+                       inference=None, int8=None):
+    """Write a deploy model from a GluonCV Faster R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
+    ``faster_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's conventions
+    (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`) and its weights, for ``evaluate.py --deploy``,
+    ``demo.py --deploy`` and ``ssdkit.Detector``.
+
+    Parameters
+    ----------
+    params_path, name, output : as :func:`deploy_gluoncv_zoo`
+    resize : (short, long) or None, the aspect-preserving resize (None: GluonCV's 800, 1333); the graph's
+        padded input is :func:`ssdkit.symbol.fpn_config.batch_shape` of it
+    portable, max_detections, inference, int8 : as :func:`deploy_model` (FPN: no portable, no int8);
+        NMS 0.5 and score threshold 0.01 (GluonCV's) unless ``inference`` sets them
+
+    Returns
+    -------
+    dict as :func:`deploy_model`.
+    """
+    from ssdkit.config.schema import Config, ModelConfig
+    from ssdkit.symbol.fpn_config import fpn_settings
+    from ssdkit.weights_fpn import GLUONCV_SIZE, ZOO, import_faster_rcnn_fpn, zoo_fpn_config, zoo_class_names
+
+    if not os.path.isfile(params_path):
+        raise MissingFileError("GluonCV parameter file %s not found" % params_path)
+    short, long = resize or GLUONCV_SIZE
+    with user_input():      # the zoo name, the resize and the file are the user's input
+        config = zoo_fpn_config(name, short, long)
+        arg, aux = import_faster_rcnn_fpn(params_path, name)
+        class_names = zoo_class_names(name)
+        model = ModelConfig(network=ZOO[name][0], resize_short=short, resize_long=long, class_names=class_names)
+        settings = fpn_settings(**{k: v for k, v in config.items() if k not in ("network", "image_shape")})
+    meta = model_meta(Config(model=model, fpn=settings), class_names)
+    family = family_of(meta)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
+    symbol = family.inference_symbol(meta)
+    check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params_path)
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
                          max_detections=inference.max_detections, int8=int8)
 
