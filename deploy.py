@@ -7,6 +7,8 @@
     # INT8 (oneDNN), calibrated on 64 of the user's images (SSD networks only)
     python deploy.py --prefix output/ssd --output output/deploy/ssd_int8 --int8 \
         --calib-data data/synthetic/VOCdevkit/VOC2007/JPEGImages --calib-images 64 --calib-mode naive
+    # one ONNX file (anchors, decoding and NMS inside; onnxruntime runs it; SSD networks only)
+    python deploy.py --prefix output/ssd --output output/deploy/ssd --format onnx    # -> output/deploy/ssd.onnx
     # a GluonCV SSD zoo file on disk (ssdkit.weights.ZOO names) -> an ssdkit deploy model
     python deploy.py --gluoncv-zoo ssd_512_resnet50_v1_voc \
         --gluoncv-params ~/models/ssd_512_resnet50_v1_voc-9c8b225a.params --output output/deploy/gcv_ssd512
@@ -22,7 +24,7 @@ is written: ``error: ...`` and exit status 2.
 import argparse
 import os
 
-from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
+from ssdkit.api.deploy import FORMATS, deploy_gluoncv_zoo, deploy_model
 from ssdkit.api.deploy import deploy_gluoncv_fpn
 from ssdkit.api.quantize import CALIB_MODES, Calibration
 from ssdkit.cli import add_inference_flags, epoch_arg, inference_from_args, run_script
@@ -51,6 +53,10 @@ def main(argv=None):
     parser.add_argument("--output", help="deploy prefix to write (default: DIR/deploy/NAME of the training "
                                          "prefix DIR/NAME, e.g. output/deploy/ssd)")
     parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (default: best, else last)")
+    parser.add_argument("--format", choices=FORMATS, default="mxnet",
+                        help="mxnet: OUTPUT-symbol.json, -0000.params and -meta.json (default); onnx: one file "
+                             "OUTPUT.onnx run by onnxruntime (evaluate.py / demo.py --onnx; SSD networks only, "
+                             "needs the onnx extra: pip install -r requirements-onnx.txt)")
     parser.add_argument("--portable", action="store_true",
                         help="use MXNet's built-in contrib operators (runs without ssdkit; SSD networks only)")
     int8 = parser.add_argument_group("INT8 quantization (oneDNN; SSD networks only, not with --portable)")
@@ -93,10 +99,13 @@ def main(argv=None):
     elif args.gluoncv_zoo:
         written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, output,
                                      fused_heads=not args.separate_heads, portable=args.portable,
-                                     inference=inference, int8=calibration)
+                                     inference=inference, int8=calibration, format=args.format)
     else:
         written = deploy_model(prefix, output, epoch=args.epoch, portable=args.portable,
-                               inference=inference, int8=calibration)
+                               inference=inference, int8=calibration, format=args.format)
+    if args.format == "onnx":
+        print("wrote %s (%d anchors folded, opset %d)" % (written["onnx"], written["num_anchors"], written["opset"]))
+        return 0
     print("wrote %s and %s (%d parameters)" % (written["symbol"], written["params"], written["num_params"]))
     if calibration is not None:
         print("int8: %d quantized convolutions, calibrated (%s) on %d images"

@@ -25,7 +25,8 @@ SOURCE_FOLDERS = ("ssdkit", "symbol", "dataset", "config")
 # requirement name -> the module it provides
 IMPORT_NAMES = {"opencv-python": "cv2", "pillow": "PIL", "mxnet-cu112": "mxnet"}
 # imported by ssdkit only for an optional feature, and the file that pins it
-EXTRA_IMPORTS = {"gluoncv": "requirements-gluoncv.txt", "horovod": "requirements-horovod.txt"}
+EXTRA_IMPORTS = {"gluoncv": "requirements-gluoncv.txt", "horovod": "requirements-horovod.txt",
+                 "onnx": "requirements-onnx.txt", "onnxruntime": "requirements-onnx.txt"}
 
 
 def _requirement_lines(name):
