@@ -96,31 +96,36 @@ def settings_from_attrs(attrs, num_classes):
 
 
 def setting_values(settings, num_anchors):
-    """``{initializer name: numpy scalar}`` of the overridable settings."""
-    rows = settings.max_detections if settings.max_detections > 0 else num_anchors
-    below = np.nextafter(np.float32(settings.nms_threshold), np.float32(-np.inf), dtype=np.float32)
-    return {SETTING_NAMES["score_thresh"]: np.array(settings.threshold, np.float32),
-            SETTING_NAMES["nms_thresh"]: np.array(max(below, np.float32(0)), np.float32),
-            SETTING_NAMES["nms_topk"]: np.array([settings.nms_topk], np.int64),
-            SETTING_NAMES["max_detections"]: np.array([rows], np.int64)}
+    """``{initializer name: numpy array}`` of the overridable settings."""
+    return _setting_arrays({"score_thresh": settings.threshold, "nms_thresh": settings.nms_threshold,
+                            "nms_topk": settings.nms_topk, "max_detections": settings.max_detections}, num_anchors)
 
 
 def set_settings(model, overrides, num_anchors):
     """Replace the setting initializers of an exported ``model`` (onnx ModelProto, changed in place)
     by the given :class:`~ssdkit.api.inference.InferenceOverrides` fields (``{name: value}``)."""
     current = {init.name: init for init in model.graph.initializer}
-    values = {}
-    for key, value in overrides.items():
-        name = SETTING_NAMES[key]
-        if key == "nms_thresh":
-            values[name] = np.array(max(np.nextafter(np.float32(value), np.float32(-np.inf), dtype=np.float32),
-                                        np.float32(0)), np.float32)
-        elif key == "score_thresh":
-            values[name] = np.array(value, np.float32)
-        else:
-            values[name] = np.array([value if value > 0 or key == "nms_topk" else num_anchors], np.int64)
-    for name, value in values.items():
+    for name, value in _setting_arrays(overrides, num_anchors).items():
         current[name].CopyFrom(numpy_helper.from_array(value, name))
+
+
+def _setting_arrays(values, num_anchors):
+    """The initializer arrays of settings ``{InferenceOverrides field: value}``: NonMaxSuppression's
+    threshold is the float32 just below ``nms_thresh`` (ONNX suppresses at IoU > it, ssdkit at
+    IoU >= nms_thresh); rows -1 means one per anchor."""
+    arrays = {}
+    for key, value in values.items():
+        if key == "nms_thresh":
+            below = np.nextafter(np.float32(value), np.float32(-np.inf), dtype=np.float32)
+            array = np.array(max(below, np.float32(0)), np.float32)
+        elif key == "score_thresh":
+            array = np.array(value, np.float32)
+        elif key == "max_detections":
+            array = np.array([value if value > 0 else num_anchors], np.int64)
+        else:
+            array = np.array([value], np.int64)
+        arrays[SETTING_NAMES[key]] = array
+    return arrays
 
 
 def anchor_constants(anchors):

@@ -101,9 +101,11 @@ class OnnxDetectionModel:
 
 
 def _num_anchors(model):
+    from onnx import numpy_helper
+
     from ssdkit.api.onnx_detection import P
 
     for init in model.graph.initializer:
         if init.name == P + "num_anchors":
-            return int(np.frombuffer(init.raw_data, np.int64)[0]) if init.raw_data else int(init.int64_data[0])
+            return int(numpy_helper.to_array(init).reshape(-1)[0])
     raise InputError("%s lacks ssdkit's detection step; it was not written by deploy.py --format onnx" % model.graph.name)
