@@ -131,3 +131,16 @@ def test_bad_layouts_in_meta_files_name_the_key(layout, message):
     meta = model_meta(load_config("tiny_256_synthetic"), CLASSES)
     with pytest.raises(ValueError, match=message):
         spec_from_meta(dict(meta, layout=dict(meta["layout"], **layout)))
+
+
+@pytest.mark.parametrize("preset", ["lite_256_synthetic", "tiny_256_synthetic"])
+def test_the_graph_rebuilt_from_the_meta_file_is_the_one_training_validated(preset):
+    """One path from spec to graph: the inference graph train.py validates with and the one evaluate /
+    deploy rebuild from the written meta file are the same graph."""
+    config = load_config(preset)
+    family = family_of(config)
+    with mx.name.NameManager():
+        _, validated = family.symbols(config, len(CLASSES))
+    with mx.name.NameManager():
+        rebuilt = family.inference_symbol(model_meta(config, CLASSES))
+    assert validated.tojson() == rebuilt.tojson()
