@@ -14,7 +14,7 @@ import mxnet as mx
 
 # importing any ssdkit module loads the operator library (MultiBoxPrior/Target/Detection)
 from ssdkit.boxes import VARIANCES
-from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+from ssdkit.detection_defaults import NEGATIVE_MINING_RATIO, NMS_THRESH, NMS_TOPK, OVERLAP_THRESHOLD
 from ssdkit.symbol import lite, mobilenet, resnet, tiny, vgg16_reduced
 from ssdkit.symbol.common import multi_layer_feature, multibox_heads
 
@@ -77,7 +77,8 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
                      normalizations=-1, steps=(), min_filter=128, nms_thresh=NMS_THRESH, force_suppress=False,
                      nms_topk=NMS_TOPK, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                      fused_heads=False,
-                     overlap_threshold=0.5, negative_mining_ratio=3.0, negative_mining_thresh=0.5,
+                     overlap_threshold=OVERLAP_THRESHOLD, negative_mining_ratio=NEGATIVE_MINING_RATIO,
+                     negative_mining_thresh=0.5,
                      minimum_negative_samples=0, clip=True, max_detections=-1, score_thresh=None,
                      variances=VARIANCES, **kwargs):
     """SSD training graph.
