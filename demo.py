@@ -3,6 +3,7 @@
     python demo.py --prefix output/ssd --images photo.jpg --output output/demo
     python demo.py --deploy output/deploy/ssd --images data/synthetic/VOCdevkit/VOC2007/JPEGImages --limit 8
     python demo.py --deploy output/deploy/fpn --images photo.jpg       # FPN models alike
+    python demo.py --onnx output/deploy/ssd.onnx --images photo.jpg    # deploy.py --format onnx, onnxruntime
 
 An image that cannot be read is skipped with a message on stderr; detections.json holds the others
 and the last line counts the skipped ones. Bad input (a missing folder, model files that do not fit
@@ -24,6 +25,7 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--prefix", help="training prefix")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
+    group.add_argument("--onnx", metavar="FILE", help="ONNX file (deploy.py --format onnx), run by onnxruntime")
     parser.add_argument("--epoch", type=epoch_arg, default=None, help="epoch or 'best' (training prefixes)")
     parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
     parser.add_argument("--output", default="output/demo", help="folder for PNG drawings and detections.json")
@@ -41,8 +43,10 @@ def main(argv=None):
         paths = paths[:args.limit]
     if not paths:
         raise InputError("no image files in %s" % ", ".join(args.images))
-    detector = Detector(args.deploy or args.prefix, epoch=args.epoch, deploy=bool(args.deploy),
-                        score_thresh=score_thresh, inference=inference)
+    if args.onnx and args.epoch is not None:
+        parser.error("--epoch applies to training prefixes, not to --onnx")
+    detector = Detector(args.onnx or args.deploy or args.prefix, epoch=args.epoch, deploy=bool(args.deploy),
+                        onnx=bool(args.onnx), score_thresh=score_thresh, inference=inference)
     report, skipped = {}, []
     os.makedirs(args.output, exist_ok=True)
     for path in paths:

@@ -3,6 +3,7 @@ table, PR-curve plot and detections as COCO results json.
 
     python evaluate.py --prefix output/ssd --dataset voc --data-root ~/VOCdevkit --val 2007/test
     python evaluate.py --deploy output/deploy/ssd --config tiny_256_synthetic
+    python evaluate.py --onnx output/deploy/ssd.onnx --config tiny_256_synthetic    # onnxruntime
 
 The evaluation itself is :func:`ssdkit.api.evaluate.evaluate_detector`.
 """
@@ -26,6 +27,7 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--prefix", help="training prefix (train.py --prefix); default from the config")
     group.add_argument("--deploy", help="deploy prefix (deploy.py --output)")
+    group.add_argument("--onnx", metavar="FILE", help="ONNX file (deploy.py --format onnx), run by onnxruntime")
     parser.add_argument("--epoch", type=epoch_arg, default=None,
                         help="epoch number or 'best' (default: best, else last)")
     parser.add_argument("--output", default=None, help="folder for tables, plots and json (default PREFIX-eval)")
@@ -34,8 +36,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = config_from_args(args, training=False)
     expect = {k: v for k, v in overrides_from_args(args, training=False).items() if k in MODEL_KEYS}
-    prefix = args.deploy or args.prefix or config.runtime.prefix
-    result = evaluate_detector(config, prefix, epoch=args.epoch, deploy=bool(args.deploy),
+    if args.onnx and args.epoch is not None:
+        parser.error("--epoch applies to training prefixes, not to --onnx")
+    prefix = args.onnx or args.deploy or args.prefix or config.runtime.prefix
+    result = evaluate_detector(config, prefix, epoch=args.epoch, deploy=bool(args.deploy), onnx=bool(args.onnx),
                                output_dir=args.output, progress=not args.no_progress,
                                inference=inference_from_args(args), expect=expect,
                                builtin=builtin_data_from_env())

@@ -8,8 +8,9 @@ against the environment's own MXNet instead. With ``SSDKIT_WITH_CUDA=1`` it also
 ``ssdkit/lib/libssdkit_ops_cuda.so`` (nvcc), loaded only by a CUDA-enabled MXNet.
 
 Dependencies come from the requirements files (one pin each): ``requirements.txt`` (what ssdkit
-imports), the extras ``gpu`` (``requirements-gpu.txt``), ``gluoncv`` (``requirements-gluoncv.txt``)
-and ``test`` (``requirements-test.txt``). The version is ``__version__`` in ``ssdkit/__init__.py``.
+imports), the extras ``gpu`` (``requirements-gpu.txt``), ``gluoncv`` (``requirements-gluoncv.txt``),
+``onnx`` (``requirements-onnx.txt``) and ``test`` (``requirements-test.txt``). The version is
+``__version__`` in ``ssdkit/__init__.py``.
 """
 import importlib.util
 import os
@@ -99,7 +100,7 @@ setup(
     python_requires=">=3.11",
     packages=_packages(),
     package_dir={"ssdkit.symbol": "symbol", "ssdkit.dataset": "dataset", "ssdkit.config": "config"},
-    package_data={"ssdkit.config": ["presets/*.toml"]},
+    package_data={"ssdkit.config": ["presets/*.toml", "networks/*.toml"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildOperators},
     # A CUDA build pairs with mxnet-cu112 (the "gpu" extra) instead of the CPU wheel.
@@ -108,6 +109,7 @@ setup(
     extras_require={
         "gpu": _extra("requirements-gpu.txt"),
         "gluoncv": _extra("requirements-gluoncv.txt"),
+        "onnx": _extra("requirements-onnx.txt"),
         "test": _extra("requirements-test.txt"),
     },
     zip_safe=False,

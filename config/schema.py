@@ -6,7 +6,7 @@ not in the scripts. Values are validated in ``__post_init__`` with messages that
 from dataclasses import dataclass, field
 from typing import Tuple
 
-from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+from ssdkit.detection_defaults import NEGATIVE_MINING_RATIO, NMS_THRESH, NMS_TOPK, OVERLAP_THRESHOLD
 from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ssdkit.symbol.fpn_config import FPNConfig
 
@@ -51,8 +51,8 @@ class ModelConfig:
     nms_thresh: float = NMS_THRESH
     nms_topk: int = NMS_TOPK
     force_suppress: bool = False
-    overlap_threshold: float = 0.5
-    negative_mining_ratio: float = 3.0
+    overlap_threshold: float = OVERLAP_THRESHOLD
+    negative_mining_ratio: float = NEGATIVE_MINING_RATIO
     num_classes: int = 0
     pretrained: str = ""
     finetune: str = ""

@@ -112,3 +112,35 @@ def rpn_anchors(height, width, stride, scales=(8.0,), ratios=(0.5, 1.0, 2.0), of
             w = side / np.sqrt(ratio)
             half.append((w / 2, w * ratio / 2))
     return grid_anchors(height, width, half, (stride, stride), (offset, offset), clip=False)
+
+
+def legacy_cell_anchors(stride, scales=(8.0,), ratios=(0.5, 1.0, 2.0)):
+    """Anchors of cell ``(0, 0)`` in the py-faster-rcnn convention (Detectron, GluonCV's ``RPNAnchorGenerator``).
+
+    The reference window is the ``stride x stride`` pixel square ``(0, 0, stride - 1, stride - 1)``; per
+    ratio its width becomes ``round(sqrt(stride^2 / ratio))`` and its height ``round(width * ratio)``
+    (numpy rounding, halves to even), both multiplied by ``scale``; corners are
+    ``centre -+ (size - 1) / 2`` around the centre ``(stride - 1) / 2`` (the "+1" convention: a box spans
+    ``x1 - x0 + 1`` pixels). Cell ``(y, x)`` adds ``x * stride`` and ``y * stride``.
+
+    Parameters
+    ----------
+    stride : int, pixels per cell
+    scales : anchor sides in strides (GluonCV's ``base_size * scale / stride``)
+    ratios : height / width aspect ratios
+
+    Returns
+    -------
+    (len(ratios) * len(scales), 4) float64 corners, ratio-major then scale (the order of
+    :func:`rpn_anchors`).
+    """
+    stride = float(stride)
+    centre = (stride - 1.0) / 2.0
+    rows = []
+    for ratio in ratios:
+        width = np.round(np.sqrt(stride * stride / float(ratio)))
+        height = np.round(width * float(ratio))
+        for scale in scales:
+            w, h = width * float(scale), height * float(scale)
+            rows.append((centre - 0.5 * (w - 1), centre - 0.5 * (h - 1), centre + 0.5 * (w - 1), centre + 0.5 * (h - 1)))
+    return np.array(rows, dtype=np.float64)

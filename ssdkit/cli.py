@@ -13,7 +13,7 @@ from ssdkit.errors import UserError, user_input
 # flag -> (config key, argparse kwargs)
 _COMMON = {
     "--network": ("model.network", dict(type=str, help="base network, e.g. tiny, vgg16_reduced, resnet50; "
-                                                       "fpn_resnet18 / fpn_resnet50 for the two-stage FPN")),
+                                                       "fpn_resnet18 / fpn_resnet50 / fpn_lite for the two-stage FPN")),
     "--data-shape": ("model.data_shape", dict(type=int, help="SSD input size in pixels (square)")),
     "--test-shape": ("model.test_shape", dict(type=int, help="SSD input size of validation, evaluation and "
                                                              "deploy (0: data_shape)")),

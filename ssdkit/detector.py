@@ -3,6 +3,7 @@
     >>> det = ssdkit.Detector("output/ssd")                    # best (else last) epoch
     >>> boxes = det.detect("street.jpg")                        # (K, 6) [cls, score, x1, y1, x2, y2] pixels
     >>> det.save_drawing("street.jpg", boxes, "street_det.png")
+    >>> det = ssdkit.Detector("output/deploy/ssd.onnx", onnx=True)  # deploy.py --format onnx, onnxruntime
 """
 import os
 
@@ -16,7 +17,7 @@ from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.engine.evaluator import bind_inference
-from ssdkit.errors import MissingFileError
+from ssdkit.errors import InputError, MissingFileError
 from ssdkit.visualize import draw_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -30,6 +31,8 @@ class Detector:
     prefix : str, training prefix (``train.py --prefix``) or deploy prefix with ``deploy=True``
     epoch : int, ``"best"`` or None (best, else last); training prefixes only
     deploy : bool, ``prefix`` is a ``deploy.py --output``
+    onnx : bool, ``prefix`` is an ONNX file (``deploy.py --format onnx``) run by onnxruntime on the CPU
+        (:mod:`ssdkit.api.onnx_runtime`; SSD models; needs the onnx extra)
     score_thresh : float, detections below it are dropped from the results (after the model's own
         score threshold, which ``inference.score_thresh`` sets)
     ctx : mx.Context (default CPU)
@@ -47,23 +50,43 @@ class Detector:
     :class:`ssdkit.errors.UserError` (see :func:`ssdkit.api.model_files.load_inference_model`).
     """
 
-    def __init__(self, prefix, *, epoch=None, deploy=False, score_thresh=0.5, ctx=None, batch_size=1,
+    def __init__(self, prefix, *, epoch=None, deploy=False, onnx=False, score_thresh=0.5, ctx=None, batch_size=1,
                  max_detections=None, inference=None):
         inference = inference or InferenceOverrides()
         if max_detections is not None and inference.max_detections not in (None, max_detections):
             raise ValueError("max_detections=%r and inference.max_detections=%r differ; give one"
                              % (max_detections, inference.max_detections))
+        if onnx and (deploy or epoch is not None):
+            raise ValueError("onnx=True takes an ONNX file; deploy and epoch do not apply to it")
         inference = inference.merged(max_detections=max_detections if max_detections is not None
-                                     else None if deploy else 100)
+                                     else None if deploy or onnx else 100)
+        if onnx:
+            self._init_onnx(prefix, inference, ctx, score_thresh, batch_size)
+            return
         self.symbol, arg, aux, self.meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
         self.family = family_of(self.meta)
         self.class_names = tuple(self.meta["class_names"])
-        self.data_shape = self.meta.get("data_shape")      # SSD input side (FPN: meta["image_shape"])
+        # SSD training input side (inputs run at ssdkit.api.ssd.inference_size(meta); FPN: meta["image_shape"])
+        self.data_shape = self.meta.get("data_shape")
         self.normalization = meta_normalization(self.meta)
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
         shapes = self.family.inference_shapes(self.meta, self.batch_size)
         self._mod = bind_inference(self.symbol, arg, aux, shapes, [ctx or mx.cpu()])
+
+    def _init_onnx(self, path, inference, ctx, score_thresh, batch_size):
+        from ssdkit.api.onnx_runtime import OnnxDetectionModel
+
+        if ctx is not None and ctx.device_type != "cpu":
+            raise InputError("an ONNX model runs on the CPU here (onnxruntime's CPU package); give no ctx")
+        self._mod = OnnxDetectionModel(path, overrides=inference)
+        self.symbol, self.meta = None, self._mod.meta
+        self.family = family_of(self.meta)
+        self.class_names = tuple(self.meta["class_names"])
+        self.data_shape = self.meta.get("data_shape")
+        self.normalization = meta_normalization(self.meta)
+        self.score_thresh = float(score_thresh)
+        self.batch_size = int(batch_size)
 
     def preprocess(self, image):
         """The validation transform of one ``(H, W, 3)`` uint8 RGB image.

@@ -1,7 +1,8 @@
 """FPN two-stage (Faster R-CNN) graphs: ``get_symbol_train`` (targets and losses) and ``get_symbol``
 (detections), both built by one internal function, :func:`_fpn_graph`.
 
-The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`), FPN neck P2..P6,
+The network (``notes/fpn_spec.md``): ResNet C2..C5 (:mod:`ssdkit.symbol.resnet`; ``fpn_lite``: the ``lite``
+body, :mod:`ssdkit.symbol.lite`), FPN neck P2..P6,
 shared RPN head with ``RPNAnchors`` per level, proposals from ``FPNProposal`` (NMS per level), in
 training ``RPNTarget`` and ``ProposalTarget`` sampling, each RoI pooled once by RoIAlign 7x7 on its level
 (``MultiLevelROIAlign``, level rule :func:`~ssdkit.symbol.fpn_head.roi_levels`), a 2fc box head, and at test
@@ -22,8 +23,10 @@ training, one per-device batch size).
 import math
 
 import mxnet as mx
+import numpy as np
 
 from ssdkit import ops  # importing ssdkit loads the operator library (RPNAnchors, RPNTarget, ...)
+from ssdkit.anchors import legacy_cell_anchors
 from ssdkit.symbol.fpn_config import FPN_NETWORKS, LEVEL_STRIDES, LEVELS, ROI_LEVELS, RPN_STDS, fpn_settings
 from ssdkit.symbol.fpn_head import backbone_stages, box_head, fpn_neck, multilevel_roi_align, rpn_head
 
@@ -52,7 +55,7 @@ def _check_image_shape(image_shape):
     return tuple(int(v) for v in image_shape)
 
 
-def _depth(network):
+def _backbone(network):
     if network not in FPN_NETWORKS:
         raise ValueError("unknown FPN network %r; choose one of %s" % (network, ", ".join(sorted(FPN_NETWORKS))))
     return FPN_NETWORKS[network]
@@ -64,7 +67,8 @@ def _smooth_l1(diff, beta):
 
 
 def _features(network, settings):
-    return fpn_neck(backbone_stages(_depth(network), frozen_bn=settings.frozen_bn), settings.fpn_channels)
+    stages = backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn, variant=settings.backbone_variant)
+    return fpn_neck(stages, settings.fpn_channels, p6=settings.fpn_p6)
 
 
 def _level_sizes(features, image_shape, num_anchors):
@@ -78,23 +82,44 @@ def _pyramid(network, settings, image_shape):
     features = _features(network, settings)
     num_anchors = settings.num_anchors
     level_sizes = _level_sizes(features, image_shape, num_anchors)
-    logits, deltas, maps = rpn_head(features, num_anchors, settings.fpn_channels)
-    rpn_anchors = _op("RPNAnchors")
+    logits, deltas, maps = rpn_head(features, num_anchors, settings.rpn_channels or settings.fpn_channels)
     # RPNAnchors reads only the grid's height and width: it takes them from the level's A-channel
     # objectness map rather than the 256-channel feature, which it would copy out of oneDNN's
     # layout on every forward; BlockGrad keeps its zero backward out of the head's gradient
-    anchors = mx.sym.concat(*[rpn_anchors(mx.sym.BlockGrad(grid), stride=stride,
-                                          scales=_tuple_attr(settings.anchor_scales),
-                                          ratios=_tuple_attr(settings.anchor_ratios), offset=0.5,
-                                          name="rpn_anchors_p%d" % level)
+    level_anchors = _legacy_anchors if settings.anchor_style == "legacy" else _centered_anchors
+    anchors = mx.sym.concat(*[level_anchors(mx.sym.BlockGrad(grid), stride, level, settings)
                               for grid, stride, level in zip(maps, LEVEL_STRIDES, LEVELS)],
                             dim=1, name="rpn_anchors")
     return features, logits, deltas, anchors, level_sizes
 
 
+def _centered_anchors(grid, stride, level, settings):
+    """``(1, H W A, 4)`` anchors of one level, ``anchor_style = "centered"`` (``RPNAnchors``)."""
+    return _op("RPNAnchors")(grid, stride=stride, scales=_tuple_attr(settings.anchor_scales),
+                             ratios=_tuple_attr(settings.anchor_ratios), offset=0.5, name="rpn_anchors_p%d" % level)
+
+
+def _legacy_anchors(grid, stride, level, settings):
+    """``(1, H W A, 4)`` anchors of one level, ``anchor_style = "legacy"``
+    (:func:`ssdkit.anchors.legacy_cell_anchors` shifted to every cell, exactly: all values are halves).
+
+    ``RPNAnchors`` with a 2-pixel square at offset 0 gives each cell's ``(x s - 1, y s - 1, x s + 1, y s + 1)``;
+    adding the cell anchors plus ``(1, 1, -1, -1)`` gives the anchors, location-major then anchor.
+    """
+    cells = legacy_cell_anchors(stride, settings.anchor_scales, settings.anchor_ratios) + np.array([1, 1, -1, -1])
+    corners = _op("RPNAnchors")(grid, stride=stride, scales=_tuple_attr((2.0 / stride,)), ratios="(1.0,)", offset=0.0,
+                                name="rpn_anchors_p%d" % level)
+    table = mx.sym.concat(*[mx.sym.full(shape=(1,), val=float(v)) for v in cells.reshape(-1)], dim=0)
+    table = mx.sym.reshape(table, shape=(1, 1, -1, 4))
+    anchors = mx.sym.broadcast_add(mx.sym.reshape(corners, shape=(1, -1, 1, 4)), table)
+    return mx.sym.reshape(anchors, shape=(1, -1, 4), name="rpn_anchors_p%d_legacy" % level)
+
+
 def _proposals(logits, deltas, anchors, im_info, level_sizes, settings, train):
     """``FPNProposal`` on the RPN outputs (no gradient): ``rois (B * P, 5)``."""
     prob = mx.sym.sigmoid(mx.sym.BlockGrad(logits), name="rpn_cls_prob")
+    if settings.rpn_merge_levels:
+        level_sizes = (sum(level_sizes),)
     rois, _scores = _op("FPNProposal")(
         prob, mx.sym.BlockGrad(deltas), anchors, im_info, level_sizes=str(tuple(level_sizes)),
         pre_nms_top_n=settings.rpn_pre_nms_top_n_train if train else settings.rpn_pre_nms_top_n_test,
@@ -108,8 +133,19 @@ def _rcnn(features, rois, num_classes, settings):
     """RoIAlign on the level of each RoI and the box head: ``(cls_score (R, C+1), bbox_pred (R, 4(C+1)))``."""
     pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, strides=LEVEL_STRIDES[:len(ROI_LEVELS)],
                                   pooled_size=settings.roi_size, sample_ratio=settings.roi_sample_ratio,
-                                  min_level=ROI_LEVELS[0])
-    return box_head(pooled, num_classes, settings.rcnn_fc_dim)
+                                  min_level=ROI_LEVELS[0], aligned=settings.roi_aligned,
+                                  level_offset=settings.roi_level_offset, canonical_size=settings.roi_canonical_size)
+    return box_head(pooled, num_classes, settings.rcnn_fc_dim, batchnorm=settings.rcnn_batchnorm)
+
+
+def _detections(rois, cls_prob, bbox_pred, im_info, settings):
+    """``RCNNDetection``: ``(B, K, 6)`` detections normalised to each image's valid size (clipped to it
+    unless ``rcnn_clip_boxes`` is False)."""
+    clip = {} if settings.rcnn_clip_boxes else {"clip": 0}   # the default graph keeps its attributes
+    return _op("RCNNDetection")(rois, cls_prob, bbox_pred, im_info, stds=_tuple_attr(settings.rcnn_stds),
+                                score_threshold=settings.test_score_threshold,
+                                nms_threshold=settings.test_nms_threshold,
+                                max_detections=settings.test_max_detections, normalize=1, name="detection", **clip)
 
 
 def _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings):
@@ -157,10 +193,7 @@ def _fpn_graph(network, num_classes, image_shape, settings, *, batch_size=None):
     if not train:
         cls_score, bbox_pred = _rcnn(features, rois, num_classes, settings)
         cls_prob = mx.sym.softmax(cls_score, axis=-1, name="rcnn_cls_prob")
-        return _op("RCNNDetection")(
-            rois, cls_prob, bbox_pred, im_info, stds=_tuple_attr(settings.rcnn_stds),
-            score_threshold=settings.test_score_threshold, nms_threshold=settings.test_nms_threshold,
-            max_detections=settings.test_max_detections, normalize=1, name="detection")
+        return _detections(rois, cls_prob, bbox_pred, im_info, settings)
 
     label = mx.sym.Variable("label")
     rpn_cls_loss, rpn_box_loss = _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings)
@@ -179,7 +212,8 @@ def get_symbol_train(network, num_classes, *, image_shape, batch_size, **setting
 
     Parameters
     ----------
-    network : str, a key of :data:`ssdkit.symbol.fpn_config.FPN_NETWORKS` (``fpn_resnet50``, ``fpn_resnet18``)
+    network : str, a key of :data:`ssdkit.symbol.fpn_config.FPN_NETWORKS` (``fpn_resnet50``, ``fpn_resnet18``,
+        ``fpn_lite``)
     num_classes : int, object classes C (background excluded)
     image_shape : (H, W), the padded input size (``data`` is ``(B, 3, H, W)``), e.g.
         :func:`ssdkit.dataset.two_stage.batch_shape` of the resize

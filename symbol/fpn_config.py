@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Tuple
 
 
-FPN_NETWORKS = {"fpn_resnet18": 18, "fpn_resnet50": 50}
-"""Network name -> ResNet depth of its backbone (:mod:`ssdkit.symbol.resnet`)."""
+FPN_NETWORKS = {"fpn_resnet18": 18, "fpn_resnet50": 50, "fpn_resnet101": 101, "fpn_lite": "lite"}
+"""Network name -> its backbone: a ResNet depth (:mod:`ssdkit.symbol.resnet`) or ``"lite"`` (the SSD main job's
+depthwise-separable body with a stride-32 stage, :data:`ssdkit.symbol.fpn_head.LITE_STAGES`)."""
 
 LEVELS = (2, 3, 4, 5, 6)
 """Feature levels: P2..P5 from the backbone's C2..C5, P6 by subsampling P5 (RPN only)."""
@@ -82,6 +83,31 @@ class FPNConfig:
     roi_size : RoIAlign output size (roi_size x roi_size)
     roi_sample_ratio : RoIAlign sampling points per bin side (<= 0: adaptive)
     test_score_threshold, test_nms_threshold, test_max_detections : ``RCNNDetection`` settings
+
+    Conventions of other Faster R-CNN implementations (the defaults are ssdkit's; the values GluonCV's
+    ``faster_rcnn_fpn_*`` zoo models use, :data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`, reproduce them):
+
+    backbone_variant : ResNet variant of the backbone, ``v1`` / ``v1b`` / ``v1d``
+        (:data:`ssdkit.symbol.resnet.VARIANTS`)
+    fpn_p6 : ``max_pool`` (P6 = P5 subsampled by 2) or ``conv`` (P6 = 3x3 stride-2 convolution
+        ``fpn_p6`` of C5's lateral, GluonCV)
+    rpn_channels : width of the RPN head's 3x3 convolution; 0 means ``fpn_channels``
+    anchor_style : ``centered`` (side ``stride * scale``, centre ``(x + 0.5) * stride``) or ``legacy``
+        (py-faster-rcnn / Detectron / GluonCV: integer sizes rounded per ratio, centre
+        ``x * stride + (stride - 1) / 2``, corners ``centre +- (size - 1) / 2``)
+    rpn_merge_levels : rank (``rpn_pre_nms_top_n_*`` over all levels) and NMS the proposals of all
+        levels together instead of per level
+    roi_level_offset : the RoI level rule measures ``w + offset`` by ``h + offset`` and, when non-zero,
+        ``floor(4 + log2(sqrt(w h) / 224 + 1e-6))`` (GluonCV's form)
+    roi_aligned : RoIAlign's half-pixel offset (False: MXNet ``contrib.ROIAlign``'s default)
+    rcnn_clip_boxes : final boxes clipped to the image (False: GluonCV returns them unclipped)
+
+    Settings for small images and training from scratch (defaults keep the Detectron graph):
+
+    roi_canonical_size : the RoI level rule's anchor: a RoI of this side (pixels) is pooled from P4, half of
+        it from P3, ... (224: Lin et al.; smaller sends small objects to coarser, more semantic levels)
+    rcnn_batchnorm : BatchNorm after each of the box head's two fully connected layers (``rcnn_fc6_bn``,
+        ``rcnn_fc7_bn``, before the ReLU)
     """
 
     anchor_scales: Tuple[float, ...] = (8.0,)
@@ -113,6 +139,16 @@ class FPNConfig:
     test_score_threshold: float = 0.05
     test_nms_threshold: float = 0.5
     test_max_detections: int = 100
+    backbone_variant: str = "v1"
+    fpn_p6: str = "max_pool"
+    rpn_channels: int = 0
+    anchor_style: str = "centered"
+    rpn_merge_levels: bool = False
+    roi_level_offset: float = 0.0
+    roi_aligned: bool = True
+    rcnn_clip_boxes: bool = True
+    roi_canonical_size: float = 224.0
+    rcnn_batchnorm: bool = False
 
     def __post_init__(self):
         _check(len(self.anchor_scales) >= 1 and all(s > 0 for s in self.anchor_scales), "anchor_scales",
@@ -140,6 +176,15 @@ class FPNConfig:
                "needs 4 positive values, got %r" % (self.rcnn_stds,))
         _check(0 <= self.test_score_threshold < 1, "test_score_threshold",
                "must be in [0, 1), got %r" % (self.test_score_threshold,))
+        for key, choices in (("backbone_variant", ("v1", "v1b", "v1d")), ("fpn_p6", ("max_pool", "conv")),
+                             ("anchor_style", ("centered", "legacy"))):
+            _check(getattr(self, key) in choices, key,
+                   "must be one of %s, got %r" % (", ".join(choices), getattr(self, key)))
+        _check(self.rpn_channels >= 0, "rpn_channels", "must be >= 0 (0: fpn_channels), got %r" % (self.rpn_channels,))
+        _check(self.roi_canonical_size > 0, "roi_canonical_size",
+               "must be > 0 pixels, got %r" % (self.roi_canonical_size,))
+        _check(0 <= self.roi_level_offset <= 1, "roi_level_offset",
+               "must be in [0, 1] pixels, got %r" % (self.roi_level_offset,))
 
     @property
     def num_anchors(self):

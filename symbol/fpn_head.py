@@ -3,7 +3,8 @@ assignment, multi-level RoIAlign and the 2fc box head. Pure functions returning 
 
 Parameter names (stable, for checkpoints and weight import):
 
-* backbone: those of :mod:`ssdkit.symbol.resnet` (``conv0``, ``stage{s}_unit{u}_conv{j}`` ...);
+* backbone: those of :mod:`ssdkit.symbol.resnet` (``conv0``, ``stage{s}_unit{u}_conv{j}`` ...) or of
+  :mod:`ssdkit.symbol.lite` (``conv1``, ``stage{s}_unit{u}_dw`` / ``_pw``);
 * neck: ``fpn_lateral{l}`` (1x1) and ``fpn_output{l}`` (3x3) for l = 2..5;
 * RPN head, shared by all levels: ``rpn_conv`` (3x3), ``rpn_cls_logits`` (1x1, A), ``rpn_bbox_pred``
   (1x1, 4A);
@@ -18,34 +19,54 @@ training from scratch diverge.
 """
 import mxnet as mx
 
-from ssdkit.symbol import resnet
+from ssdkit.symbol import lite, resnet
 
 
-def backbone_stages(num_layers, *, frozen_bn=False):
-    """The ResNet stage outputs C2..C5.
+LITE_STAGES = ((16, 32, 96, 128, 160), (2, 3, 3, 2))
+"""``(widths, units)`` of the ``lite`` body under ``fpn_lite`` (:func:`ssdkit.symbol.lite.get_symbol`): the
+main job's SSD body (conv1 16, stages 2-4 of 32, 96, 128 channels) plus a stage 5 of two 160-channel units for
+C5 (stride 32)."""
+
+
+def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
+    """The backbone's stage outputs C2..C5.
 
     Parameters
     ----------
-    num_layers : int, ResNet depth (a key of :data:`ssdkit.symbol.resnet.SPECS`)
+    backbone : int ResNet depth (a key of :data:`ssdkit.symbol.resnet.SPECS`) or ``"lite"``
+        (:data:`LITE_STAGES`; trained from scratch, its BatchNorm cannot be frozen)
     frozen_bn : bool, BatchNorm with stored statistics in training (see ``resnet.get_symbol``)
+    variant : str, the ResNet variant (:data:`ssdkit.symbol.resnet.VARIANTS`; ``v1`` for ``lite``)
 
     Returns
     -------
     list of 4 mx.sym.Symbol, ``(B, C_l, H / 2^l, W / 2^l)`` for l = 2..5, all reading ``data``.
     """
-    body = resnet.get_symbol(num_layers=num_layers, bn_global_stats=frozen_bn)
+    if backbone == "lite":
+        if frozen_bn:
+            raise ValueError("fpn.frozen_bn is for fine-tuning pretrained ResNets; the lite backbone trains from "
+                             "scratch with batch statistics: set fpn.frozen_bn = false")
+        if variant != "v1":
+            raise ValueError("fpn.backbone_variant %r is a ResNet variant; the lite backbone has none: set it to "
+                             "\"v1\"" % (variant,))
+        widths, units = LITE_STAGES
+        internals = lite.get_symbol(widths=widths, units=units).get_internals()
+        return [internals[name + "_output"] for name in lite.stage_output_names(units)]
+    body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn, variant=variant)
     internals = body.get_internals()
-    return [internals[name + "_output"] for name in resnet.stage_output_names(num_layers)]
+    return [internals[name + "_output"] for name in resnet.stage_output_names(backbone)]
 
 
-def fpn_neck(stages, channels):
+def fpn_neck(stages, channels, p6="max_pool"):
     """Feature pyramid (Lin et al. 2017): lateral 1x1 convolutions, nearest 2x upsampling and sum from
-    the top, a 3x3 output convolution per level; P6 is P5 subsampled by 2 (max-pool, kernel 1).
+    the top, a 3x3 output convolution per level; P6 is P5 subsampled by 2 (max-pool, kernel 1) or, with
+    ``p6="conv"``, a 3x3 stride-2 convolution ``fpn_p6`` of C5's lateral (GluonCV).
 
     Parameters
     ----------
     stages : list of 4 symbols C2..C5 (strides 4..32)
     channels : int, channels of every pyramid level
+    p6 : str, ``max_pool`` or ``conv`` (see above)
 
     Returns
     -------
@@ -71,7 +92,12 @@ def fpn_neck(stages, channels):
         weight, bias = _weight("fpn_output%d" % level)
         outputs.append(mx.sym.Convolution(m, weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
                                           pad=(1, 1), name="fpn_output%d" % level))
-    p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
+    if p6 == "conv":
+        weight, bias = _weight("fpn_p6")
+        p6 = mx.sym.Convolution(laterals[3], weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
+                                stride=(2, 2), pad=(1, 1), name="fpn_p6")
+    else:
+        p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
     return outputs + [p6]
 
 
@@ -118,8 +144,11 @@ def rpn_head(features, num_anchors, channels):
             mx.sym.concat(*deltas, dim=1, name="rpn_deltas"), maps)
 
 
-def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonical_level=4):
+def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonical_level=4, pixel_offset=0.0):
     """FPN level of each RoI (Lin et al. 2017, eq. 1): ``floor(k0 + log2(sqrt(w * h) / 224))``, clipped.
+
+    With ``pixel_offset > 0`` (the "+1" convention) the sides are ``w + offset`` and ``h + offset`` and the
+    rule is GluonCV's ``floor(k0 + log2(sqrt(w * h) / 224 + 1e-6))``.
 
     Parameters
     ----------
@@ -135,14 +164,18 @@ def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonica
     rois = mx.sym.BlockGrad(rois)
     w = mx.sym.relu(mx.sym.slice_axis(rois, axis=1, begin=3, end=4) - mx.sym.slice_axis(rois, axis=1, begin=1, end=2))
     h = mx.sym.relu(mx.sym.slice_axis(rois, axis=1, begin=4, end=5) - mx.sym.slice_axis(rois, axis=1, begin=2, end=3))
-    size = mx.sym.maximum(mx.sym.sqrt(w * h), 1e-6)
-    level = mx.sym.floor(mx.sym.log2(size / float(canonical_size)) + float(canonical_level))
+    if pixel_offset:
+        size = mx.sym.sqrt((w + float(pixel_offset)) * (h + float(pixel_offset)))
+        level = mx.sym.floor(float(canonical_level) + mx.sym.log2(size / float(canonical_size) + 1e-6))
+    else:
+        size = mx.sym.maximum(mx.sym.sqrt(w * h), 1e-6)
+        level = mx.sym.floor(mx.sym.log2(size / float(canonical_size)) + float(canonical_level))
     level = mx.sym.clip(level, float(min_level), float(max_level))
     return mx.sym.reshape(level, shape=(-1,))
 
 
 def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, min_level, aligned=True,
-                         canonical_size=224.0, canonical_level=4):
+                         canonical_size=224.0, canonical_level=4, level_offset=0.0):
     """RoIAlign of each RoI on its own FPN level only: ssdkit's ``MultiLevelROIAlign`` operator.
 
     The operator assigns each RoI its level by the rule of :func:`roi_levels` (same parameters) and
@@ -160,6 +193,8 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
     aligned : bool, half-pixel offset (pixel ``i`` covers ``[i, i + 1)``, the continuous box convention)
     canonical_size, canonical_level : the level rule's anchor (a ``canonical_size`` square RoI maps to
         ``canonical_level``)
+    level_offset : float, when non-zero the levels come from :func:`roi_levels` with this
+        ``pixel_offset`` (the operator's ``levels`` input) instead of the operator's own rule
 
     Returns
     -------
@@ -167,7 +202,14 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
     """
     if len(features) != len(strides):
         raise ValueError("one stride per feature map: %d maps, strides %r" % (len(features), tuple(strides)))
-    return mx.sym.MultiLevelROIAlign(*features, mx.sym.BlockGrad(rois),
+    rois = mx.sym.BlockGrad(rois)
+    levels = []
+    if level_offset:
+        levels = [roi_levels(rois, min_level=min_level, max_level=min_level + len(features) - 1,
+                             canonical_size=canonical_size, canonical_level=canonical_level,
+                             pixel_offset=level_offset)]
+    given = {"level_input": True} if levels else {}
+    return mx.sym.MultiLevelROIAlign(*features, rois, *levels, **given,
                                      spatial_scales=tuple(1.0 / float(s) for s in strides),
                                      pooled_size=(int(pooled_size), int(pooled_size)), sample_ratio=int(sample_ratio),
                                      aligned=bool(aligned), min_level=int(min_level),
@@ -175,7 +217,7 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
                                      name="roi_align")
 
 
-def box_head(pooled, num_classes, fc_dim):
+def box_head(pooled, num_classes, fc_dim, *, batchnorm=False):
     """Two fully connected layers with ReLU, then class scores and class-specific box deltas.
 
     Parameters
@@ -183,6 +225,7 @@ def box_head(pooled, num_classes, fc_dim):
     pooled : (R, C, S, S) pooled RoI features
     num_classes : int, object classes C (background excluded)
     fc_dim : int, width of the two hidden layers
+    batchnorm : bool, BatchNorm (over the RoIs of a batch) between each hidden layer and its ReLU
 
     Returns
     -------
@@ -193,6 +236,8 @@ def box_head(pooled, num_classes, fc_dim):
     for name in ("rcnn_fc6", "rcnn_fc7"):
         weight, bias = _weight(name)
         x = mx.sym.FullyConnected(x, weight=weight, bias=bias, num_hidden=fc_dim, name=name)
+        if batchnorm:
+            x = mx.sym.BatchNorm(x, eps=1e-5, fix_gamma=False, name=name + "_bn")
         x = mx.sym.Activation(x, act_type="relu", name=name + "_relu")
     cls_w, cls_b = _weight("rcnn_cls_score", 0.01)
     box_w, box_b = _weight("rcnn_bbox_pred", 0.001)

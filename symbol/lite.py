@@ -44,23 +44,31 @@ def separable_unit(data, name, in_channels, out_channels, stride):
     return conv_act(x, name + "_pw", out_channels, kernel=(1, 1), pad=(0, 0), use_bn=True)
 
 
+def stage_output_names(units=UNITS):
+    """Names of the stage outputs (the last unit's ReLU of stages 2, 3, ...; strides 4, 8, ...), e.g.
+    ``stage3_unit3_pw_relu``; ``internals[name + "_output"]`` is the feature map."""
+    return ["stage%d_unit%d_pw_relu" % (stage, count) for stage, count in enumerate(units, start=2)]
+
+
 def get_symbol(num_classes=1000, widths=WIDTHS, units=UNITS, **kwargs):
     """Build the ``lite`` body.
 
     Parameters
     ----------
     num_classes : int, unused (the body has no classifier)
-    widths : (conv1, stage2, stage3, stage4) output channels
-    units : separable units in stages 2, 3 and 4
+    widths : (conv1, stage2, stage3, stage4[, stage5 ...]) output channels: one more than ``units``
+    units : separable units in stages 2, 3, 4 (, 5 ...); each stage halves the resolution
 
     Returns
     -------
-    mx.sym.Symbol, the last unit's ReLU, ``(B, widths[3], H / 16, W / 16)`` (ceil); its internals
-    ``stage{s}_unit{u}_pw_relu`` (``u`` from 1) are the feature layers of the ``lite`` preset.
+    mx.sym.Symbol, the last unit's ReLU, ``(B, widths[-1], H / 2^S, W / 2^S)`` (ceil) for S = len(widths)
+    (H / 16 with the default 3 stages); its internals ``stage{s}_unit{u}_pw_relu`` (``u`` from 1) are the
+    feature layers of the ``lite`` preset (:func:`stage_output_names`).
     """
     del num_classes, kwargs
-    if len(widths) != 4 or len(units) != 3 or min(units) < 1:
-        raise ValueError("lite needs 4 widths and 3 unit counts >= 1, got widths=%r units=%r" % (widths, units))
+    if len(units) < 3 or len(widths) != len(units) + 1 or min(units) < 1:
+        raise ValueError("lite needs 3 or more unit counts >= 1 and one width more than unit counts (conv1 and "
+                         "each stage), got widths=%r units=%r" % (widths, units))
     x = conv_act(mx.sym.Variable("data"), "conv1", int(widths[0]), stride=(2, 2), use_bn=True)
     channels = int(widths[0])
     for stage, (width, count) in enumerate(zip(widths[1:], units), start=2):

@@ -7,6 +7,12 @@ shortcut have none). BatchNorm uses ``eps=1e-5``.
 Layer names: stem ``conv0`` (+ ``conv0_bn``, ``conv0_relu``), ``pool0``; unit ``u`` (1-based) of
 stage ``s`` (1..4): ``stage{s}_unit{u}_conv{j}`` (+ ``_bn``, ``_relu``), the projection shortcut
 ``stage{s}_unit{u}_sc`` (+ ``_bn``) and the unit output ``stage{s}_unit{u}_relu``.
+
+Variants (:data:`VARIANTS`, GluonCV's ``resnetv1b.py`` family, bottleneck depths only): ``v1b`` moves a
+bottleneck's stride to its 3x3 convolution and has no convolution biases; ``v1d`` is ``v1b`` with a deep
+stem (3x3 convolutions ``conv0_1`` (32, stride 2), ``conv0_2`` (32), ``conv0_3`` (64), each + BatchNorm,
+replacing ``conv0``) and projection shortcuts that average-pool (2x2, ceil mode, padding excluded) before
+a stride-1 ``_sc`` convolution.
 """
 import mxnet as mx
 
@@ -20,20 +26,28 @@ SPECS = {
 }
 """depth -> (unit type, units per stage, output channels per stage)."""
 
+VARIANTS = ("v1", "v1b", "v1d")
+"""ResNet variants: ``v1`` (GluonCV ``resnet*_v1``), ``v1b`` and ``v1d`` (GluonCV ``resnet*_v1b`` / ``_v1d``)."""
 
-def _unit(data, name, channels, stride, project, bottleneck, global_stats):
+
+def _unit(data, name, channels, stride, project, bottleneck, global_stats, variant="v1"):
     bn = dict(use_bn=True, bn_global_stats=global_stats)
     if bottleneck:
         mid = channels // 4
-        x = conv_act(data, name + "_conv1", mid, kernel=(1, 1), stride=(stride, stride), pad=(0, 0),
-                     no_bias=False, **bn)
-        x = conv_act(x, name + "_conv2", mid, **bn)
-        x = conv_act(x, name + "_conv3", channels, kernel=(1, 1), pad=(0, 0), no_bias=False, act=None, **bn)
+        v1 = variant == "v1"
+        s1, s2 = ((stride, stride), (1, 1)) if v1 else ((1, 1), (stride, stride))
+        x = conv_act(data, name + "_conv1", mid, kernel=(1, 1), stride=s1, pad=(0, 0), no_bias=not v1, **bn)
+        x = conv_act(x, name + "_conv2", mid, stride=s2, **bn)
+        x = conv_act(x, name + "_conv3", channels, kernel=(1, 1), pad=(0, 0), no_bias=not v1, act=None, **bn)
     else:
         x = conv_act(data, name + "_conv1", channels, stride=(stride, stride), **bn)
         x = conv_act(x, name + "_conv2", channels, act=None, **bn)
     shortcut = data
-    if project:
+    if project and variant == "v1d" and stride > 1:
+        pooled = mx.sym.Pooling(data, pool_type="avg", kernel=(stride, stride), stride=(stride, stride),
+                                pooling_convention="full", count_include_pad=False, name=name + "_sc_pool")
+        shortcut = conv_act(pooled, name + "_sc", channels, kernel=(1, 1), pad=(0, 0), act=None, **bn)
+    elif project:
         shortcut = conv_act(data, name + "_sc", channels, kernel=(1, 1), stride=(stride, stride),
                             pad=(0, 0), act=None, **bn)
     x = mx.sym.elemwise_add(x, shortcut, name=name + "_plus")
@@ -47,7 +61,7 @@ def stage_output_names(num_layers):
     return ["stage%d_unit%d_relu" % (s, n) for s, n in enumerate(units, start=1)]
 
 
-def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, **kwargs):
+def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, variant="v1", **kwargs):
     """Build a ResNet v1 body.
 
     Parameters
@@ -56,6 +70,7 @@ def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, **kwar
     num_layers : int, one of 18, 34, 50, 101
     bn_global_stats : bool, every BatchNorm uses its moving statistics also in training
         ("frozen" BatchNorm, for fine-tuning with few images per device)
+    variant : str, one of :data:`VARIANTS` (``v1b`` / ``v1d``: bottleneck depths 50 and 101 only)
 
     Returns
     -------
@@ -66,8 +81,16 @@ def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, **kwar
     if num_layers not in SPECS:
         raise ValueError("resnet num_layers must be one of %s, got %r" % (sorted(SPECS), num_layers))
     unit_type, units, channels = SPECS[num_layers]
-    x = conv_act(mx.sym.Variable("data"), "conv0", 64, kernel=(7, 7), stride=(2, 2), pad=(3, 3), use_bn=True,
-                 bn_global_stats=bn_global_stats)
+    if variant not in VARIANTS or (variant != "v1" and unit_type != "bottleneck"):
+        raise ValueError("resnet variant must be one of %s (v1b and v1d for depths 50 and 101), got %r for "
+                         "depth %d" % (", ".join(VARIANTS), variant, num_layers))
+    bn = dict(use_bn=True, bn_global_stats=bn_global_stats)
+    if variant == "v1d":
+        x = conv_act(mx.sym.Variable("data"), "conv0_1", 32, stride=(2, 2), **bn)
+        x = conv_act(x, "conv0_2", 32, **bn)
+        x = conv_act(x, "conv0_3", 64, **bn)
+    else:
+        x = conv_act(mx.sym.Variable("data"), "conv0", 64, kernel=(7, 7), stride=(2, 2), pad=(3, 3), **bn)
     x = mx.sym.Pooling(data=x, pool_type="max", kernel=(3, 3), stride=(2, 2), pad=(1, 1), name="pool0")
     in_channels = 64
     for s, (num_units, out_channels) in enumerate(zip(units, channels), start=1):
@@ -75,6 +98,6 @@ def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, **kwar
             stride = 2 if (u == 1 and s > 1) else 1
             project = u == 1 and (stride != 1 or in_channels != out_channels)
             x = _unit(x, "stage%d_unit%d" % (s, u), out_channels, stride, project, unit_type == "bottleneck",
-                      bn_global_stats)
+                      bn_global_stats, variant)
             in_channels = out_channels
     return x

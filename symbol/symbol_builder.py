@@ -4,7 +4,7 @@ Both build the same network with one internal function, :func:`_multibox_graph`:
 (:data:`BASE_NETWORKS`), multi-scale features (:func:`ssdkit.symbol.common.multi_layer_feature`)
 and multibox heads with anchors (:func:`ssdkit.symbol.common.multibox_layer`). Targets, decoding
 and NMS run in ssdkit's operators ``MultiBoxTarget`` and ``MultiBoxDetection`` with the box
-variances of :data:`ssdkit.boxes.VARIANCES`.
+variances ``variances`` (default :data:`ssdkit.boxes.VARIANCES`).
 
 Graph inputs: ``data (B, 3, H, W)`` (ImageNet-normalised, see :mod:`ssdkit.symbol.common`) and,
 for training, ``label (B, M, 5 or 6)`` rows ``[cls, xmin, ymin, xmax, ymax(, difficult)]``
@@ -14,7 +14,7 @@ import mxnet as mx
 
 # importing any ssdkit module loads the operator library (MultiBoxPrior/Target/Detection)
 from ssdkit.boxes import VARIANCES
-from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+from ssdkit.detection_defaults import NEGATIVE_MINING_RATIO, NMS_THRESH, NMS_TOPK, OVERLAP_THRESHOLD
 from ssdkit.symbol import lite, mobilenet, resnet, tiny, vgg16_reduced
 from ssdkit.symbol.common import multi_layer_feature, multibox_heads
 
@@ -55,13 +55,21 @@ def _class_major(cls_logits):
     return mx.sym.transpose(cls_logits, axes=(0, 2, 1), name="multibox_cls_pred")
 
 
+def _four(variances):
+    """Variances as the operators' attribute wants them (a tuple of 4 floats; a list would print otherwise)."""
+    values = tuple(float(v) for v in variances)
+    if len(values) != 4:
+        raise ValueError("variances needs 4 values (x, y, w, h), got %r" % (variances,))
+    return values
+
+
 def _detections(cls_prob, loc_preds, anchors, *, nms_thresh, force_suppress, nms_topk, clip,
-                max_detections, score_thresh):
+                max_detections, score_thresh, variances):
     # score_thresh None: the operator's own default (0.01), not written to the graph
     optional = {} if score_thresh is None else {"threshold": score_thresh}
     return mx.sym.MultiBoxDetection(cls_prob, loc_preds, anchors, name="detection",
                                     nms_threshold=nms_thresh, force_suppress=force_suppress,
-                                    variances=VARIANCES, nms_topk=nms_topk, clip=clip,
+                                    variances=_four(variances), nms_topk=nms_topk, clip=clip,
                                     max_detections=max_detections, **optional)
 
 
@@ -69,8 +77,10 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
                      normalizations=-1, steps=(), min_filter=128, nms_thresh=NMS_THRESH, force_suppress=False,
                      nms_topk=NMS_TOPK, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                      fused_heads=False,
-                     overlap_threshold=0.5, negative_mining_ratio=3.0, negative_mining_thresh=0.5,
-                     minimum_negative_samples=0, clip=True, max_detections=-1, score_thresh=None, **kwargs):
+                     overlap_threshold=OVERLAP_THRESHOLD, negative_mining_ratio=NEGATIVE_MINING_RATIO,
+                     negative_mining_thresh=0.5,
+                     minimum_negative_samples=0, clip=True, max_detections=-1, score_thresh=None,
+                     variances=VARIANCES, **kwargs):
     """SSD training graph.
 
     Parameters
@@ -98,6 +108,7 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
     max_detections : int, detection rows (-1: one per anchor)
     score_thresh : float or None, candidates scoring below it are dropped before NMS (None: the
         ``MultiBoxDetection`` default, 0.01)
+    variances : 4 float, the box coding's variances of ``MultiBoxTarget`` and ``MultiBoxDetection``
     kwargs : passed to the base network (e.g. ``num_layers=50`` for resnet)
 
     Returns
@@ -122,14 +133,15 @@ def get_symbol_train(network, num_classes, from_layers, num_filters, strides, pa
         mx.sym.BlockGrad(anchors), label, mx.sym.BlockGrad(cls_preds), overlap_threshold=overlap_threshold,
         ignore_label=-1,
         negative_mining_ratio=negative_mining_ratio, negative_mining_thresh=negative_mining_thresh,
-        minimum_negative_samples=minimum_negative_samples, variances=VARIANCES, name="multibox_target")
+        minimum_negative_samples=minimum_negative_samples, variances=_four(variances), name="multibox_target")
     cls_prob = mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1, use_ignore=True,
                                     multi_output=True, normalization="valid", name="cls_prob")
     loc_diff = mx.sym.smooth_l1(data=loc_mask * (loc_preds - loc_target), scalar=1.0, name="loc_loss_")
     loc_loss = mx.sym.MakeLoss(loc_diff, normalization="valid", name="loc_loss")
     cls_label = mx.sym.BlockGrad(cls_target, name="cls_label")
     det = _detections(cls_prob, loc_preds, anchors, nms_thresh=nms_thresh, force_suppress=force_suppress,
-                      nms_topk=nms_topk, clip=clip, max_detections=max_detections, score_thresh=score_thresh)
+                      nms_topk=nms_topk, clip=clip, max_detections=max_detections, score_thresh=score_thresh,
+                      variances=variances)
     det = mx.sym.BlockGrad(det, name="det_out")
     return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
 
@@ -138,7 +150,7 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
                normalizations=-1, steps=(), min_filter=128, nms_thresh=NMS_THRESH, force_suppress=False,
                nms_topk=NMS_TOPK, *, transition_ratio=0.5, extra_kernels=None, extra_bn=False,
                fused_heads=False, clip=True,
-               max_detections=-1, score_thresh=None, **kwargs):
+               max_detections=-1, score_thresh=None, variances=VARIANCES, **kwargs):
     """SSD inference graph (same network and parameter names as :func:`get_symbol_train`).
 
     Parameters are those of :func:`get_symbol_train` (note the classic positional order:
@@ -158,7 +170,8 @@ def get_symbol(network, num_classes, from_layers, num_filters, sizes, ratios, st
     # over the last axis than over axis 1 of (B, C+1, N)
     cls_prob = mx.sym.transpose(mx.sym.softmax(cls_logits, axis=-1), axes=(0, 2, 1), name="cls_prob")
     return _detections(cls_prob, loc_preds, anchors, nms_thresh=nms_thresh, force_suppress=force_suppress,
-                       nms_topk=nms_topk, clip=clip, max_detections=max_detections, score_thresh=score_thresh)
+                       nms_topk=nms_topk, clip=clip, max_detections=max_detections, score_thresh=score_thresh,
+                       variances=variances)
 
 
 def get_multibox_outputs(network, num_classes, from_layers, num_filters, sizes, ratios, strides, pads,

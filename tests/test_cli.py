@@ -11,7 +11,8 @@ import pytest
 
 import ssdkit  # noqa: F401
 from ssdkit.api.deploy import deploy_model
-from ssdkit.api.family import check_test_shape, family_of
+from ssdkit.api.data import load_split
+from ssdkit.api.family import check_test_shape, family_of, input_size, make_iterator
 from ssdkit.api.model_files import inference_symbol, read_meta
 from ssdkit.api.train import train_detector
 from ssdkit.config import apply_overrides, load_config
@@ -95,23 +96,30 @@ def test_evaluate_cli_matches_training_validation(trained, synthetic, tmp_path):
 
 def test_a_meta_file_of_the_old_format_evaluates_to_the_same_map(trained, synthetic, tmp_path):
     """A checkpoint whose meta file was written before the typed specs (no max_detections, portable,
-    gluoncv_zoo keys) evaluates to the same mAP as with today's meta file."""
-    old = str(tmp_path / "old" / "ssd")
-    os.makedirs(os.path.dirname(old))
+    gluoncv_zoo keys), or as commit 528e114 wrote it (no layout, matching or mining: the keys of
+    tests/data/meta_528e114_lite_256_synthetic.json) evaluates to the same mAP as with today's meta file."""
     meta = json.load(open(trained + "-meta.json"))
-    old_keys = ("network", "data_shape", "test_shape", "nms_thresh", "nms_topk", "force_suppress", "class_names",
-                "mean", "std")
-    assert set(old_keys) < set(meta)
-    with open(old + "-meta.json", "w") as f:
-        json.dump({k: meta[k] for k in old_keys}, f)
-    os.symlink(trained + "-0002.params", old + "-0002.params")
+    at_528e114 = json.load(open(os.path.join(REPO, "tests", "data", "meta_528e114_lite_256_synthetic.json")))
+    old_keys = {"old": ("network", "data_shape", "test_shape", "nms_thresh", "nms_topk", "force_suppress",
+                        "class_names", "mean", "std"),
+                "528e114": tuple(at_528e114)}
+    prefixes = [("new", trained)]
+    for name, keys in old_keys.items():
+        assert set(keys) < set(meta)
+        prefix = str(tmp_path / name / "ssd")
+        os.makedirs(os.path.dirname(prefix))
+        with open(prefix + "-meta.json", "w") as f:
+            json.dump({k: meta[k] for k in keys}, f)
+        os.symlink(trained + "-0002.params", prefix + "-0002.params")
+        prefixes.append((name, prefix))
     results = {}
-    for name, prefix in (("new", trained), ("old", old)):
+    for name, prefix in prefixes:
         _run(["evaluate.py", "--config", "tiny_256_synthetic", "--data-root", synthetic.devkit, "--prefix", prefix,
               "--epoch", "2", "--output", str(tmp_path / name), "--no-progress"])
         results[name] = json.load(open(tmp_path / name / "metrics.json"))
-    assert results["old"]["voc07"] == results["new"]["voc07"]
-    assert results["old"]["coco"] == results["new"]["coco"]
+    for name in old_keys:
+        assert results[name]["voc07"] == results["new"]["voc07"]
+        assert results[name]["coco"] == results["new"]["coco"]
 
 
 def _inference_outputs(symbol, arg, aux, data):
@@ -260,8 +268,15 @@ def test_test_shape_sets_the_inference_size(trained, synthetic, tmp_path):
     assert family.inference_shapes(meta, 2) == [("data", (2, 3, 160, 160))]
     assert family.preprocess(meta, np.zeros((50, 70, 3), np.uint8), Normalization()).shape == (3, 160, 160)
     config = load_config("tiny_256_synthetic")
-    assert family.apply_meta(config, meta).model.data_shape == 160
-    assert family.apply_meta(config, dict(meta, test_shape=0)).model.data_shape == 128  # trained size
+    # data_shape keeps meaning the trained size; the evaluation iterator runs at input_size (test_shape)
+    evaluated = family.apply_meta(config, meta).model
+    assert (evaluated.data_shape, evaluated.test_shape, input_size(evaluated, "val")) == (128, 160, 160)
+    evaluated = family.apply_meta(config, dict(meta, test_shape=0)).model
+    assert (evaluated.data_shape, input_size(evaluated, "val")) == (128, 128)   # trained size
+    config = apply_overrides(config, {"data.root": synthetic.devkit, "data.num_workers": 1})
+    evaluated = family.apply_meta(config, meta)
+    assert make_iterator(evaluated, "val", load_split(evaluated, "val")).provide_data[0].shape[2:] == (160, 160)
+    assert make_iterator(evaluated, "train", load_split(evaluated, "train")).provide_data[0].shape[2:] == (128, 128)
     # presets whose anchor steps are fractions of the training input cannot change size
     with pytest.raises(ValueError, match="fixes its anchor steps"):
         check_test_shape("mobilenet", 512, 448)

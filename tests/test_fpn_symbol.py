@@ -1,6 +1,7 @@
 """FPN graphs: neck shapes, RPN output order vs anchors (ssdkit.anchors), RoI level assignment, multi-level
 RoIAlign, training graph binding and overfitting one batch, inference output, argument hygiene."""
 import copy
+import json
 
 import mxnet as mx
 import numpy as np
@@ -23,7 +24,7 @@ def _small_config(**overrides):
 
 
 # ---------------------------------------------------------------- blocks (MXNet ops only)
-@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("depth", [18, 50, "lite"])
 def test_neck_levels_and_names(depth):
     levels = fpn_neck(backbone_stages(depth), 64)
     _, shapes, _ = mx.sym.Group(levels).infer_shape(data=(2, 3, 192, 256))
@@ -45,6 +46,19 @@ def test_frozen_batchnorm_only_when_asked():
     assert "use_global_stats" not in resnet.get_symbol(num_layers=50).attr_dict()["conv0_bn"]  # SSD unchanged
     assert resnet.stage_output_names(50) == ["stage1_unit3_relu", "stage2_unit4_relu", "stage3_unit6_relu",
                                             "stage4_unit3_relu"]
+
+
+def test_lite_backbone_stages_and_names():
+    stages = backbone_stages("lite")
+    _, shapes, _ = mx.sym.Group(stages).infer_shape(data=(2, 3, 256, 192))
+    assert shapes == [(2, c, 256 // s, 192 // s) for c, s in zip((32, 96, 128, 160), (4, 8, 16, 32))]
+    args = fpn.get_symbol("fpn_lite", 3, image_shape=(128, 128), **SMALL).list_arguments()
+    assert "conv1_weight" in args and "stage5_unit2_pw_weight" in args and "fpn_lateral5_weight" in args
+    assert not any(a.startswith("stage1_") or a.startswith("conv0") for a in args)    # no ResNet parts
+    with pytest.raises(ValueError, match="frozen_bn = false"):
+        backbone_stages("lite", frozen_bn=True)
+    with pytest.raises(ValueError, match="lite backbone has none"):
+        backbone_stages("lite", variant="v1b")
 
 
 def test_roi_level_assignment():
@@ -185,6 +199,26 @@ def test_train_and_inference_graphs_share_parameters():
     loaded = mx.sym.load_json(infer.tojson())            # a deploy model's JSON reads back
     assert loaded.list_arguments() == infer.list_arguments()
     assert loaded.infer_shape(data=(3, 3, 128, 128), im_info=(3, 3))[1] == [(3, 100, 6)]
+
+
+def test_roi_canonical_size_and_box_head_batchnorm_reach_the_graph():
+    def roi_align_attrs(sym):
+        return [n for n in json.loads(sym.tojson())["nodes"] if n["op"] == "MultiLevelROIAlign"][0]["attrs"]
+
+    default = fpn.get_symbol(num_classes=2, **_small_config())
+    assert float(roi_align_attrs(default)["canonical_size"]) == 224.0
+    assert not any(a.startswith("rcnn_fc6_bn") for a in default.list_arguments())
+    config = _small_config(roi_canonical_size=112.0, rcnn_batchnorm=True)
+    for sym in (fpn.get_symbol(num_classes=2, **config), fpn.get_symbol_train(num_classes=2, batch_size=2, **config)):
+        assert float(roi_align_attrs(sym)["canonical_size"]) == 112.0
+        assert {"rcnn_fc6_bn_gamma", "rcnn_fc7_bn_beta"} <= set(sym.list_arguments())
+        assert {"rcnn_fc6_bn_moving_mean", "rcnn_fc7_bn_moving_var"} <= set(sym.list_auxiliary_states())
+    # the level rule moves with the canonical size: a 112 px RoI is pooled from P4 instead of P3
+    rois = mx.nd.array([[0, 0, 0, 112, 112]])
+    assert roi_levels(mx.sym.var("r"), canonical_size=112.0).eval(r=rois)[0].asscalar() == 4
+    assert roi_levels(mx.sym.var("r")).eval(r=rois)[0].asscalar() == 3
+    with pytest.raises(ValueError, match="roi_canonical_size"):
+        fpn.get_symbol(num_classes=2, **_small_config(roi_canonical_size=0.0))
 
 
 def test_caller_arguments_are_not_mutated():

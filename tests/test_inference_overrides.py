@@ -326,9 +326,11 @@ TRAIN_FLAGS = [
      and float(_node_attrs(i, "MultiBoxDetection")[0]["nms_threshold"]) == 0.35
      and float(_node_attrs(t, "MultiBoxDetection")[0]["nms_threshold"]) == 0.35),
     ("ssd", "--overlap-threshold", "0.4",
-     lambda c, t, i, m: float(_node_attrs(t, "MultiBoxTarget")[0]["overlap_threshold"]) == 0.4),
+     lambda c, t, i, m: float(_node_attrs(t, "MultiBoxTarget")[0]["overlap_threshold"]) == 0.4
+     and m["overlap_threshold"] == 0.4),
     ("ssd", "--negative-mining-ratio", "2",
-     lambda c, t, i, m: float(_node_attrs(t, "MultiBoxTarget")[0]["negative_mining_ratio"]) == 2.0),
+     lambda c, t, i, m: float(_node_attrs(t, "MultiBoxTarget")[0]["negative_mining_ratio"]) == 2.0
+     and m["negative_mining_ratio"] == 2.0),
     ("ssd", "--num-class", "3", lambda c, t, i, m: _num_classes_of(t, "ssd", c) == 3
      and m["class_names"] == ["class0", "class1", "class2"]),
     ("ssd", "--class-names", "a,b", lambda c, t, i, m: _num_classes_of(t, "ssd", c) == 2
@@ -341,6 +343,8 @@ TRAIN_FLAGS = [
     ("fpn", "--nms-thresh", "0.35", lambda c, t, i, m: m["fpn"]["test_nms_threshold"] == 0.35
      and float(_node_attrs(i, "RCNNDetection")[0]["nms_threshold"]) == 0.35),
     ("fpn", "--num-class", "3", lambda c, t, i, m: _num_classes_of(t, "fpn", c) == 3),
+    ("fpn", "--class-names", "a,b", lambda c, t, i, m: _num_classes_of(t, "fpn", c) == 2
+     and m["class_names"] == ["a", "b"]),
 ]
 
 

@@ -2,6 +2,7 @@
 compiled operators, which load on first use; config/ and symbol/ do not import dataset/; the NMS default
 and the ImageNet normalisation are defined once."""
 import ast
+import dataclasses
 import inspect
 import os
 import subprocess
@@ -22,6 +23,8 @@ def test_numpy_layers_import_without_the_operator_library():
     out = _python("""
         import sys
         import ssdkit, ssdkit.boxes, ssdkit.anchors, ssdkit.config, ssdkit.normalization
+        import ssdkit.config.ssd_layout, ssdkit.api.model_spec, ssdkit.detection_defaults
+        ssdkit.config.ssd_layout.ssd_layout("vgg16_reduced", 300)       # the SSD network presets are data
         import ssdkit.reference.multibox_target, ssdkit.reference.multibox_detection, ssdkit.reference.nms
         import ssdkit.reference.rpn_target, ssdkit.reference.rpn_anchors, ssdkit.reference.proposal_target
         import ssdkit.reference.rcnn_detection, ssdkit.reference.fpn_proposal
@@ -63,6 +66,22 @@ def test_config_and_symbol_do_not_import_dataset():
     assert offenders == []
 
 
+def test_importing_config_and_symbol_loads_no_dataset_module():
+    """The same rule at run time: every module of config/ and symbol/ imported, and a graph built from a
+    network preset, in a fresh interpreter: no ``ssdkit.dataset`` module is loaded."""
+    modules = ["ssdkit.%s.%s" % (folder, name[:-3]) for folder in ("config", "symbol")
+               for name in sorted(os.listdir(os.path.join(REPO, folder))) if name.endswith(".py")]
+    out = _python("""
+        import importlib, sys
+        for name in %r:
+            importlib.import_module(name)
+        from ssdkit.symbol.symbol_factory import get_symbol_train
+        get_symbol_train("lite", 256, num_classes=3)
+        print(sorted(m for m in sys.modules if m.startswith("ssdkit.dataset")), len(%r))
+    """ % (modules, modules))
+    assert out == "[] %d" % len(modules) and len(modules) > 10
+
+
 def test_nms_default_is_defined_once():
     from ssdkit.config import ModelConfig
     from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
@@ -76,6 +95,28 @@ def test_nms_default_is_defined_once():
         assert (params["nms_thresh"].default, params["nms_topk"].default) == (NMS_THRESH, NMS_TOPK)
     config = zoo_config("ssd_512_resnet50_v1_voc")
     assert (config["nms_thresh"], config["nms_topk"]) == (NMS_THRESH, NMS_TOPK)
+
+
+def test_target_and_box_coding_defaults_are_defined_once():
+    """Matching / mining defaults (config, spec, training builder) and the box-coding variances (layout,
+    builders) each come from one constant."""
+    from ssdkit.api.model_spec import SSDSpec
+    from ssdkit.boxes import VARIANCES
+    from ssdkit.config import ModelConfig
+    from ssdkit.config.ssd_layout import SSDLayout
+    from ssdkit.detection_defaults import NEGATIVE_MINING_RATIO, OVERLAP_THRESHOLD
+    from ssdkit.symbol import symbol_builder
+
+    train = inspect.signature(symbol_builder.get_symbol_train).parameters
+    spec = SSDSpec(network="tiny", data_shape=64, class_names=("a",))
+    for source in (ModelConfig(), spec):
+        assert (source.overlap_threshold, source.negative_mining_ratio) == (OVERLAP_THRESHOLD, NEGATIVE_MINING_RATIO)
+    assert (train["overlap_threshold"].default, train["negative_mining_ratio"].default) == (
+        OVERLAP_THRESHOLD, NEGATIVE_MINING_RATIO)
+    assert spec.layout.variances == VARIANCES
+    assert [f.default for f in dataclasses.fields(SSDLayout) if f.name == "variances"] == [VARIANCES]
+    for builder in (symbol_builder.get_symbol, symbol_builder.get_symbol_train):
+        assert inspect.signature(builder).parameters["variances"].default is VARIANCES
 
 
 def test_imagenet_normalisation_is_defined_once():

@@ -25,7 +25,8 @@ SOURCE_FOLDERS = ("ssdkit", "symbol", "dataset", "config")
 # requirement name -> the module it provides
 IMPORT_NAMES = {"opencv-python": "cv2", "pillow": "PIL", "mxnet-cu112": "mxnet"}
 # imported by ssdkit only for an optional feature, and the file that pins it
-EXTRA_IMPORTS = {"gluoncv": "requirements-gluoncv.txt", "horovod": "requirements-horovod.txt"}
+EXTRA_IMPORTS = {"gluoncv": "requirements-gluoncv.txt", "horovod": "requirements-horovod.txt",
+                 "onnx": "requirements-onnx.txt", "onnxruntime": "requirements-onnx.txt"}
 
 
 def _requirement_lines(name):
@@ -124,6 +125,7 @@ import numpy as np
 import ssdkit
 import ssdkit.ops  # loads the operator library (import ssdkit alone does not)
 from ssdkit.config import list_presets
+from ssdkit.config.ssd_layout import network_names
 from ssdkit.symbol.symbol_builder import get_symbol_train  # noqa: F401  (the mapped package imports)
 
 x = mx.nd.zeros((1, 3, 5, 4))
@@ -132,7 +134,7 @@ reference = mx.contrib.nd.MultiBoxPrior(x, sizes=(0.5, 0.25), ratios=(1, 2, 0.5)
 print(json.dumps({"ssdkit": ssdkit.__file__, "library": ssdkit.ops.load_library(),
                   "version": ssdkit.__version__, "shape": list(ours.shape),
                   "max_diff": float(np.abs(ours.asnumpy() - reference.asnumpy()).max()),
-                  "presets": list_presets(), "cwd": os.getcwd()}))
+                  "presets": list_presets(), "networks": network_names(), "cwd": os.getcwd()}))
 """
 
 
@@ -157,6 +159,7 @@ def test_wheel_in_fresh_venv(tmp_path, record_property):
     assert "ssdkit/lib/libssdkit_ops.so" in names
     assert "ssdkit/lib/libssdkit_ops_cuda.so" not in names          # the CUDA build stays opt-in
     assert "ssdkit/config/presets/tiny_256_synthetic.toml" in names
+    assert "ssdkit/config/networks/lite.toml" in names               # the SSD network presets
     assert {"ssdkit/api/train.py", "ssdkit/engine/trainer.py", "ssdkit/symbol/symbol_builder.py",
             "ssdkit/dataset/__init__.py"} <= names
     assert not any(n.startswith(("src/", "tests/", "symbol/", "dataset/", "config/")) for n in names)
@@ -171,6 +174,7 @@ def test_wheel_in_fresh_venv(tmp_path, record_property):
     assert report["shape"] == [1, 5 * 4 * 4, 4]
     assert report["max_diff"] <= 1e-5
     assert "tiny_256_synthetic" in report["presets"]
+    assert "lite" in report["networks"]
     record_property("wheel_build_s", round(build_s, 1))
     record_property("wheel_install_s", round(install_s, 1))
     print("pip wheel: %.0f s, pip install of the wheel and its dependencies: %.0f s" % (build_s, install_s))

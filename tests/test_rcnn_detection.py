@@ -201,6 +201,21 @@ def test_normalize_divides_by_the_image_size(rng):
     assert np.count_nonzero(real) > 100
 
 
+def test_clip_false_keeps_decoded_boxes_outside_the_image(rng):
+    """``clip=False`` (GluonCV's convention) equals the reference without clipping; boxes leave the image."""
+    rois, prob, bbox, im_info = make_inputs(rng, 2, 200, 5, background_bias=0.0, delta_scale=2.0)
+    for normalize in (False, True):
+        got = ours(rois, prob, bbox, im_info, clip=False, normalize=normalize)
+        assert_same_detections(got, reference(rois, prob, bbox, im_info, clip=False, normalize=normalize), normalize)
+    pixels = ours(rois, prob, bbox, im_info, clip=False, normalize=False)
+    real = pixels[..., 0] >= 0
+    outside = ((pixels[..., 2] < 0) | (pixels[..., 3] < 0) | (pixels[..., 4] > im_info[:, None, 1])
+               | (pixels[..., 5] > im_info[:, None, 0]))
+    assert outside[real].any()
+    clipped = ours(rois, prob, bbox, im_info, normalize=False)
+    assert not np.array_equal(clipped, pixels)
+
+
 def test_matches_contrib_box_nms(rng):
     """A second implementation of the NMS and ranking: mx.nd.contrib.box_nms, per-class (id_index), on
     the candidates decoded by the reference; its first K valid rows are our rows."""

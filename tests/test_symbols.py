@@ -87,6 +87,14 @@ def test_mobilenet_and_tiny_bodies():
     assert "stage2_unit1_dw_weight" in args and "stage4_unit3_pw_bn_gamma" in args
     with pytest.raises(ValueError, match="lite needs"):
         lite.get_symbol(20, units=(2, 0, 3))
+    with pytest.raises(ValueError, match="lite needs"):
+        lite.get_symbol(20, widths=(16, 32, 96, 128, 160), units=(2, 3, 3))
+    # a fourth stage (stride 32), as under fpn_lite; the stage outputs are named by stage_output_names
+    internals = lite.get_symbol(widths=(16, 32, 96, 128, 160), units=(2, 3, 3, 2)).get_internals()
+    names = lite.stage_output_names((2, 3, 3, 2))
+    assert names == ["stage2_unit2_pw_relu", "stage3_unit3_pw_relu", "stage4_unit3_pw_relu", "stage5_unit2_pw_relu"]
+    _, (shape,), _ = internals[names[-1] + "_output"].infer_shape(data=(1, 3, 256, 256))
+    assert shape == (1, 160, 8, 8)
 
 
 def test_extra_layer_options():

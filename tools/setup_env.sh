@@ -10,7 +10,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
-# The pinned working set: what ssdkit and its tests import, the rest held by constraints.txt.
+# The pinned working set: what ssdkit and its tests import (with the gluoncv and onnx extras, so the tests
+# run them), the rest held by constraints.txt.
 "$VENV/bin/python" -m pip install --quiet -r requirements-test.txt -c constraints.txt
 # Editable install, built against .venv's mxnet (pyproject's build requirements would fetch a second copy).
 "$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .

@@ -20,6 +20,11 @@ resize and padding. They always need ssdkit (``portable=True`` raises ValueError
 With ``int8=Calibration(...)`` (:mod:`ssdkit.api.quantize`) the graph is quantized to INT8 with
 MXNet's oneDNN backend, calibrated on the user's images; the meta records ``int8``, ``calib_mode`` and
 ``calib_images``, and the model loads like any other (SSD networks only, not portable).
+
+With ``format="onnx"`` the deploy graph is written as one file ``OUTPUT.onnx`` instead
+(:mod:`ssdkit.api.onnx_export`: anchors folded, decoding and NMS as ONNX operators, the meta inside),
+run by onnxruntime (``evaluate.py --onnx``, ``demo.py --onnx``, ``ssdkit.Detector(path, onnx=True)``);
+SSD networks only, not with ``portable`` or ``int8``.
 """
 import dataclasses
 import os
@@ -27,6 +32,7 @@ import os
 from ssdkit.api.family import family_of
 from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import model_meta, normalized_meta, read_meta, resolve_epoch
+from ssdkit.api.onnx_export import check_onnx
 from ssdkit.api.param_check import check_params
 from ssdkit.api.quantize import check_int8, quantize_graph, quantized_layers
 from ssdkit.engine import atomic
@@ -35,7 +41,12 @@ from ssdkit.errors import MissingFileError, user_input
 from ssdkit.portable import to_portable
 
 
-def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=None, inference=None, int8=None):
+FORMATS = ("mxnet", "onnx")
+"""Deploy file formats: MXNet's symbol + params + meta, or one ONNX file."""
+
+
+def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=None, inference=None, int8=None,
+                 format="mxnet"):
     """Write the deploy model of training run ``prefix`` to ``output``.
 
     Parameters
@@ -53,22 +64,27 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=N
         the deploy meta
     int8 : :class:`~ssdkit.api.quantize.Calibration` or None, quantize the graph to INT8, calibrated
         on its images (SSD networks only, not with ``portable``)
+    format : ``"mxnet"`` or ``"onnx"`` (write ``output + ".onnx"`` instead, :mod:`ssdkit.api.onnx_export`;
+        SSD networks only, not with ``portable`` or ``int8``)
 
     Returns
     -------
     dict with the written paths, the number of parameters and, with ``int8``, ``calib_images`` (images
-    the calibration ran) and ``quantized_layers`` (int8 convolutions).
+    the calibration ran) and ``quantized_layers`` (int8 convolutions); with ``format="onnx"``: ``onnx``
+    (the file), ``num_params``, ``num_anchors`` and ``opset``.
 
     Raises
     ------
     ssdkit.errors.UserError (nothing written): a missing or unreadable file, ``portable`` for FPN,
-    ``int8`` for FPN or with ``portable``, fewer calibration images than asked for, or
+    ``int8`` for FPN or with ``portable``, ``format="onnx"`` for FPN or with ``portable`` / ``int8``,
+    fewer calibration images than asked for, or
     parameters that do not fit the meta's graph (:class:`~ssdkit.errors.ParameterMismatchError`, e.g. a
     checkpoint trained with another class count than the meta's class list).
     """
     meta = read_meta(prefix)
     family = family_of(meta)
-    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8,
+                                       format=format)
     symbol = family.inference_symbol(meta, max_detections=-1 if portable else None)
     if portable:
         symbol = to_portable(symbol)
@@ -78,7 +94,7 @@ def deploy_model(prefix, output, *, epoch=None, portable=False, max_detections=N
     check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params, meta=meta,
                  meta_source=prefix + "-meta.json")
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
-                         max_detections=-1 if portable else inference.max_detections, int8=int8)
+                         max_detections=-1 if portable else inference.max_detections, int8=int8, format=format)
 
 
 def deploy_overrides(inference, max_detections, *, portable):
@@ -100,7 +116,7 @@ def deploy_overrides(inference, max_detections, *, portable):
 
 
 def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=False, max_detections=None,
-                       inference=None, int8=None):
+                       inference=None, int8=None, format="mxnet"):
     """Write a deploy model from a GluonCV SSD zoo file (:data:`ssdkit.weights.ZOO`, e.g.
     ``ssd_512_resnet50_v1_voc``) on disk: ssdkit's graph of that network with its weights, usable by
     ``evaluate.py --deploy``, ``demo.py --deploy`` and ``ssdkit.Detector(..., deploy=True)``.
@@ -112,14 +128,20 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     output : str, deploy prefix to write
     fused_heads : bool, one convolution per layer for the class and box predictors (the same
         function, faster on the CPU; ``ssdkit.weights.fuse_head_params``)
-    portable, max_detections, inference, int8 : as in :func:`deploy_model`; NMS 0.45 and top-k 400
+    portable, max_detections, inference, int8, format : as in :func:`deploy_model`; NMS 0.45 and top-k 400
         (GluonCV's) unless ``inference`` sets them
 
     Returns
     -------
     dict as :func:`deploy_model`.
     """
+    from ssdkit import weights_fpn
+
+    if name in weights_fpn.ZOO:
+        return deploy_gluoncv_fpn(params_path, name, output, portable=portable, max_detections=max_detections,
+                                  inference=inference, int8=int8)
     from ssdkit.config.schema import Config, ModelConfig
+    from ssdkit.config.ssd_layout import SSDLayout
     from ssdkit.symbol import symbol_builder
     from ssdkit.weights import ZOO, import_ssd, zoo_config, zoo_class_names
 
@@ -134,9 +156,12 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     class_names = zoo_class_names(name)
     model = ModelConfig(network={"vgg16": "vgg16_reduced"}.get(base, base), data_shape=size,
                         nms_thresh=config["nms_thresh"], nms_topk=config["nms_topk"], class_names=class_names)
-    meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name)
+    # the layout is the zoo net's own (GluonCV's anchor sizes and steps), not the preset's
+    meta = dict(model_meta(Config(model=model), class_names), gluoncv_zoo=name,
+                layout=dataclasses.asdict(SSDLayout.from_builder_kwargs(config)))
     family = family_of(meta)
-    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8,
+                                       format=format)
     symbol = symbol_builder.get_symbol(**config)
     symbol = family.set_inference(symbol, inference)
     if portable:
@@ -146,14 +171,59 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
     check_params(symbol, arg, aux, family_of(meta).inference_shapes(meta, 1), source=params_path,
                  allow_extra=True)
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
+                         max_detections=inference.max_detections, int8=int8, format=format)
+
+
+def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False, max_detections=None,
+                       inference=None, int8=None):
+    """Write a deploy model from a GluonCV Faster R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
+    ``faster_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's conventions
+    (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`) and its weights, for ``evaluate.py --deploy``,
+    ``demo.py --deploy`` and ``ssdkit.Detector``.
+
+    Parameters
+    ----------
+    params_path, name, output : as :func:`deploy_gluoncv_zoo`
+    resize : (short, long) or None, the aspect-preserving resize (None: GluonCV's 800, 1333); the graph's
+        padded input is :func:`ssdkit.symbol.fpn_config.batch_shape` of it
+    portable, max_detections, inference, int8 : as :func:`deploy_model` (FPN: no portable, no int8);
+        NMS 0.5 and score threshold 0.01 (GluonCV's) unless ``inference`` sets them
+
+    Returns
+    -------
+    dict as :func:`deploy_model`.
+    """
+    from ssdkit.config.schema import Config, ModelConfig
+    from ssdkit.symbol.fpn_config import fpn_settings
+    from ssdkit.weights_fpn import GLUONCV_SIZE, ZOO, import_faster_rcnn_fpn, zoo_fpn_config, zoo_class_names
+
+    if not os.path.isfile(params_path):
+        raise MissingFileError("GluonCV parameter file %s not found" % params_path)
+    short, long = resize or GLUONCV_SIZE
+    with user_input():      # the zoo name, the resize and the file are the user's input
+        config = zoo_fpn_config(name, short, long)
+        arg, aux = import_faster_rcnn_fpn(params_path, name)
+        class_names = zoo_class_names(name)
+        model = ModelConfig(network=ZOO[name][0], resize_short=short, resize_long=long, class_names=class_names)
+        settings = fpn_settings(**{k: v for k, v in config.items() if k not in ("network", "image_shape")})
+    meta = model_meta(Config(model=model, fpn=settings), class_names)
+    family = family_of(meta)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
+    symbol = family.inference_symbol(meta)
+    check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params_path)
+    return _write_deploy(output, symbol, arg, aux, meta, portable=portable,
                          max_detections=inference.max_detections, int8=int8)
 
 
-def _checked_request(family, meta, inference, max_detections, *, portable, int8):
-    """Refuse what cannot be deployed (``portable`` or ``int8`` where the family cannot give it, an
+def _checked_request(family, meta, inference, max_detections, *, portable, int8, format="mxnet"):
+    """Refuse what cannot be deployed (``portable``, ``int8`` or ONNX where the family cannot give it, an
     override a portable graph cannot honour) before anything is written; return the meta with the
     inference overrides applied, and the overrides."""
     with user_input():
+        if format not in FORMATS:
+            raise ValueError("format must be one of %s, got %r" % (", ".join(FORMATS), format))
+        if format == "onnx":
+            check_onnx(meta, portable=portable, int8=int8 is not None)
         if portable:
             family.check_portable(meta)
         if int8 is not None:
@@ -162,10 +232,17 @@ def _checked_request(family, meta, inference, max_detections, *, portable, int8)
         return family.with_inference(meta, inference), inference
 
 
-def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections, int8=None):
+def _write_deploy(output, symbol, arg, aux, meta, *, portable, max_detections, int8=None, format="mxnet"):
     """Write ``output``'s symbol, the parameters ``symbol`` uses and the meta file (atomically); with
-    ``int8`` (a :class:`~ssdkit.api.quantize.Calibration`) the graph quantized first. The callers have
-    checked that the parameters fit ``symbol`` (:func:`check_params`)."""
+    ``int8`` (a :class:`~ssdkit.api.quantize.Calibration`) the graph quantized first; with
+    ``format="onnx"`` the file ``output + ".onnx"`` instead. The callers have checked that the
+    parameters fit ``symbol`` (:func:`check_params`)."""
+    if format == "onnx":
+        from ssdkit.api.onnx_export import export_onnx
+
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        meta = normalized_meta(dict(meta, portable=False, max_detections=max_detections))
+        return export_onnx(symbol, arg, aux, meta, output + ".onnx")
     family = family_of(meta)
     quantized = {}
     if int8 is not None:

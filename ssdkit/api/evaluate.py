@@ -8,7 +8,7 @@ import numpy as np
 
 from ssdkit.api.builtin_data import with_builtin_data
 from ssdkit.api.data import load_split
-from ssdkit.api.family import family_of, make_iterator
+from ssdkit.api.family import family_of, inference_size, make_iterator
 from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.collection import resolve_class_names
@@ -23,7 +23,7 @@ from ssdkit.visualize import format_ap_table, plot_pr_curves
 log = logging.getLogger("ssdkit.evaluate")
 
 
-def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=None, progress=True,
+def evaluate_detector(config, prefix, *, epoch=None, deploy=False, onnx=False, output_dir=None, progress=True,
                       inference=None, expect=None, builtin=None):
     """Run the model of ``prefix`` over ``config.data.val`` and compute every metric.
 
@@ -34,8 +34,10 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
         the input size; the network, its trained input size (SSD ``data_shape``, FPN resize and
         ``[fpn]`` settings) and class names come from the model's meta file
     prefix, epoch, deploy : see :func:`ssdkit.api.model_files.load_inference_model`
+    onnx : bool, ``prefix`` is an ONNX file (``deploy.py --format onnx``) run by onnxruntime
+        (:class:`~ssdkit.api.onnx_runtime.OnnxDetectionModel`); it runs at its exported input size
     output_dir : folder for ``metrics.json``, ``ap_table.txt``, ``pr_curves.png`` and
-        ``coco_results.json`` (default ``<prefix>-eval``)
+        ``coco_results.json`` (default ``<prefix>-eval``; ONNX: the file name without ``.onnx``, ``-eval``)
     inference : :class:`~ssdkit.api.inference.InferenceOverrides` or None, the model's NMS threshold,
         top-k, score threshold and detection rows to evaluate with instead of its meta's (a given
         ``score_thresh`` also replaces ``eval.score_thresh``)
@@ -59,10 +61,23 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
     the model's, an override the model cannot honour.
     """
     inference = inference or InferenceOverrides()
-    symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
+    if onnx:
+        from ssdkit.api.onnx_runtime import OnnxDetectionModel
+
+        if deploy or epoch is not None:
+            raise ValueError("onnx=True takes an ONNX file; deploy and epoch do not apply to it")
+        runner = OnnxDetectionModel(prefix, overrides=inference)
+        meta = runner.meta
+        size = inference_size(meta)
+        if config.model.test_shape and config.model.test_shape != size:
+            raise InputError("%s runs at %d x %d (its anchors are folded for the exported size); drop "
+                             "--test-shape %d or export the model again at that size"
+                             % (prefix, size, size, config.model.test_shape))
+    else:
+        symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
     family = family_of(meta)
     class_names = tuple(meta["class_names"])
-    check_expected(family, meta, expect or {}, source=prefix + "-meta.json")
+    check_expected(family, meta, expect or {}, source=prefix if onnx else prefix + "-meta.json")
     if inference.score_thresh is not None:
         config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, score_thresh=inference.score_thresh))
     with user_input():      # the evaluation settings (e.g. test_shape) and data
@@ -76,7 +91,7 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
             raise InputError("the evaluation data's classes %s differ from the model's %s"
                              % (list(val_set.class_names), list(class_names)))
         data_iter = make_iterator(config, "val", val_set)
-    mod = bind_inference(symbol, arg, aux, data_iter.provide_data, make_contexts(config.runtime))
+    mod = runner if onnx else bind_inference(symbol, arg, aux, data_iter.provide_data, make_contexts(config.runtime))
 
     iou = config.eval.iou_thresh
     voc07 = VOCMeanAP(class_names, iou_thresh=iou, use_07_metric=True)
@@ -95,7 +110,7 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, output_dir=No
                         image_sizes=np.array([(r.width, r.height) for r in records]))
         seen += len(dets)
 
-    out = output_dir or prefix + "-eval"
+    out = output_dir or (os.path.splitext(prefix)[0] if onnx else prefix) + "-eval"
     os.makedirs(out, exist_ok=True)
     names07, values07 = voc07.get()
     _, values12 = voc12.get()

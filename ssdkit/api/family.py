@@ -21,7 +21,7 @@ A family says how to
 """
 
 from ssdkit.api.fpn import FPNFamily
-from ssdkit.api.ssd import SSDFamily, check_test_shape, inference_size  # noqa: F401  (public names)
+from ssdkit.api.ssd import SSDFamily, check_test_shape, inference_size, input_size  # noqa: F401  (public names)
 from ssdkit.symbol.fpn_config import FPN_NETWORKS
 
 SSD, FPN = SSDFamily.name, FPNFamily.name

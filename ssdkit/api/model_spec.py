@@ -3,8 +3,14 @@
 The meta file is a spec written verbatim (:func:`spec_to_meta`) and read back into the same type
 (:func:`spec_from_meta`); ``spec_from_meta(spec_to_meta(s)) == s``. A meta file written before the specs
 existed loads too: fields it lacks take their defaults, which are the values those files meant (e.g. no
-``max_detections``: one row per anchor). An unknown key or a value of the wrong type is an error that
+``max_detections``: one row per anchor; no ``layout``: the network preset's at ``data_shape``, the layout
+the graph was built with when it was written; no ``overlap_threshold`` / ``negative_mining_ratio``: their
+defaults, training-only settings no inference reads). An unknown key or a value of the wrong type is an error that
 names the file and the key.
+
+An SSD graph is built from its spec through one path (:func:`ssdkit.api.ssd.ssd_graph`): the layout
+(:class:`ssdkit.config.ssd_layout.SSDLayout`) as the builders' keyword arguments plus the spec's NMS,
+detection and target settings.
 
 The api keeps passing the JSON form (a plain dict) between functions; the families build a spec from a
 Config (:meth:`ssdkit.api.ssd.SSDFamily.spec`) and inference overrides change it with
@@ -15,7 +21,8 @@ import typing
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ssdkit.detection_defaults import NMS_THRESH, NMS_TOPK
+from ssdkit.config.ssd_layout import SSDLayout, ssd_layout
+from ssdkit.detection_defaults import NEGATIVE_MINING_RATIO, NMS_THRESH, NMS_TOPK, OVERLAP_THRESHOLD
 from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ssdkit.symbol.fpn_config import FPN_NETWORKS, FPNConfig, fpn_settings
 
@@ -26,17 +33,21 @@ class SSDSpec:
 
     Attributes
     ----------
-    network : str, base-network preset (:func:`ssdkit.symbol.symbol_factory.get_config`)
-    data_shape : int, square training input (pixels)
+    network : str, the SSD network preset (``config/networks/<network>.toml``)
+    data_shape : int, square training input (pixels); fixed steps of the layout refer to it
     class_names : tuple of str, C object classes, class id i is ``class_names[i]``
     mean, std : RGB normalisation on the 0-255 scale
-    test_shape : int, square inference input (0: ``data_shape``)
+    test_shape : int, square inference input (0: ``data_shape``; :func:`ssdkit.api.ssd.inference_size`)
     nms_thresh, nms_topk, force_suppress : NMS of ``MultiBoxDetection``
     score_thresh : float or None, candidates' least score (None: the operator's default, 0.01)
     max_detections : int, detection rows per image (-1: one per anchor)
     portable, gluoncv_zoo : deploy models only: contrib operators; the GluonCV zoo name imported
     int8, calib_mode, calib_images : deploy models only: an INT8 graph (:mod:`ssdkit.api.quantize`),
         its calibration mode and number of calibration images ("" and 0 for fp32 graphs)
+    overlap_threshold, negative_mining_ratio : ``MultiBoxTarget`` matching and hard-negative mining
+        (training graphs)
+    layout : SSDLayout, base network, feature layers, anchors and box-coding variances (None given: the
+        preset of ``network`` at ``data_shape``, :func:`ssdkit.config.ssd_layout.ssd_layout`)
     """
 
     network: str
@@ -55,6 +66,13 @@ class SSDSpec:
     int8: bool = False
     calib_mode: str = ""
     calib_images: int = 0
+    overlap_threshold: float = OVERLAP_THRESHOLD
+    negative_mining_ratio: float = NEGATIVE_MINING_RATIO
+    layout: Optional[SSDLayout] = None
+
+    def __post_init__(self):
+        if self.layout is None:
+            object.__setattr__(self, "layout", ssd_layout(self.network, self.data_shape))
 
 
 @dataclass(frozen=True)
@@ -98,12 +116,17 @@ def spec_to_meta(spec):
         value = getattr(spec, f.name)
         if value is None:
             continue
-        if isinstance(value, FPNConfig):
-            value = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}
+        if isinstance(value, (FPNConfig, SSDLayout)):
+            value = {k: _json(v) for k, v in dataclasses.asdict(value).items()}
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
     return out
+
+
+def _json(value):
+    """Tuples (also nested) as lists."""
+    return [_json(v) for v in value] if isinstance(value, tuple) else value
 
 
 def spec_from_meta(meta, *, source="meta"):
@@ -132,7 +155,10 @@ def spec_from_meta(meta, *, source="meta"):
             values[key] = _coerce(value, hints[key])
         except (TypeError, ValueError) as err:
             raise ValueError("%s: key '%s': %s" % (source, key, err)) from None
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as err:       # e.g. an SSD network without a preset and no layout
+        raise ValueError("%s: %s" % (source, err)) from None
 
 
 def _coerce(value, annotation):
@@ -140,10 +166,23 @@ def _coerce(value, annotation):
         if not isinstance(value, dict):
             raise TypeError("expected a table of FPN settings, got %r" % (value,))
         return fpn_settings(**value)
+    if annotation is SSDLayout:
+        if not isinstance(value, dict):
+            raise TypeError("expected a table of SSD layout settings, got %r" % (value,))
+        hints = typing.get_type_hints(SSDLayout)
+        unknown = sorted(set(value) - set(hints))
+        if unknown:
+            raise ValueError("unknown SSD layout setting(s) %s; known: %s" % (", ".join(unknown), ", ".join(hints)))
+        values = {k: _coerce(v, hints[k]) for k, v in value.items()}
+        required = [f.name for f in dataclasses.fields(SSDLayout) if f.default is dataclasses.MISSING]
+        absent = [k for k in required if k not in values]
+        if absent:
+            raise ValueError("the SSD layout lacks %s" % ", ".join(absent))
+        return SSDLayout(**values)
     if typing.get_origin(annotation) is typing.Union:       # Optional[X]
         if value is None:
             return None
-        annotation = [a for a in typing.get_args(annotation) if a is not type(None)][0]
+        return _coerce(value, [a for a in typing.get_args(annotation) if a is not type(None)][0])
     if typing.get_origin(annotation) is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError("expected a list, got %r" % (value,))

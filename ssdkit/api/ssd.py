@@ -1,17 +1,24 @@
 """The single-stage SSD detector family (see :mod:`ssdkit.api.family`): square resize to
-``model.data_shape``, input ``data``, normalised labels, ``MultiBoxDetection``."""
+``model.data_shape``, input ``data``, normalised labels, ``MultiBoxDetection``.
+
+Sizes: ``model.data_shape`` is always the training input; validation, evaluation and inference run at
+:func:`input_size` (``model.test_shape``, 0: ``data_shape``). Graphs come from the model spec
+(:class:`~ssdkit.api.model_spec.SSDSpec`) through one function, :func:`ssd_graph`.
+"""
 import dataclasses
 
 import numpy as np
 
 from ssdkit.api.data import augmentation_of, configured_class_names, label_rows, normalization_of
 from ssdkit.api.inference import has_op, set_detection_attrs
+from ssdkit.api.model_spec import SSDSpec, spec_from_meta, spec_to_meta
+from ssdkit.config.ssd_layout import ssd_layout
 from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
 from ssdkit.dataset.folder_iter import FolderDetIter
 from ssdkit.dataset.rec_iter import RecordDetIter
 from ssdkit.engine.ssd_metric import MultiBoxMetric
+from ssdkit.symbol import symbol_builder
 from ssdkit.symbol.common import multibox_initializer
-from ssdkit.symbol.symbol_factory import get_config, get_symbol, get_symbol_train
 
 NAME = "ssd"
 
@@ -25,15 +32,57 @@ def inference_size(meta):
     return int(meta.get("test_shape") or meta["data_shape"])
 
 
-def check_test_shape(network, data_shape, size):
-    """Raise ValueError if an SSD trained at ``data_shape`` cannot run at ``size``: presets with fixed
-    anchor ``steps`` (fractions of the training input) would misplace their anchors."""
+def input_size(model, split):
+    """Square input of an SSD iterator over ``split`` for a ModelConfig: ``data_shape`` for
+    ``"train"``, else the inference size ``test_shape`` (0: ``data_shape``)."""
+    return model.data_shape if split == "train" else (model.test_shape or model.data_shape)
+
+
+def check_test_shape(network, data_shape, size, layout=None):
+    """Raise ValueError if an SSD trained at ``data_shape`` cannot run at ``size``: layouts with fixed
+    anchor ``steps`` (fractions of the training input) would misplace their anchors. ``layout``: the
+    model's (None: the preset of ``network`` at ``data_shape``)."""
     if size == data_shape:
         return
-    if get_config(network, data_shape).get("steps"):
-        raise ValueError("model.test_shape %d differs from data_shape %d, but the %s preset fixes its anchor "
+    if (layout or ssd_layout(network, data_shape)).steps:
+        raise ValueError("model.test_shape %d differs from data_shape %d, but the %s layout fixes its anchor "
                          "steps for inputs of %d px; evaluate it at %d (test_shape 0)"
                          % (size, data_shape, network, data_shape, data_shape))
+
+
+def model_spec(config, class_names=()):
+    """The :class:`~ssdkit.api.model_spec.SSDSpec` of ``config.model`` (layout: the network preset at
+    ``data_shape``); ``class_names`` as the model's (graphs take the class count separately)."""
+    m = config.model
+    return SSDSpec(network=m.network, data_shape=m.data_shape, class_names=tuple(class_names),
+                   mean=tuple(config.data.mean), std=tuple(config.data.std), test_shape=m.test_shape,
+                   nms_thresh=m.nms_thresh, nms_topk=m.nms_topk, force_suppress=m.force_suppress,
+                   overlap_threshold=m.overlap_threshold, negative_mining_ratio=m.negative_mining_ratio)
+
+
+def ssd_graph(spec, num_classes, *, train=False, max_detections=None):
+    """The graph of ``spec`` for ``num_classes`` classes: the one path from a spec to a graph.
+
+    Parameters
+    ----------
+    spec : SSDSpec
+    num_classes : int
+    train : bool, the training graph (targets and losses, :func:`ssdkit.symbol.symbol_builder.get_symbol_train`;
+        it decodes with the spec's NMS settings and every anchor's row) instead of the detection graph
+    max_detections : int or None, detection rows (None: the spec's; -1: one per anchor)
+
+    Returns
+    -------
+    mx.sym.Symbol
+    """
+    kwargs = dict(spec.layout.builder_kwargs(), num_classes=num_classes, nms_thresh=spec.nms_thresh,
+                  nms_topk=spec.nms_topk, force_suppress=spec.force_suppress)
+    if train:
+        return symbol_builder.get_symbol_train(overlap_threshold=spec.overlap_threshold,
+                                               negative_mining_ratio=spec.negative_mining_ratio, **kwargs)
+    optional = {} if spec.score_thresh is None else {"score_thresh": spec.score_thresh}
+    rows = spec.max_detections if max_detections is None else int(max_detections)
+    return symbol_builder.get_symbol(max_detections=rows, **optional, **kwargs)
 
 
 class SSDFamily:
@@ -48,29 +97,20 @@ class SSDFamily:
 
     # --- graphs and meta -------------------------------------------------------------------------
     def symbols(self, config, num_classes, *, num_devices=1):
-        """``(train_symbol, inference_symbol)`` of ``config.model``."""
-        model = (config.model.network, config.model.data_shape, num_classes)
-        inference = dict(nms_thresh=config.model.nms_thresh, nms_topk=config.model.nms_topk,
-                         force_suppress=config.model.force_suppress)
-        targets = dict(overlap_threshold=config.model.overlap_threshold,
-                       negative_mining_ratio=config.model.negative_mining_ratio)
-        return get_symbol_train(*model, **inference, **targets), get_symbol(*model, **inference)
+        """``(train_symbol, inference_symbol)`` of ``config.model`` (:func:`model_spec`, :func:`ssd_graph`)."""
+        spec = model_spec(config)
+        return ssd_graph(spec, num_classes, train=True), ssd_graph(spec, num_classes)
 
     def meta_fields(self, config):
-        """What the graph needs besides class names and normalisation (written to ``-meta.json``)."""
-        return {"network": config.model.network, "data_shape": config.model.data_shape,
-                "test_shape": config.model.test_shape,
-                "nms_thresh": config.model.nms_thresh, "nms_topk": config.model.nms_topk,
-                "force_suppress": config.model.force_suppress}
+        """What the graph needs besides class names and normalisation (written to ``-meta.json``): the
+        spec's other fields, the layout included."""
+        meta = spec_to_meta(model_spec(config))
+        return {k: v for k, v in meta.items() if k not in ("class_names", "mean", "std")}
 
     def inference_symbol(self, meta, *, max_detections=None):
         """The detection graph ``meta`` describes; ``max_detections`` (None: the meta's, else -1, one row
         per anchor) sets its rows per image."""
-        rows = int(meta.get("max_detections", -1)) if max_detections is None else int(max_detections)
-        optional = {"score_thresh": meta["score_thresh"]} if meta.get("score_thresh") is not None else {}
-        return get_symbol(meta["network"], meta["data_shape"], len(meta["class_names"]),
-                          nms_thresh=meta["nms_thresh"], nms_topk=meta["nms_topk"],
-                          force_suppress=meta["force_suppress"], max_detections=rows, **optional)
+        return ssd_graph(spec_from_meta(meta), len(meta["class_names"]), max_detections=max_detections)
 
     # --- inference settings (see ssdkit.api.inference) ------------------------------------------
     def with_inference(self, meta, overrides):
@@ -96,17 +136,20 @@ class SSDFamily:
                 "model.class_names": tuple(meta["class_names"]), "model.num_classes": len(meta["class_names"])}
 
     def apply_meta(self, config, meta):
-        """``config`` with the model settings of ``meta`` (network; ``data_shape`` = the inference
-        size: ``config.model.test_shape`` if set, else the meta's), for evaluation."""
+        """``config`` with the model settings of ``meta``, for evaluation: its network and trained
+        ``data_shape``; ``test_shape`` (the evaluation size, :func:`input_size`) is
+        ``config.model.test_shape`` if set, else the meta's. ValueError if the model cannot run at it."""
         model = dataclasses.replace(config.model, network=meta["network"], data_shape=int(meta["data_shape"]),
                                     test_shape=config.model.test_shape or int(meta.get("test_shape") or 0))
-        return self.inference_config(dataclasses.replace(config, model=model))
+        check_test_shape(model.network, model.data_shape, input_size(model, "val"),
+                         layout=spec_from_meta(meta).layout)
+        return dataclasses.replace(config, model=model)
 
     def inference_config(self, config):
-        """``config`` whose ``data_shape`` is the inference size (validation during training)."""
-        size = config.model.test_shape or config.model.data_shape
-        check_test_shape(config.model.network, config.model.data_shape, size)
-        return dataclasses.replace(config, model=dataclasses.replace(config.model, data_shape=size, test_shape=0))
+        """``config`` checked for validation during training (unchanged: the ``val`` iterator runs at
+        :func:`input_size`); ValueError if the preset cannot run at ``test_shape``."""
+        check_test_shape(config.model.network, config.model.data_shape, input_size(config.model, "val"))
+        return config
 
     # --- data -------------------------------------------------------------------------------------
     def make_iterator(self, config, split, dataset, *, part_index, num_parts, augment):
@@ -165,13 +208,14 @@ def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augm
 
     Returns
     -------
-    mx.io.DataIter with ``data (B, 3, S, S)`` and ``label (B, M, 6)``, M from :func:`ssdkit.api.data.label_rows` (for rec
-    files the largest object count the load-time check finds); damaged records skipped with a count, or
-    refused when ``data.strict``.
+    mx.io.DataIter with ``data (B, 3, S, S)`` (S: :func:`input_size`) and ``label (B, M, 6)``, M from
+    :func:`ssdkit.api.data.label_rows` (for rec files the largest object count the load-time check finds);
+    damaged records skipped with a count, or refused when ``data.strict``.
     """
     data = config.data
     train = split == "train"
-    shape = (3, config.model.data_shape, config.model.data_shape)
+    size = input_size(config.model, split)
+    shape = (3, size, size)
     aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None
     seed = config.runtime.seed + 1000 * part_index
     if data.format == "rec":

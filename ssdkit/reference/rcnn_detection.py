@@ -2,7 +2,7 @@
 
 Per image (the roi rows whose batch index is the image, :func:`ssdkit.reference.two_stage.roi_images`)
 and per foreground class: candidates with a finite score > ``score_threshold``, class-specific decode (log-size clamp),
-clip to ``im_info``, NaN boxes dropped, greedy NMS; then the best ``max_detections`` of all classes
+clip to ``im_info`` (unless ``clip=False``), NaN boxes dropped, greedy NMS; then the best ``max_detections`` of all classes
 (ties by class id, then roi row), optionally divided by the image size, padded with rows of -1.
 """
 import numpy as np
@@ -13,7 +13,7 @@ from ssdkit.reference.two_stage import check_im_info, roi_images
 
 
 def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0.2), score_threshold=0.05,
-                   nms_threshold=0.5, max_detections=100, normalize=True):
+                   nms_threshold=0.5, max_detections=100, normalize=True, clip=True):
     """Final detections of a two-stage detector.
 
     Parameters
@@ -47,7 +47,8 @@ def rcnn_detection(rois, cls_prob, bbox_pred, im_info, *, stds=(0.1, 0.1, 0.2, 0
             with np.errstate(invalid="ignore"):
                 cand = rows[np.isfinite(scores) & (scores > np.float32(score_threshold))]
             boxes = decode(rois[cand, 1:], deltas[cand, c + 1], stds, max_log_size=LOG_SIZE_CLAMP)
-            boxes = clip_to_image(boxes, height, width)
+            if clip:
+                boxes = clip_to_image(boxes, height, width)
             ok = ~np.isnan(boxes).any(axis=1)
             cand, boxes = cand[ok], boxes[ok]
             keep = nms(boxes, prob[cand, c + 1], nms_threshold, max_keep=k)

@@ -24,6 +24,8 @@
  *    IoU >= nms_threshold, common/nms.h) keeps at most K of them.
  *  - the kept detections of all classes ordered by descending score, ties by ascending class id,
  *    then ascending roi row; the first K written, then rows of -1.
+ *  - `clip` (default true): clip the decoded boxes to the image as above; false keeps them as decoded
+ *    (GluonCV's Faster R-CNN returns unclipped boxes).
  *  - `normalize`: coordinates divided by (valid_width, valid_height, valid_width, valid_height), which
  *    puts them in [0, 1] of the image, the format of MultiBoxDetection's output.
  * Standard library only: included by the .cc (g++) and the .cu (nvcc).
@@ -51,10 +53,11 @@ struct RCNNDetectionParam {
   float nms_threshold = 0.5f;    // suppress at IoU >= this, in (0, 1]
   int max_detections = 100;      // K, rows per image
   bool normalize = true;
+  bool clip = true;              // clip decoded boxes to [0, valid_width] x [0, valid_height]
 
   static RCNNDetectionParam Parse(const AttrMap& attrs) {
     CheckKnownAttrs("RCNNDetection", attrs,
-                    {"stds", "score_threshold", "nms_threshold", "max_detections", "normalize"});
+                    {"stds", "score_threshold", "nms_threshold", "max_detections", "normalize", "clip"});
     RCNNDetectionParam p;
     p.stds = ParseBoxStds(attrs, "stds", "(0.1, 0.1, 0.2, 0.2)");
     p.score_threshold = ParseFloatIn(attrs, "score_threshold", "0.05", -HUGE_VAL, HUGE_VAL, false, "finite");
@@ -65,6 +68,7 @@ struct RCNNDetectionParam {
                                   std::to_string(p.max_detections));
     }
     p.normalize = ParseBool("normalize", AttrOr(attrs, "normalize", "True"));
+    p.clip = ParseBool("clip", AttrOr(attrs, "clip", "True"));
     return p;
   }
 };
@@ -105,13 +109,13 @@ inline void CheckRCNNDetectionShapes(const std::vector<unsigned int>& rois, cons
 SSDKIT_HD bool IsDetectionScore(float s, float threshold) { return s - s == 0.f && s > threshold; }
 
 /*!
- * \brief Decode `delta` against the roi box (x0, y0, x1, y1) and clip it to the image; returns false
+ * \brief Decode `delta` against the roi box (x0, y0, x1, y1) and, if `clip`, clip it to the image; returns false
  *  if a coordinate is NaN (the candidate is dropped).
  */
 SSDKIT_HD bool MakeDetectionBox(const float* roi_box, const float* delta, const Variances& stds, float im_height,
-                                float im_width, float* box) {
+                                float im_width, bool clip, float* box) {
   BoxDecodeLogClamped(roi_box, delta, stds, kDetectronLogSizeClamp, box);
-  ClipBoxToImage(box, im_width, im_height);
+  if (clip) ClipBoxToImage(box, im_width, im_height);
   return box[0] == box[0] && box[1] == box[1] && box[2] == box[2] && box[3] == box[3];
 }
 

@@ -62,7 +62,9 @@ void DetectClass(const RCNNDetectionParam& p, const Dims& d, const std::vector<i
     const float score = prob[static_cast<size_t>(i) * d.channels + channel];
     if (!IsDetectionScore(score, p.score_threshold)) continue;
     const float* delta = bbox + 4 * (static_cast<size_t>(i) * d.channels + channel);
-    if (!MakeDetectionBox(rois + 5 * static_cast<size_t>(i) + 1, delta, p.stds, im_height, im_width, box)) continue;
+    if (!MakeDetectionBox(rois + 5 * static_cast<size_t>(i) + 1, delta, p.stds, im_height, im_width, p.clip, box)) {
+      continue;
+    }
     s->scores.push_back(score);
     s->boxes.insert(s->boxes.end(), box, box + 4);
   }

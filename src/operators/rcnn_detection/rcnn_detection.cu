@@ -131,7 +131,7 @@ __global__ void SegmentsKernel(int batch, int classes, DetWorkspace w) {
   }
 }
 
-__global__ void CandidateKernel(int num_rois, int classes, int batch, float threshold, Variances stds,
+__global__ void CandidateKernel(int num_rois, int classes, int batch, float threshold, Variances stds, bool clip,
                                 const float* __restrict__ rois, const float* __restrict__ prob,
                                 const float* __restrict__ bbox, const float* __restrict__ im_info, DetWorkspace w) {
   const int channels = classes + 1;
@@ -147,7 +147,7 @@ __global__ void CandidateKernel(int num_rois, int classes, int batch, float thre
     const float score = prob[cell];
     float* box = w.boxes + 4 * static_cast<size_t>(slot);
     const bool made = MakeDetectionBox(rois + 5 * static_cast<size_t>(i) + 1, bbox + 4 * cell, stds,
-                                       im_info[3 * b], im_info[3 * b + 1], box);
+                                       im_info[3 * b], im_info[3 * b + 1], clip, box);
     w.keys[slot] = (IsDetectionScore(score, threshold) && made) ? ScoreRankKey(score) : 0u;
     w.slots[slot] = slot;
     w.scores[slot] = score;
@@ -220,7 +220,7 @@ void RCNNDetectionForwardGPU(const RCNNDetectionParam& p, int num_rois, int chan
   cuda::Check(cub::DeviceScan::ExclusiveSum(w.cub_temp, w.cub_bytes, w.counts, w.row_off, batch + 1, s),
               "RCNNDetection count scan");
   SegmentsKernel<<<grid(static_cast<size_t>(batch) * classes), kThreads, 0, s>>>(batch, classes, w);
-  CandidateKernel<<<grid(slots), kThreads, 0, s>>>(num_rois, classes, batch, p.score_threshold, p.stds, rois,
+  CandidateKernel<<<grid(slots), kThreads, 0, s>>>(num_rois, classes, batch, p.score_threshold, p.stds, p.clip, rois,
                                                    cls_prob, bbox_pred, im_info, w);
   cuda::CheckLastError("RCNNDetection candidate kernel");
   cuda::Check(cub::DeviceSegmentedRadixSort::SortPairsDescending(w.cub_temp, w.cub_bytes, w.keys, w.sorted_keys,
