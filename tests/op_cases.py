@@ -204,7 +204,7 @@ def rcnn_detection_cases(rng):
                    {"score_threshold": "0.05", "nms_threshold": "0.5", "max_detections": "30"},
                    (_f32(rois), _f32(prob), deltas, im_info), (CLOSE,)),
             OpCase("rcnn_detection_normalized", "RCNNDetection",
-                   {"score_threshold": "0.2", "max_detections": "12", "normalize": "True"},
+                   {"score_threshold": "0.2", "max_detections": "12", "normalize": "True", "clip": "False"},
                    (_f32(rois), _f32(prob), deltas, im_info), (CLOSE,))]
 
 
