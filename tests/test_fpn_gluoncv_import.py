@@ -221,6 +221,7 @@ def test_zoo_file_becomes_an_fpn_deploy_model(resnet50, tmp_path):
 
     import cv2
 
+    from ssdkit.api.deploy import deploy_gluoncv_fpn
     from ssdkit.api.model_files import load_inference_model
     from ssdkit.detector import Detector
 
@@ -265,6 +266,11 @@ def test_zoo_file_becomes_an_fpn_deploy_model(resnet50, tmp_path):
     proc = run(["deploy.py", "--gluoncv-zoo", "ssd_512_resnet50_v1_voc", "--gluoncv-params", params,
                 "--output", out, "--gluoncv-resize", "256", "256"])
     assert proc.returncode == 2 and "--gluoncv-resize goes with a Faster R-CNN FPN" in proc.stdout
+    with pytest.raises(ValueError, match="cannot be exported to ONNX"):
+        deploy_gluoncv_fpn(params, name, str(tmp_path / "onnx"), resize=(size, size), format="onnx")
+    with pytest.raises(ValueError, match="cannot be deployed with --portable"):
+        deploy_gluoncv_fpn(params, name, str(tmp_path / "portable"), resize=(size, size), portable=True)
+    assert not list(tmp_path.glob("onnx*")) and not list(tmp_path.glob("portable*"))   # refused before writing
 
 
 def test_contrib_roi_align_bug_that_the_reference_avoids():
