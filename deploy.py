@@ -95,7 +95,8 @@ def main(argv=None):
     output = args.output or os.path.join(os.path.dirname(prefix), "deploy", os.path.basename(prefix))
     if args.gluoncv_zoo in FPN_ZOO:
         written = deploy_gluoncv_fpn(args.gluoncv_params, args.gluoncv_zoo, output, resize=args.gluoncv_resize,
-                                     portable=args.portable, inference=inference, int8=calibration)
+                                     portable=args.portable, inference=inference, int8=calibration,
+                                     format=args.format)
     elif args.gluoncv_zoo:
         written = deploy_gluoncv_zoo(args.gluoncv_params, args.gluoncv_zoo, output,
                                      fused_heads=not args.separate_heads, portable=args.portable,

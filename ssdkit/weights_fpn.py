@@ -173,3 +173,15 @@ def import_faster_rcnn_fpn(path, name):
         target = aux_params if param in sym.list_auxiliary_states() else arg_params
         target[param] = mx.nd.array(value, dtype=value.dtype)
     return arg_params, aux_params
+
+
+def zoo_class_names(name):
+    """Class names of GluonCV FPN zoo model ``name`` in its class-id order (COCO: GluonCV's
+    ``COCODetection.CLASSES``, COCO category-id order)."""
+    _check_zoo_name(name)
+    try:
+        from gluoncv.data import COCODetection
+    except ImportError as err:
+        raise ImportError("the COCO class names of GluonCV zoo models come from GluonCV (%s); install it "
+                          "with: pip install 'ssdkit[gluoncv]'" % err) from None
+    return tuple(COCODetection.CLASSES)

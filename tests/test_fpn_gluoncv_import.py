@@ -75,6 +75,13 @@ def _spread_classes(net, features, proposals, seed):
     net.class_predictor.bias.set_data(mx.nd.array(bias.astype(np.float32)))
 
 
+def _normalised(image):
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 ImageNet-normalised (GluonCV's and ssdkit's input)."""
+    from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+    return ((image - np.array(IMAGENET_MEAN)) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+
+
 _CONTRIB_ROI_ALIGN = mx.nd.contrib.ROIAlign
 
 
@@ -101,7 +108,7 @@ def _run_both_patched(name, height, width, tmp_path_factory):
     net.initialize()
     net(mx.nd.zeros((1, 3, 64, 64)))             # finishes the deferred initialisation
     _tame(net, 1)
-    x = mx.nd.array(np.random.RandomState(0).normal(size=(1, 3, height, width)).astype(np.float32))
+    x = mx.nd.array(_normalised(np.random.RandomState(0).randint(0, 256, (height, width, 3)).astype(np.uint8)))
     features = net.features(x)
     rpn_scores, rpn_boxes = net.rpn(mx.nd.zeros_like(x), *features)
     _spread_classes(net, features, rpn_boxes, 2)
@@ -128,11 +135,12 @@ def _run_both_patched(name, height, width, tmp_path_factory):
     det = out[8][0]
     det[:, 2:] *= np.array([width, height, width, height], np.float32)
     ours = dict(features=out[:5], anchors=out[5][0], rois=out[6], rpn_scores=out[7][:, 0], dets=det)
-    return ours, theirs
+    return ours, theirs, net, path
 
 
 @pytest.fixture(scope="module")
 def resnet50(tmp_path_factory):
+    """(ours, theirs, the GluonCV net, its parameter file) at 256 x 320."""
     return _run_both("faster_rcnn_fpn_resnet50_v1b_coco", 256, 320, tmp_path_factory)
 
 
@@ -154,7 +162,7 @@ def _assert_ranked_equal(ours_rows, ours_scores, their_rows, their_scores, rtol,
 
 
 def test_features_equal(resnet50):
-    ours, theirs = resnet50
+    ours, theirs = resnet50[:2]
     for level, (a, b) in enumerate(zip(ours["features"], theirs["features"]), start=2):
         assert a.shape == b.shape, "P%d" % level
         err, scale = float(np.abs(a - b).max()), float(np.abs(b).max())
@@ -162,7 +170,7 @@ def test_features_equal(resnet50):
 
 
 def test_legacy_anchors_equal_gluoncv(resnet50):
-    ours, theirs = resnet50
+    ours, theirs = resnet50[:2]
     assert ours["anchors"].shape == theirs["anchors"].shape
     np.testing.assert_array_equal(ours["anchors"], theirs["anchors"])
     for stride in (4, 8, 16, 32, 64):
@@ -170,7 +178,7 @@ def test_legacy_anchors_equal_gluoncv(resnet50):
 
 
 def test_proposals_equal(resnet50):
-    ours, theirs = resnet50
+    ours, theirs = resnet50[:2]
     assert (theirs["rpn_scores"] > 0).all(), "GluonCV padded its proposals: the image needs 1000 of them"
     assert (ours["rois"][:, 0] == 0).all()
     _assert_ranked_equal(ours["rois"][:, 1:], ours["rpn_scores"], theirs["rpn_boxes"], theirs["rpn_scores"],
@@ -178,7 +186,7 @@ def test_proposals_equal(resnet50):
 
 
 def test_detections_equal(resnet50):
-    ours, theirs = resnet50
+    ours, theirs = resnet50[:2]
     dets = theirs["dets"]
     dets = dets[dets[:, 0] >= 0]
     dets = dets[np.argsort(-dets[:, 1], kind="stable")][:len(ours["dets"])]
@@ -191,7 +199,7 @@ def test_detections_equal(resnet50):
 
 
 def test_resnet101_v1d_features_and_detections(tmp_path_factory):
-    ours, theirs = _run_both("faster_rcnn_fpn_resnet101_v1d_coco", 192, 192, tmp_path_factory)
+    ours, theirs = _run_both("faster_rcnn_fpn_resnet101_v1d_coco", 192, 192, tmp_path_factory)[:2]
     for a, b in zip(ours["features"], theirs["features"]):
         assert float(np.abs(a - b).max()) <= 1e-4 * float(np.abs(b).max())
     _assert_ranked_equal(ours["rois"][:, 1:], ours["rpn_scores"], theirs["rpn_boxes"], theirs["rpn_scores"],
@@ -202,6 +210,67 @@ def test_resnet101_v1d_features_and_detections(tmp_path_factory):
     assert len(valid) == len(dets) > 0
     _assert_ranked_equal(valid[:, [0, 2, 3, 4, 5]], valid[:, 1], dets[:, [0, 2, 3, 4, 5]], dets[:, 1],
                          rtol=1e-3, atol=1e-2, what="detections")
+
+
+def test_zoo_file_becomes_an_fpn_deploy_model(resnet50, tmp_path):
+    """deploy.py --gluoncv-zoo faster_rcnn_fpn_* writes a deploy model whose detections through ssdkit.Detector
+    and demo.py equal GluonCV's on the same image (square 256 px: the resize is the identity, no padding)."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    from ssdkit.api.deploy import deploy_gluoncv_fpn
+    from ssdkit.api.model_files import load_inference_model
+    from ssdkit.detector import Detector
+
+    _, _, net, params = resnet50
+    name, size = "faster_rcnn_fpn_resnet50_v1b_coco", 256
+    image = np.random.RandomState(5).randint(0, 256, (size, size, 3)).astype(np.uint8)
+    x = _normalised(image)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mx.nd.contrib, "ROIAlign", _row_correct_roi_align)
+        ids, scores, boxes = [o.asnumpy()[0] for o in net(mx.nd.array(x))]
+    theirs = np.concatenate([ids, scores, boxes], axis=1)
+    theirs = theirs[theirs[:, 0] >= 0]
+    theirs = theirs[np.argsort(-theirs[:, 1], kind="stable")][:100]
+    assert len(theirs) == 100
+
+    out = str(tmp_path / "deploy" / "gcv_fpn")
+    repo = __file__.rsplit("/tests/", 1)[0]
+    run = lambda argv: subprocess.run([sys.executable] + argv, cwd=repo, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, timeout=300)
+    proc = run(["deploy.py", "--gluoncv-zoo", name, "--gluoncv-params", params, "--output", out,
+                "--gluoncv-resize", str(size), str(size)])
+    assert proc.returncode == 0, proc.stdout
+    _, _, _, meta = load_inference_model(out, deploy=True)
+    assert meta["network"] == "fpn_resnet50" and meta["image_shape"] == [size, size] and len(meta["class_names"]) == 80
+    assert meta["fpn"]["backbone_variant"] == "v1b" and meta["fpn"]["anchor_style"] == "legacy"
+
+    ours = Detector(out, deploy=True, score_thresh=0.0).detect(image)
+    assert ours.shape == theirs.shape
+    _assert_ranked_equal(ours[:, [0, 2, 3, 4, 5]], ours[:, 1], theirs[:, [0, 2, 3, 4, 5]], theirs[:, 1],
+                         rtol=1e-3, atol=1e-2, what="deployed detections")
+
+    path = str(tmp_path / "image.png")
+    cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    proc = run(["demo.py", "--deploy", out, "--images", path, "--output", str(tmp_path / "demo"),
+                "--score-thresh", "0.0"])
+    assert proc.returncode == 0, proc.stdout
+    report = json.load(open(tmp_path / "demo" / "detections.json"))     # {image path: [detection, ...]}
+    assert list(report) == [path] and len(report[path]) == 100
+    assert report[path][0]["class"] == meta["class_names"][int(ours[0, 0])]
+    assert report[path][0]["score"] == pytest.approx(float(ours[0, 1]), abs=1e-6)
+
+    proc = run(["deploy.py", "--gluoncv-zoo", "ssd_512_resnet50_v1_voc", "--gluoncv-params", params,
+                "--output", out, "--gluoncv-resize", "256", "256"])
+    assert proc.returncode == 2 and "--gluoncv-resize goes with a Faster R-CNN FPN" in proc.stdout
+    with pytest.raises(ValueError, match="cannot be exported to ONNX"):
+        deploy_gluoncv_fpn(params, name, str(tmp_path / "onnx"), resize=(size, size), format="onnx")
+    with pytest.raises(ValueError, match="cannot be deployed with --portable"):
+        deploy_gluoncv_fpn(params, name, str(tmp_path / "portable"), resize=(size, size), portable=True)
+    assert not list(tmp_path.glob("onnx*")) and not list(tmp_path.glob("portable*"))   # refused before writing
 
 
 def test_contrib_roi_align_bug_that_the_reference_avoids():

@@ -1,6 +1,7 @@
 """FPN graphs: neck shapes, RPN output order vs anchors (ssdkit.anchors), RoI level assignment, multi-level
 RoIAlign, training graph binding and overfitting one batch, inference output, argument hygiene."""
 import copy
+import dataclasses
 import json
 
 import mxnet as mx
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from ssdkit.anchors import rpn_anchors
+from ssdkit.config import load_config
 from ssdkit.engine.fpn_metric import FPNLossMetric
 from ssdkit.symbol import fpn, resnet
 from ssdkit.symbol.common import he_initializer
@@ -304,3 +306,31 @@ def test_training_graph_overfits_one_batch_and_inference_finds_the_objects():
             assert len(same), (b, gt, rows[:5])
             best = same[np.argmax(same[:, 1])]
             assert best[1] > 0.5 and np.abs(best[2:] - box).max() < 0.1, (b, gt, best)
+
+
+def test_fpn_lite_preset_graph_learns_one_batch():
+    """The fpn_lite_synthetic preset's graph (lite body, 32-channel neck, BatchNorm box head) with its optimiser
+    drives the RPN and R-CNN losses down on one batch (a short check; the full recipe is bench/README_fpn.md)."""
+    mx.random.seed(0)
+    np.random.seed(0)
+    preset = load_config("fpn_lite_synthetic")
+    assert preset.model.network == "fpn_lite" and preset.fpn.rcnn_batchnorm
+    settings = dict(dataclasses.asdict(preset.fpn), rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50)
+    data, im_info, label = _tiny_batch()
+    sym = fpn.get_symbol_train("fpn_lite", 3, image_shape=(128, 128), batch_size=2, **settings)
+    mod = mx.mod.Module(sym, data_names=["data", "im_info"], label_names=["label"], context=mx.cpu())
+    mod.bind(data_shapes=[("data", data.shape), ("im_info", im_info.shape)], label_shapes=[("label", label.shape)])
+    mod.init_params(initializer=he_initializer())
+    mod.init_optimizer(optimizer=preset.solver.optimizer, optimizer_params={"learning_rate": preset.solver.lr})
+    batch = mx.io.DataBatch([mx.nd.array(data), mx.nd.array(im_info)], [mx.nd.array(label)])
+    history = []
+    for _ in range(40):
+        mod.forward(batch, is_train=True)
+        history.append([float(o.asnumpy()[0]) for o in mod.get_outputs()[:4]])
+        mod.backward()
+        mod.update()
+    history = np.array(history)
+    assert np.all(np.isfinite(history))
+    first, last = history[:3].mean(axis=0), history[-3:].mean(axis=0)
+    assert last[0] < 0.5 * first[0] and last[2] < 0.5 * first[2], (first, last)    # rpn_cls, rcnn_cls
+

@@ -10,8 +10,9 @@ How rows are compared
   scores differ by ~1e-7: the rows are compared in order with :data:`ATOL`; the inputs are seeded, and
   on them no two candidates are close enough for that difference to swap them.
 
-Models: an untrained ``tiny`` SSD at 128 px whose class head is scaled up (spread scores, so NMS and
-the thresholds decide something), class-aware and class-agnostic (``force_suppress``); a GluonCV zoo SSD
+Models: untrained SSDs at 128 px whose class heads are scaled up (spread scores, so NMS and the thresholds
+decide something): the main job's ``lite`` network class-aware, ``tiny`` class-agnostic
+(``force_suppress``); a GluonCV zoo SSD
 (``ssd_512_mobilenet1.0_voc``, random weights, ``pretrained=False``) imported by ``deploy.py
 --gluoncv-zoo``. Batches of 3 images.
 """
@@ -26,6 +27,7 @@ import pytest
 import ssdkit  # noqa: F401
 from ssdkit.api.deploy import deploy_gluoncv_zoo, deploy_model
 from ssdkit.api.evaluate import evaluate_detector
+from ssdkit.api.family import family_of
 from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.api.onnx_detection import DetectionSettings, detection_nodes
@@ -56,16 +58,19 @@ def _script(name):
     return module
 
 
-def _tiny_checkpoint(prefix, *, force_suppress=False, network="tiny"):
-    """An untrained SSD (128 px) whose class-head weights are scaled by 40: spread, mostly distinct scores."""
+def _untrained_ssd(prefix, *, force_suppress=False, network="tiny"):
+    """An untrained SSD at 128 px with He-scaled random convolutions (``write_untrained_checkpoint``'s small
+    weights fade through the deep depthwise ``lite`` body, leaving all scores equal to 1/(C+1) up to
+    rounding): spread scores, so the thresholds and NMS decide something."""
     config = apply_overrides(load_config("tiny_256_synthetic"), {
         "model.network": network, "model.data_shape": 128, "model.force_suppress": force_suppress})
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     write_untrained_checkpoint(prefix, config, CLASSES)
     blob = mx.nd.load(prefix + "-0001.params")
-    for name in blob:
-        if "cls_pred" in name:
-            blob[name] = blob[name] * 40
+    rng = np.random.default_rng(11)
+    for name, value in blob.items():
+        if name.endswith("weight") and value.ndim == 4:
+            blob[name] = mx.nd.array(rng.normal(0, np.sqrt(2.0 / np.prod(value.shape[1:])), value.shape))
     mx.nd.save(prefix + "-0001.params", blob)
     return prefix
 
@@ -76,8 +81,8 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     synthetic = make_synthetic_dataset(str(root / "syn"), num_train=2, num_test=6, seed=4, image_size=(96, 160))
     out = {"synthetic": synthetic, "images": list_images(synthetic.image_dir)[:BATCH]}
-    for kind, agnostic in (("aware", False), ("agnostic", True)):
-        prefix = _tiny_checkpoint(str(root / kind / "ssd"), force_suppress=agnostic)
+    for kind, agnostic, network in (("aware", False, "lite"), ("agnostic", True, "tiny")):
+        prefix = _untrained_ssd(str(root / kind / "ssd"), force_suppress=agnostic, network=network)
         deploy_model(prefix, str(root / kind / "deploy"), epoch=1)
         written = deploy_model(prefix, str(root / kind / "deploy"), epoch=1, format="onnx")
         assert written["onnx"] == str(root / kind / "deploy.onnx")
@@ -89,7 +94,6 @@ def _batch(deploy, images):
     """``(len(images), 3, S, S)`` network input of the test images for the deploy model ``deploy`` (its meta's
     size and normalisation, the Detector's preprocessing)."""
     from ssdkit.api.data import meta_normalization
-    from ssdkit.api.family import family_of
     from ssdkit.dataset.image import load_image_rgb
 
     meta = json.load(open(deploy + "-meta.json"))
@@ -239,7 +243,7 @@ def test_detector_and_overrides_equal_mxnet(models):
 def test_evaluate_map_through_onnxruntime_equals_mxnet(models, tmp_path):
     config = apply_overrides(load_config("tiny_256_synthetic"), {
         "data.root": models["synthetic"].devkit, "data.val": ("2007/test",), "data.batch_size": 4,
-        "data.num_workers": 1, "eval.score_thresh": 0.0})
+        "data.num_workers": 1, "eval.score_thresh": 0.0, "eval.iou_thresh": 0.1})   # untrained: loose matches
     mxnet_result = evaluate_detector(config, models["aware"]["deploy"], deploy=True, progress=False,
                                      output_dir=str(tmp_path / "mx"))
     onnx_result = evaluate_detector(config, models["aware"]["onnx"], onnx=True, progress=False,

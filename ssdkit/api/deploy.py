@@ -139,7 +139,7 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
 
     if name in weights_fpn.ZOO:
         return deploy_gluoncv_fpn(params_path, name, output, portable=portable, max_detections=max_detections,
-                                  inference=inference, int8=int8)
+                                  inference=inference, int8=int8, format=format)
     from ssdkit.config.schema import Config, ModelConfig
     from ssdkit.config.ssd_layout import SSDLayout
     from ssdkit.symbol import symbol_builder
@@ -175,7 +175,7 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
 
 
 def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False, max_detections=None,
-                       inference=None, int8=None):
+                       inference=None, int8=None, format="mxnet"):
     """Write a deploy model from a GluonCV Faster R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
     ``faster_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's conventions
     (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`) and its weights, for ``evaluate.py --deploy``,
@@ -186,7 +186,7 @@ def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False
     params_path, name, output : as :func:`deploy_gluoncv_zoo`
     resize : (short, long) or None, the aspect-preserving resize (None: GluonCV's 800, 1333); the graph's
         padded input is :func:`ssdkit.symbol.fpn_config.batch_shape` of it
-    portable, max_detections, inference, int8 : as :func:`deploy_model` (FPN: no portable, no int8);
+    portable, max_detections, inference, int8, format : as :func:`deploy_model` (FPN: no portable, int8 or onnx);
         NMS 0.5 and score threshold 0.01 (GluonCV's) unless ``inference`` sets them
 
     Returns
@@ -200,15 +200,17 @@ def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False
     if not os.path.isfile(params_path):
         raise MissingFileError("GluonCV parameter file %s not found" % params_path)
     short, long = resize or GLUONCV_SIZE
-    with user_input():      # the zoo name, the resize and the file are the user's input
+    with user_input():      # the zoo name and the resize are the user's input
         config = zoo_fpn_config(name, short, long)
-        arg, aux = import_faster_rcnn_fpn(params_path, name)
         class_names = zoo_class_names(name)
         model = ModelConfig(network=ZOO[name][0], resize_short=short, resize_long=long, class_names=class_names)
         settings = fpn_settings(**{k: v for k, v in config.items() if k not in ("network", "image_shape")})
     meta = model_meta(Config(model=model, fpn=settings), class_names)
     family = family_of(meta)
-    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8)
+    meta, inference = _checked_request(family, meta, inference, max_detections, portable=portable, int8=int8,
+                                       format=format)
+    with user_input():      # the file is the user's input
+        arg, aux = import_faster_rcnn_fpn(params_path, name)
     symbol = family.inference_symbol(meta)
     check_params(symbol, arg, aux, family.inference_shapes(meta, 1), source=params_path)
     return _write_deploy(output, symbol, arg, aux, meta, portable=portable,

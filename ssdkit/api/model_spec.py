@@ -13,8 +13,9 @@ An SSD graph is built from its spec through one path (:func:`ssdkit.api.ssd.ssd_
 detection and target settings.
 
 The api keeps passing the JSON form (a plain dict) between functions; the families build a spec from a
-Config (:meth:`ssdkit.api.ssd.SSDFamily.spec`) and inference overrides change it with
-:func:`dataclasses.replace` semantics (:meth:`~ssdkit.api.ssd.SSDFamily.with_inference`).
+Config (:func:`ssdkit.api.ssd.model_spec`; FPN: :meth:`ssdkit.api.fpn.FPNFamily.meta_fields`) and
+inference overrides change it with :func:`dataclasses.replace` semantics
+(:meth:`~ssdkit.api.ssd.SSDFamily.with_inference`).
 """
 import dataclasses
 import typing
