@@ -10,10 +10,15 @@ heads (its CPU layout) and GluonCV's separate heads. GluonCV and the two ssdkit 
 alternately, one forward each per round (shared, noisy cores); wall and process-CPU times are
 medians over ``--repeat`` rounds after warm-up.
 
+``--model fpn``: ssdkit ``fpn_resnet50`` with GluonCV's conventions vs GluonCV
+``faster_rcnn_fpn_resnet50_v1b_coco`` (:mod:`fpn_peer`), batch 1 (GluonCV's FPN inference takes one image),
+a square ``--fpn-size`` input for both, the same image, alternating rounds as above.
+
 Usage::
 
     OMP_NUM_THREADS=2 python bench/bench_inference.py [--batches 1 8] [--repeat 10] [--heads random]
         [--gluoncv-backend MKLDNN]
+    OMP_NUM_THREADS=2 python bench/bench_inference.py --model fpn [--fpn-size 512] [--repeat 5]
 """
 import argparse
 import functools
@@ -24,6 +29,7 @@ import mxnet as mx
 import numpy as np
 from gluoncv import model_zoo
 
+from fpn_peer import gluoncv_fpn, ssdkit_fpn_executor
 from ssdkit import weights
 from ssdkit.symbol import symbol_builder
 from timing import interleaved_median_wall_cpu_ms
@@ -59,8 +65,51 @@ def _ssdkit_executor(path, batch, fused_heads):
     return sym.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
 
 
+def fpn_main(args):
+    """ssdkit fpn_resnet50 vs GluonCV faster_rcnn_fpn_resnet50_v1b_coco, batch 1, one table row per size."""
+    from fpn_peer import NAME as FPN_NAME
+
+    print("OMP_NUM_THREADS=%s, mxnet %s, GluonCV backend %s, heads %s, load average before: %s"
+          % (os.environ.get("OMP_NUM_THREADS"), mx.__version__, args.gluoncv_backend, args.heads,
+             open("/proc/loadavg").read().split()[:3]))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, FPN_NAME + ".params")
+        net = gluoncv_fpn(path, heads=args.heads)
+        net.hybridize(static_alloc=True, static_shape=True,
+                      **({} if args.gluoncv_backend == "default" else {"backend": "MKLDNN"}))
+        for size in args.fpn_size:
+            x = mx.nd.array(np.random.RandomState(0).normal(size=(1, 3, size, size)).astype(np.float32))
+            exe = ssdkit_fpn_executor(path, size)
+            exe.arg_dict["data"][:] = x
+
+            def gluon():
+                return [o.wait_to_read() for o in net(x)]
+
+            def ours():
+                exe.forward(is_train=False)
+                exe.outputs[0].wait_to_read()
+            (gluon_ms, gluon_cpu), (ours_ms, ours_cpu) = interleaved_median_wall_cpu_ms([gluon, ours], args.repeat,
+                                                                                        warmup=2)
+            n_theirs = int((net(x)[0].asnumpy() >= 0).sum())
+            n_ours = int((exe.outputs[0].asnumpy()[..., 0] >= 0).sum())
+            rows.append((size, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs))
+    print("load average after: %s" % open("/proc/loadavg").read().split()[:3])
+    print("| input | ssdkit wall ms | GluonCV wall ms | wall ratio | ssdkit CPU ms | GluonCV CPU ms | CPU ratio "
+          "| detections ssdkit (best 100) / GluonCV (all) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, ours_ms, gluon_ms, ours_cpu, gluon_cpu, n_ours, n_theirs in rows:
+        print("| %dx%d | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %d / %d |"
+              % (size, size, ours_ms, gluon_ms, ours_ms / gluon_ms, ours_cpu, gluon_cpu, ours_cpu / gluon_cpu,
+                 n_ours, n_theirs))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["ssd512", "fpn"], default="ssd512",
+                        help="ssd512: SSD512-ResNet50 (default); fpn: Faster R-CNN FPN ResNet-50 v1b")
+    parser.add_argument("--fpn-size", type=int, nargs="+", default=[512],
+                        help="square input sizes of --model fpn (multiples of 64)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--heads", choices=["trained-like", "random"], default="trained-like")
@@ -68,6 +117,8 @@ def main():
                         help="MKLDNN: hybridize GluonCV with backend='MKLDNN' (MXNet's conv + BatchNorm + "
                              "ReLU fusion, which symbolic executors such as ssdkit's get by default)")
     args = parser.parse_args()
+    if args.model == "fpn":
+        return fpn_main(args)
     print("OMP_NUM_THREADS=%s, mxnet %s, GluonCV backend %s"
           % (os.environ.get("OMP_NUM_THREADS"), mx.__version__, args.gluoncv_backend))
     with tempfile.TemporaryDirectory() as tmp:

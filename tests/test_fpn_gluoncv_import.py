@@ -263,6 +263,26 @@ def test_zoo_file_becomes_an_fpn_deploy_model(resnet50, tmp_path):
     assert report[path][0]["class"] == meta["class_names"][int(ours[0, 0])]
     assert report[path][0]["score"] == pytest.approx(float(ours[0, 1]), abs=1e-6)
 
+    # evaluate.py --deploy on a two-image COCO json with the 80 classes in GluonCV's order
+    from gluoncv.data import COCODetection
+
+    (tmp_path / "coco").mkdir()
+    cv2.imwrite(str(tmp_path / "coco" / "b.png"), cv2.cvtColor(image[::-1], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "coco" / "a.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    boxes = [ours[0, 2:], ours[1, 2:], [10, 20, 90, 120]]
+    coco = dict(images=[dict(id=k + 1, file_name=f, width=size, height=size) for k, f in enumerate(("a.png", "b.png"))],
+                categories=[dict(id=k + 1, name=n) for k, n in enumerate(COCODetection.CLASSES)],
+                annotations=[dict(id=k + 1, image_id=1 + (k == 2), category_id=int(ours[min(k, 1), 0]) + 1,
+                                  bbox=[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                                  area=float((b[2] - b[0]) * (b[3] - b[1])), iscrowd=0) for k, b in enumerate(boxes)])
+    json.dump(coco, open(tmp_path / "coco.json", "w"))
+    proc = run(["evaluate.py", "--deploy", out, "--dataset", "coco", "--data-root", str(tmp_path / "coco"),
+                "--val", str(tmp_path / "coco.json"), "--output", str(tmp_path / "eval"), "--num-workers", "1",
+                "--no-progress"])
+    assert proc.returncode == 0 and "COCO AP" in proc.stdout, proc.stdout
+    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
+    assert metrics["images"] == 2 and metrics["voc07"] > 0      # the two boxes copied from detections are found
+
     proc = run(["deploy.py", "--gluoncv-zoo", "ssd_512_resnet50_v1_voc", "--gluoncv-params", params,
                 "--output", out, "--gluoncv-resize", "256", "256"])
     assert proc.returncode == 2 and "--gluoncv-resize goes with a Faster R-CNN FPN" in proc.stdout
