@@ -28,6 +28,7 @@ Comparison rule (``compare`` here and ``Compare`` in tests/gpu_selftest/selftest
     (``count_output``) are compared.
 """
 import dataclasses
+import zlib
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -44,7 +45,9 @@ class OpCase:
     name : unique id; op : registered operator name (``mx.nd.<op>``); attrs : attribute strings;
     inputs : float32 arrays in the operator's input order; tolerances : (rtol, atol) per output;
     count_output / count_groups : for a ``sampled`` case, the output whose per-image value counts are
-    compared and the number of images it splits into (None: compare every value).
+    compared and the number of images it splits into (None: compare every value); backward : also run
+    the backward pass with ``output_grads(case, outputs)`` and compare every input's gradient (the
+    GPU's atomics add in another order: CLOSE tolerances).
     """
     name: str
     op: str
@@ -53,6 +56,7 @@ class OpCase:
     tolerances: Tuple[Tuple[float, float], ...]
     count_output: Optional[int] = None
     count_groups: int = 1
+    backward: bool = False  # also compare the input gradients for a seeded output gradient (rtol = atol = 1e-5)
 
 
 def _f32(x):
@@ -218,10 +222,11 @@ def roi_align_cases(rng):
     levels = _f32(rng.integers(2, 5, 12))
     base = {"spatial_scales": "(0.25, 0.125, 0.0625)", "pooled_size": "(3, 3)", "min_level": "2"}
     return [
-        OpCase("roi_align_fpn_rule", "MultiLevelROIAlign", dict(base, sample_ratio="2", aligned="True"),
-               tuple(feats) + (_f32(rois),), (CLOSE,)),
+        OpCase("roi_align_fpn_rule", "MultiLevelROIAlign",
+               dict(base, sample_ratio="2", aligned="True", canonical_size="32"),
+               tuple(feats) + (_f32(rois),), (CLOSE,), backward=True),
         OpCase("roi_align_level_input", "MultiLevelROIAlign", dict(base, sample_ratio="-1", level_input="True"),
-               tuple(feats) + (_f32(rois), levels), (CLOSE,)),
+               tuple(feats) + (_f32(rois), levels), (CLOSE,), backward=True),
     ]
 
 
@@ -237,18 +242,36 @@ def cases() -> List[OpCase]:
     return found
 
 
-def run_case(case, ctx):
-    """Outputs of one case on ``ctx`` (mx.cpu() / mx.gpu()) as numpy arrays."""
+def output_grads(case, outputs):
+    """The seeded output gradients of a backward case: N(0, 1) draws shaped like ``outputs``."""
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))
+    return [_f32(rng.normal(0, 1, y.shape)) for y in outputs]
+
+
+def run_case(case, ctx, with_grads=False):
+    """Outputs of one case on ``ctx`` (mx.cpu() / mx.gpu()) as numpy arrays; with ``with_grads`` (a
+    backward case) also the input gradients for ``output_grads``: (outputs, grads)."""
     import mxnet as mx
 
     import ssdkit.ops  # noqa: F401  (registers the operators)
 
     ssdkit.ops.load_library()
     args = [mx.nd.array(x, ctx=ctx, dtype="float32") for x in case.inputs]
-    result = getattr(mx.nd, case.op)(*args, **case.attrs)
-    if not isinstance(result, (list, tuple)):
-        result = [result]
-    return [r.asnumpy() for r in result]
+    if with_grads:
+        for a in args:
+            a.attach_grad()
+    if with_grads:
+        with mx.autograd.record():
+            result = getattr(mx.nd, case.op)(*args, **case.attrs)
+    else:
+        result = getattr(mx.nd, case.op)(*args, **case.attrs)
+    result = list(result) if isinstance(result, (list, tuple)) else [result]
+    outputs = [r.asnumpy() for r in result]
+    if not with_grads:
+        return outputs
+    heads = [mx.nd.array(g, ctx=ctx) for g in output_grads(case, outputs)]
+    mx.autograd.backward(result, head_grads=heads)
+    return outputs, [a.grad.asnumpy() for a in args]
 
 
 def sign_counts(values, groups):
@@ -257,22 +280,24 @@ def sign_counts(values, groups):
     return np.stack([(flat > 0).sum(1), (flat == 0).sum(1), (flat < 0).sum(1)], 1)
 
 
-def compare(case, got, want):
-    """List of mismatch descriptions (empty: agree) of outputs ``got`` against ``want`` (module rule)."""
+def compare(case, got, want, tolerances=None):
+    """List of mismatch descriptions (empty: agree) of outputs ``got`` against ``want`` (module rule);
+    ``tolerances`` replaces the case's (one (rtol, atol) per array, e.g. for gradients)."""
     problems = []
+    tolerances = case.tolerances if tolerances is None else tolerances
     if len(got) != len(want):
         return ["%d outputs, expected %d" % (len(got), len(want))]
     for i, (g, w) in enumerate(zip(got, want)):
         if g.shape != w.shape:
             problems.append("output %d: shape %s, expected %s" % (i, g.shape, w.shape))
             continue
-        if case.count_output is not None:
+        if case.count_output is not None and tolerances is case.tolerances:
             if i == case.count_output and not np.array_equal(sign_counts(g, case.count_groups),
                                                              sign_counts(w, case.count_groups)):
                 problems.append("output %d: per-image counts %s, expected %s" % (
                     i, sign_counts(g, case.count_groups).tolist(), sign_counts(w, case.count_groups).tolist()))
             continue
-        rtol, atol = case.tolerances[i]
+        rtol, atol = tolerances[i]
         g64, w64 = g.astype(np.float64), w.astype(np.float64)
         same = (np.isnan(g64) & np.isnan(w64)) | (g64 == w64) | (np.abs(g64 - w64) <= atol + rtol * np.abs(w64))
         if not same.all():
@@ -294,7 +319,8 @@ def write_case_file(path, selected=None):
     ``case NAME OP COUNT_OUTPUT COUNT_GROUPS`` (COUNT_OUTPUT -1: none), ``attrs K`` and K lines
     ``key<TAB>value``, ``inputs N`` / ``outputs N`` each followed by per tensor a line
     ``tensor NDIM D0 D1 ...`` and a line of the float32 little-endian bytes in hex ("-" if empty),
-    ``tolerances N`` and N lines ``rtol atol`` (repr of the doubles), then ``end``.
+    ``tolerances N`` and N lines ``rtol atol`` (repr of the doubles), ``backward K`` followed (K > 0) by
+    the K output-gradient tensors and ``grads N`` with the N input-gradient tensors, then ``end``.
     Returns the number of cases written.
     """
     import mxnet as mx
@@ -302,7 +328,11 @@ def write_case_file(path, selected=None):
     lines = [CASE_FILE_MAGIC]
     chosen = [c for c in cases() if selected is None or c.name in selected]
     for case in chosen:
-        outputs = run_case(case, mx.cpu())
+        grads = None
+        if case.backward:
+            outputs, grads = run_case(case, mx.cpu(), with_grads=True)
+        else:
+            outputs = run_case(case, mx.cpu())
         lines.append("case %s %s %d %d" % (case.name, case.op,
                                            -1 if case.count_output is None else case.count_output, case.count_groups))
         lines.append("attrs %d" % len(case.attrs))
@@ -315,6 +345,16 @@ def write_case_file(path, selected=None):
             lines += _tensor_lines(y)
         lines.append("tolerances %d" % len(case.tolerances))
         lines += ["%r %r" % t for t in case.tolerances]
+        if grads is None:
+            lines.append("backward 0")
+        else:
+            heads = output_grads(case, outputs)
+            lines.append("backward %d" % len(heads))
+            for g in heads:
+                lines += _tensor_lines(g)
+            lines.append("grads %d" % len(grads))
+            for g in grads:
+                lines += _tensor_lines(g)
         lines.append("end")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -31,7 +31,13 @@ REASON = _skip_reason()
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("case", op_cases.cases(), ids=lambda c: c.name)
 def test_gpu_kernel_matches_cpu_kernel(case):
-    want = op_cases.run_case(case, mx.cpu())
-    got = op_cases.run_case(case, mx.gpu(0))
-    problems = op_cases.compare(case, got, want)
+    if case.backward:
+        want, want_grads = op_cases.run_case(case, mx.cpu(), with_grads=True)
+        got, got_grads = op_cases.run_case(case, mx.gpu(0), with_grads=True)
+        problems = op_cases.compare(case, got_grads, want_grads, tolerances=[op_cases.CLOSE] * len(want_grads))
+    else:
+        want = op_cases.run_case(case, mx.cpu())
+        got = op_cases.run_case(case, mx.gpu(0))
+        problems = []
+    problems += op_cases.compare(case, got, want)
     assert not problems, "\n".join(problems)

@@ -14,7 +14,9 @@
  *   selftest CASES [--cpu-only] [--case NAME]...
  *
  * CPU half: every output of the CPU kernel must equal the output MXNet computed on the CPU when the
- * case file was written (bit for bit; NaN equals NaN), which checks this harness. GPU half: every
+ * case file was written (bit for bit; NaN equals NaN), which checks this harness; backward cases
+ * (MultiLevelROIAlign) also run the registered backward on the recorded output gradients and compare
+ * every input gradient the same way. GPU half: every
  * output of the CUDA kernel against the CPU kernel's, by the rule of tests/op_cases.py (per-output
  * rtol/atol; "sampled" cases compare per-image sign counts of one output). A table is printed.
  * Exit status: 0 all agree; 1 a mismatch or a failed call; 2 bad arguments or case file; 3 the CPU
@@ -51,7 +53,8 @@ using mxnet::ext::MXTensor;
 using mxnet::ext::OpResource;
 using Attrs = std::unordered_map<std::string, std::string>;
 
-constexpr float kSentinel = -7777.f;  // outputs start as this: a value the kernel never wrote shows up
+constexpr float kSentinel = -7777.f;        // outputs start as this: a value the kernel never wrote shows up
+constexpr double kCloseTolerance = 1e-5;  // tests/op_cases.py CLOSE, for gradients
 
 struct Tensor {
   std::vector<int64_t> shape;
@@ -64,6 +67,7 @@ struct Case {
   Attrs attrs;
   std::vector<Tensor> inputs, outputs;
   std::vector<std::pair<double, double>> tolerances;  // (rtol, atol) per output
+  std::vector<Tensor> output_grads, input_grads;      // backward cases only: seeded heads, MXNet's grads
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -147,6 +151,12 @@ std::vector<Case> ReadCases(const std::string& path) {
       s >> rtol >> atol;
       c.tolerances.emplace_back(rtol, atol);
     }
+    const int num_heads = ReadCount(in, "backward");
+    if (num_heads > 0) {
+      for (int i = 0; i < num_heads; ++i) c.output_grads.push_back(ReadTensor(in));
+      const int num_grads = ReadCount(in, "grads");
+      for (int i = 0; i < num_grads; ++i) c.input_grads.push_back(ReadTensor(in));
+    }
     std::getline(in, line);
     if (line != "end") throw std::runtime_error("case " + c.name + " does not end with 'end'");
     if (static_cast<int>(c.tolerances.size()) != num_outputs) {
@@ -169,12 +179,22 @@ CustomOp* FindOp(const std::string& name) {
   return nullptr;
 }
 
-mxnet::ext::fcomp_t ForwardOf(CustomOp* op, const char* ctx) {
-  if (op->forward_fp.empty()) op->mapToVector();  // what MXNet's loader does: the public (ctx, fn) lists
-  for (size_t i = 0; i < op->forward_fp.size(); ++i) {
-    if (std::strcmp(op->forward_ctx_cstr[i], ctx) == 0) return op->forward_fp[i];
+mxnet::ext::fcomp_t Lookup(const std::vector<const char*>& ctxs, const std::vector<mxnet::ext::fcomp_t>& fns,
+                           const char* ctx) {
+  for (size_t i = 0; i < fns.size(); ++i) {
+    if (std::strcmp(ctxs[i], ctx) == 0) return fns[i];
   }
   return nullptr;
+}
+
+mxnet::ext::fcomp_t ForwardOf(CustomOp* op, const char* ctx) {
+  if (op->forward_fp.empty()) op->mapToVector();  // what MXNet's loader does: the public (ctx, fn) lists
+  return Lookup(op->forward_ctx_cstr, op->forward_fp, ctx);
+}
+
+mxnet::ext::fcomp_t BackwardOf(CustomOp* op, const char* ctx) {
+  if (op->forward_fp.empty()) op->mapToVector();
+  return Lookup(op->backward_ctx_cstr, op->backward_fp, ctx);
 }
 
 std::string LastLibError() {
@@ -215,24 +235,55 @@ void* HostMalloc(void* pool, int bytes) {
   return blocks->back().data();
 }
 
-/*! \brief The CPU kernel's outputs of `c`. */
-std::vector<Tensor> RunCpu(CustomOp* op, const Case& c, std::vector<std::mt19937>* cpu_states) {
-  const auto shapes = OutputShapes(op, c);
+/*! \brief What one run of a case gives: the outputs and, for a backward case, the input gradients. */
+struct Result {
+  std::vector<Tensor> outputs, grads;
+};
+
+/*! \brief Empty tensors (filled with kSentinel) of the given shapes. */
+std::vector<Tensor> Blank(const std::vector<std::vector<int64_t>>& shapes) {
+  std::vector<Tensor> out(shapes.size());
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    out[i].shape = shapes[i];
+    out[i].data.assign(Count(shapes[i]), kSentinel);
+  }
+  return out;
+}
+
+std::vector<std::vector<int64_t>> ShapesOf(const std::vector<Tensor>& ts) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (const Tensor& t : ts) shapes.push_back(t.shape);
+  return shapes;
+}
+
+/*! \brief The CPU kernel's outputs of `c` (and input gradients for a backward case). */
+Result RunCpu(CustomOp* op, const Case& c, std::vector<std::mt19937>* cpu_states) {
   mxnet::ext::fcomp_t forward = ForwardOf(op, "cpu");
   if (forward == nullptr) throw std::runtime_error("no CPU forward registered");
   std::vector<Tensor> inputs = c.inputs;  // the kernel may not write them, but keep the case intact
-  std::vector<Tensor> outputs(shapes.size());
+  Result r;
+  r.outputs = Blank(OutputShapes(op, c));
+  auto view = [](std::vector<Tensor>* ts, std::vector<MXTensor>* into) {
+    for (Tensor& t : *ts) into->emplace_back(t.data.data(), t.shape, mxnet::ext::kFloat32, 0, MXContext::CPU());
+  };
   std::vector<MXTensor> ins, outs;
-  for (Tensor& t : inputs) ins.emplace_back(t.data.data(), t.shape, mxnet::ext::kFloat32, 0, MXContext::CPU());
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    outputs[i].shape = shapes[i];
-    outputs[i].data.assign(Count(shapes[i]), kSentinel);
-    outs.emplace_back(outputs[i].data.data(), shapes[i], mxnet::ext::kFloat32, 0, MXContext::CPU());
-  }
+  view(&inputs, &ins);
+  view(&r.outputs, &outs);
   std::vector<std::vector<char>> pool;
   OpResource res(HostMalloc, &pool, nullptr, nullptr, nullptr, nullptr, nullptr, cpu_states->data(), nullptr);
   if (forward(c.attrs, &ins, &outs, res) != mxnet::ext::MX_SUCCESS) throw std::runtime_error(LastLibError());
-  return outputs;
+  if (c.output_grads.empty()) return r;
+  mxnet::ext::fcomp_t backward = BackwardOf(op, "cpu");
+  if (backward == nullptr) throw std::runtime_error("no CPU backward registered");
+  std::vector<Tensor> heads = c.output_grads;
+  r.grads = Blank(ShapesOf(c.inputs));
+  std::vector<MXTensor> bins, bouts;  // inputs: (output grads..., inputs..., outputs...)
+  view(&heads, &bins);
+  view(&inputs, &bins);
+  view(&r.outputs, &bins);
+  view(&r.grads, &bouts);
+  if (backward(c.attrs, &bins, &bouts, res) != mxnet::ext::MX_SUCCESS) throw std::runtime_error(LastLibError());
+  return r;
 }
 
 #ifdef SSDKIT_WITH_CUDA
@@ -242,9 +293,28 @@ void* GpuMalloc(void* pool, int bytes) {
   return p;
 }
 
-/*! \brief The CUDA kernel's outputs of `c` (inputs copied to the device, outputs back). */
-std::vector<Tensor> RunGpu(CustomOp* op, const Case& c, void* stream, void* gpu_states) {
-  const auto shapes = OutputShapes(op, c);
+/*! \brief Device copies of host tensors (freed by the caller through `device`). */
+std::vector<MXTensor> ToDevice(const std::vector<Tensor>& ts, std::vector<void*>* device, std::vector<void*>* ptrs) {
+  std::vector<MXTensor> views;
+  for (const Tensor& t : ts) {
+    void* d = DeviceAlloc(t.data.size() * sizeof(float));
+    device->push_back(d);
+    if (ptrs != nullptr) ptrs->push_back(d);
+    CopyToDevice(d, t.data.data(), t.data.size() * sizeof(float));
+    views.emplace_back(d, t.shape, mxnet::ext::kFloat32, 0, MXContext::GPU());
+  }
+  return views;
+}
+
+void ToHost(std::vector<Tensor>* ts, const std::vector<void*>& ptrs) {
+  for (size_t i = 0; i < ts->size(); ++i) {
+    CopyToHost((*ts)[i].data.data(), ptrs[i], (*ts)[i].data.size() * sizeof(float));
+  }
+}
+
+/*! \brief The CUDA kernel's outputs of `c` (and input gradients for a backward case): inputs copied to
+ *  the device, outputs (first set to kSentinel there) copied back. */
+Result RunGpu(CustomOp* op, const Case& c, void* stream, void* gpu_states) {
   mxnet::ext::fcomp_t forward = ForwardOf(op, "gpu");
   if (forward == nullptr) throw std::runtime_error("no GPU forward registered");
   std::vector<void*> device;  // every device buffer of this call, freed at the end
@@ -254,31 +324,28 @@ std::vector<Tensor> RunGpu(CustomOp* op, const Case& c, void* stream, void* gpu_
       for (void* p : *d) DeviceFree(p);
     }
   } free_all{&device};
-  std::vector<MXTensor> ins, outs;
-  for (const Tensor& t : c.inputs) {
-    void* d = DeviceAlloc(t.data.size() * sizeof(float));
-    device.push_back(d);
-    CopyToDevice(d, t.data.data(), t.data.size() * sizeof(float));
-    ins.emplace_back(d, t.shape, mxnet::ext::kFloat32, 0, MXContext::GPU());
-  }
-  std::vector<Tensor> outputs(shapes.size());
+  Result r;
+  r.outputs = Blank(OutputShapes(op, c));
   std::vector<void*> out_ptrs;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    outputs[i].shape = shapes[i];
-    outputs[i].data.assign(Count(shapes[i]), kSentinel);
-    void* d = DeviceAlloc(outputs[i].data.size() * sizeof(float));
-    device.push_back(d);
-    CopyToDevice(d, outputs[i].data.data(), outputs[i].data.size() * sizeof(float));
-    out_ptrs.push_back(d);
-    outs.emplace_back(d, shapes[i], mxnet::ext::kFloat32, 0, MXContext::GPU());
-  }
+  std::vector<MXTensor> ins = ToDevice(c.inputs, &device, nullptr);
+  std::vector<MXTensor> outs = ToDevice(r.outputs, &device, &out_ptrs);
   OpResource res(nullptr, nullptr, GpuMalloc, &device, stream, nullptr, nullptr, nullptr, gpu_states);
   if (forward(c.attrs, &ins, &outs, res) != mxnet::ext::MX_SUCCESS) throw std::runtime_error(LastLibError());
   Synchronize(stream);
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    CopyToHost(outputs[i].data.data(), out_ptrs[i], outputs[i].data.size() * sizeof(float));
-  }
-  return outputs;
+  ToHost(&r.outputs, out_ptrs);
+  if (c.output_grads.empty()) return r;
+  mxnet::ext::fcomp_t backward = BackwardOf(op, "gpu");
+  if (backward == nullptr) throw std::runtime_error("no GPU backward registered");
+  r.grads = Blank(ShapesOf(c.inputs));
+  std::vector<void*> grad_ptrs;
+  std::vector<MXTensor> bins = ToDevice(c.output_grads, &device, nullptr);
+  bins.insert(bins.end(), ins.begin(), ins.end());
+  bins.insert(bins.end(), outs.begin(), outs.end());
+  std::vector<MXTensor> bouts = ToDevice(r.grads, &device, &grad_ptrs);
+  if (backward(c.attrs, &bins, &bouts, res) != mxnet::ext::MX_SUCCESS) throw std::runtime_error(LastLibError());
+  Synchronize(stream);
+  ToHost(&r.grads, grad_ptrs);
+  return r;
 }
 #endif
 
@@ -308,7 +375,8 @@ std::vector<int64_t> SignCounts(const Tensor& t, int groups) {
 }
 
 /*! \brief `got` against `want` for case `c`; `exact` ignores the case's tolerances (bit-equal values). */
-Verdict Compare(const Case& c, const std::vector<Tensor>& got, const std::vector<Tensor>& want, bool exact) {
+Verdict Compare(const Case& c, const std::vector<Tensor>& got, const std::vector<Tensor>& want, bool exact,
+                bool grads = false) {
   Verdict v;
   if (got.size() != want.size()) {
     v.Fail(std::to_string(got.size()) + " outputs, expected " + std::to_string(want.size()));
@@ -321,14 +389,15 @@ Verdict Compare(const Case& c, const std::vector<Tensor>& got, const std::vector
       v.Fail("output " + std::to_string(o) + ": shape differs");
       continue;
     }
-    if (c.count_output >= 0) {
+    if (c.count_output >= 0 && !grads) {
       if (static_cast<int>(o) == c.count_output && SignCounts(g, c.count_groups) != SignCounts(w, c.count_groups)) {
         v.Fail("output " + std::to_string(o) + ": per-image counts of >0 / 0 / <0 values differ");
       }
       continue;
     }
-    const double rtol = exact ? 0.0 : c.tolerances[o].first;
-    const double atol = exact ? 0.0 : c.tolerances[o].second;
+    // gradients: kCloseTolerance (atomics add in another order on the GPU)
+    const double rtol = exact ? 0.0 : (grads ? kCloseTolerance : c.tolerances[o].first);
+    const double atol = exact ? 0.0 : (grads ? kCloseTolerance : c.tolerances[o].second);
     size_t bad = 0, first = 0;
     for (size_t i = 0; i < g.data.size(); ++i) {
       const double a = g.data[i], b = w.data[i];
@@ -340,7 +409,9 @@ Verdict Compare(const Case& c, const std::vector<Tensor>& got, const std::vector
     }
     if (bad > 0) {
       char buf[200];
-      std::snprintf(buf, sizeof(buf), "output %zu: %zu of %zu values differ (first at %zu: %.9g vs %.9g)", o, bad,
+      const char* format = grads ? "gradient %zu: %zu of %zu values differ (first at %zu: %.9g vs %.9g)"
+                                 : "output %zu: %zu of %zu values differ (first at %zu: %.9g vs %.9g)";
+      std::snprintf(buf, sizeof(buf), format, o, bad,
                     g.data.size(), first, g.data[first], w.data[first]);
       v.Fail(buf);
     }
@@ -426,13 +497,22 @@ int main(int argc, char** argv) {
     try {
       CustomOp* op = FindOp(c.op);
       if (op == nullptr) throw std::runtime_error("operator " + c.op + " is not registered");
-      const std::vector<Tensor> cpu_out = RunCpu(op, c, &cpu_states);
-      cpu_v = Compare(c, cpu_out, c.outputs, /*exact=*/true);
+      const Result cpu_out = RunCpu(op, c, &cpu_states);
+      cpu_v = Compare(c, cpu_out.outputs, c.outputs, /*exact=*/true);
+      if (!c.output_grads.empty()) {
+        const Verdict g = Compare(c, cpu_out.grads, c.input_grads, /*exact=*/true, /*grads=*/true);
+        if (!g.ok) cpu_v.Fail(g.detail);
+      }
 #ifdef SSDKIT_WITH_CUDA
       if (gpu) {
-        const std::vector<Tensor> gpu_out = RunGpu(op, c, stream, gpu_states);
+        const Result gpu_out = RunGpu(op, c, stream, gpu_states);
         gpu_ran = true;
-        gpu_v = Compare(c, gpu_out, cpu_out, /*exact=*/false);
+        gpu_v = Compare(c, gpu_out.outputs, cpu_out.outputs, /*exact=*/false);
+        if (!c.output_grads.empty()) {
+          const Verdict g = Compare(c, gpu_out.grads, cpu_out.grads, /*exact=*/false, /*grads=*/true);
+          if (!g.ok) gpu_v.Fail(g.detail);
+          if (g.max_abs_diff > gpu_v.max_abs_diff) gpu_v.max_abs_diff = g.max_abs_diff;
+        }
       }
 #endif
     } catch (const std::exception& e) {
@@ -440,7 +520,8 @@ int main(int argc, char** argv) {
     }
     const bool ok = error.empty() && cpu_v.ok && gpu_v.ok;
     if (!ok) ++failures;
-    std::printf("%-34s %-20s %-22s %-22s\n", c.name.c_str(), c.op.c_str(),
+    const std::string label = c.name + (c.output_grads.empty() ? "" : " (+grad)");
+    std::printf("%-34s %-20s %-22s %-22s\n", label.c_str(), c.op.c_str(),
                 error.empty() ? Cell(cpu_v, true).c_str() : "ERROR", Cell(gpu_v, gpu_ran).c_str());
     if (!error.empty()) std::printf("    error: %s\n", error.c_str());
     if (!cpu_v.ok) std::printf("    CPU: %s\n", cpu_v.detail.c_str());

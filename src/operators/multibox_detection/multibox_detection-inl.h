@@ -101,7 +101,7 @@ SSDKIT_HD int ChannelToClass(int channel, int background_id) {
  *  contiguous rows and vectorises; the CUDA kernel runs it per anchor (kLanes = 1).
  */
 template <int kLanes>
-SSDKIT_HD void BestObjectScoreLanes(const float* p, size_t stride, int channels, int background_id, int lanes,
+SSDKIT_HD_ALWAYS_INLINE void BestObjectScoreLanes(const float* p, size_t stride, int channels, int background_id, int lanes,
                                     float* score) {
   for (int i = 0; i < lanes; ++i) score[i] = -1.f;
   for (int c = 0; c < channels; ++c) {
@@ -136,7 +136,7 @@ SSDKIT_HD int FirstChannelWithScore(const float* col, size_t stride, int channel
  *  CUDA kernel's (kLanes = 1).
  */
 template <int kLanes>
-SSDKIT_HD void FirstChannelWithScoreLanes(const float* p, size_t stride, int channels, int background_id,
+SSDKIT_HD_ALWAYS_INLINE void FirstChannelWithScoreLanes(const float* p, size_t stride, int channels, int background_id,
                                           int lanes, const float* score, int* first) {
   for (int i = 0; i < lanes; ++i) first[i] = channels;
   for (int c = channels - 1; c >= 0; --c) {

@@ -161,7 +161,7 @@ SSDKIT_HD int CollectImageGroundTruths(const float* labels, int num_labels, int 
  *  operations in the same order on both sides (the CUDA build has FMA contraction off).
  */
 template <int kLanes>
-SSDKIT_HD void BackgroundProbLanes(const float* x, size_t stride, int num_channels, int lanes, float* prob) {
+SSDKIT_HD_ALWAYS_INLINE void BackgroundProbLanes(const float* x, size_t stride, int num_channels, int lanes, float* prob) {
   float mx[kLanes], e0[kLanes], sum[kLanes];
   for (int i = 0; i < lanes; ++i) mx[i] = x[i];
   for (int k = 1; k < num_channels; ++k) {
