@@ -280,14 +280,21 @@ def test_gluoncv_zoo_ssd_exports_the_same_detections(tmp_path):
 
     name, size = "ssd_512_mobilenet1.0_voc", 512
     net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
-    net.initialize(mx.init.Normal(0.05))
+    net.initialize()
     net(mx.nd.zeros((1, 3, 64, 64)))                          # shapes the deferred parameters
     x = np.random.RandomState(3).normal(size=(2, 3, size, size)).astype(np.float32)
-    for pname, param in net.collect_params().items():        # class logits spread, boxes tame
-        if "class_predictors" in pname and pname.endswith("weight"):
-            param.set_data(param.data() * 4)
-        elif pname.endswith(("running_var", "moving_var")):   # Normal(0.05) made some negative
+    rng = np.random.default_rng(5)
+    for param in net.collect_params().values():               # He-scaled convolutions: spread scores
+        if param.name.endswith("weight") and len(param.shape) == 4:
+            param.set_data(mx.nd.array(rng.normal(0, np.sqrt(2.0 / np.prod(param.shape[1:])), param.shape)))
+        elif param.name.endswith(("running_var", "moving_var")):   # GluonCV's SSD layers draw these too
             param.set_data(mx.nd.ones(param.shape))
+    feats = net.features(mx.nd.array(x))
+    for predictors, spread in ((net.class_predictors, 2.0), (net.box_predictors, 1.0)):
+        for feat, head in zip(feats, predictors):          # logits of std 2 (unsaturated), offsets of std 1
+            scale = spread / float(head(feat).asnumpy().std())
+            head.predictor.weight.set_data(head.predictor.weight.data() * scale)
+            head.predictor.bias.set_data(head.predictor.bias.data() * scale)
     params = str(tmp_path / (name + ".params"))
     net.save_parameters(params)
     deploy = str(tmp_path / "gcv")
