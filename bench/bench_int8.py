@@ -11,7 +11,8 @@ graph exported to ONNX runs in an onnxruntime session (CPU provider, all graph o
 ``OMP_NUM_THREADS`` intra-op threads) as :class:`~ssdkit.api.onnx_runtime.OnnxDetectionModel` runs it;
 its detections are checked against the MXNet graph's first (:func:`check_same_detections`). The three
 run in this process alternately, one forward each per round (detections included); wall and
-process-CPU times are medians after warm-up. The CPU's instruction-set flags are printed (INT8 speed depends on VNNI / AVX-512).
+process-CPU times are medians after warm-up. The CPU's instruction-set flags are printed (INT8 speed
+depends on VNNI / AVX-512).
 
 Usage::
 

@@ -120,11 +120,11 @@ def _assert_same_rows(got, want):
 
 def _detection_only(settings, anchors, num_channels):
     nodes, inits = detection_nodes("cls_prob", "loc_pred", anchors, settings)
-    n = len(anchors)
-    graph = onnx.helper.make_graph(
-        nodes, "detection", [onnx.helper.make_tensor_value_info("cls_prob", onnx.TensorProto.FLOAT, [None, num_channels, n]),
-                             onnx.helper.make_tensor_value_info("loc_pred", onnx.TensorProto.FLOAT, [None, n * 4])],
-        [onnx.helper.make_tensor_value_info("detections", onnx.TensorProto.FLOAT, [None, None, 6])], inits)
+    n, value = len(anchors), onnx.helper.make_tensor_value_info
+    inputs = [value("cls_prob", onnx.TensorProto.FLOAT, [None, num_channels, n]),
+              value("loc_pred", onnx.TensorProto.FLOAT, [None, n * 4])]
+    outputs = [value("detections", onnx.TensorProto.FLOAT, [None, None, 6])]
+    graph = onnx.helper.make_graph(nodes, "detection", inputs, outputs, inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
     onnx.checker.check_model(model, full_check=True)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

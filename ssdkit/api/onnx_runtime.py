@@ -62,7 +62,8 @@ class OnnxDetectionModel:
                 raise InputError("%s is not a readable ONNX file (%s)" % (path, err)) from None
             props = {p.key: p.value for p in model.metadata_props}
             if META_KEY not in props:
-                raise InputError("%s has no %s metadata: it was not written by deploy.py --format onnx" % (path, META_KEY))
+                raise InputError("%s has no %s metadata: it was not written by deploy.py --format onnx"
+                                 % (path, META_KEY))
             meta = normalized_meta(json.loads(props[META_KEY]), source=path)
             overrides = overrides or NO_OVERRIDES
             meta = family_of(meta).with_inference(meta, overrides)
@@ -108,4 +109,5 @@ def _num_anchors(model):
     for init in model.graph.initializer:
         if init.name == P + "num_anchors":
             return int(numpy_helper.to_array(init).reshape(-1)[0])
-    raise InputError("%s lacks ssdkit's detection step; it was not written by deploy.py --format onnx" % model.graph.name)
+    raise InputError("%s lacks ssdkit's detection step; it was not written by deploy.py --format onnx"
+                     % model.graph.name)
