@@ -35,7 +35,7 @@ class OnnxDetectionModel:
     overrides : :class:`~ssdkit.api.inference.InferenceOverrides` or None, settings that replace the
         file's (``nms_thresh``, ``nms_topk``, ``score_thresh``, ``max_detections``)
     threads : int or None, onnxruntime's intra-op threads (None: ``OMP_NUM_THREADS`` if set, else
-        onnxruntime's default)
+        onnxruntime's default); they sleep between runs instead of spinning
 
     Attributes
     ----------
@@ -76,6 +76,10 @@ class OnnxDetectionModel:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        # onnxruntime's worker threads otherwise busy-wait after each run, taking the cores from whatever
+        # runs next in the process (MXNet's data loading, another model: measured here, they doubled the
+        # CPU time of an MXNet forward that followed)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = None
