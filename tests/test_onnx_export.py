@@ -167,6 +167,22 @@ def test_detection_step_equals_multibox_detection(rng, force_suppress, ties, nms
     _assert_close_rows(got, want)
 
 
+@pytest.mark.parametrize("background_id", [-1, 2])
+def test_detection_step_honours_background_id(rng, background_id):
+    """Another background channel (or none) shifts the class ids as MultiBoxDetection does."""
+    classes, n = 4, 300
+    prob, loc, anchors = _detection_inputs(rng, 2, classes, n, ties=False)
+    num_classes = classes + 1 if background_id < 0 else classes
+    settings = DetectionSettings(num_classes=num_classes, nms_threshold=0.45, nms_topk=200, max_detections=50,
+                                 background_id=background_id)
+    got = _detection_only(settings, anchors, classes + 1).run(None, {"cls_prob": prob, "loc_pred": loc})[0]
+    want = mx.nd.MultiBoxDetection(mx.nd.array(prob), mx.nd.array(loc), mx.nd.array(anchors[None]),
+                                   nms_threshold=0.45, nms_topk=200, max_detections=50,
+                                   background_id=background_id).asnumpy()
+    assert want[:, :, 0].max() == num_classes - 1
+    _assert_close_rows(got, want)
+
+
 def _assert_close_rows(got, want):
     assert got.shape == want.shape
     np.testing.assert_array_equal(got[..., 0], want[..., 0])
