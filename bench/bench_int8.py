@@ -1,25 +1,33 @@
-"""Inference time: ssdkit INT8 deploy graphs (oneDNN, :mod:`ssdkit.api.quantize`) vs the same fp32 graphs.
+"""Inference time of ssdkit's deploy formats: fp32 MXNet graphs, INT8 graphs (oneDNN,
+:mod:`ssdkit.api.quantize`) and ONNX files run by onnxruntime (:mod:`ssdkit.api.onnx_export`, fp32).
 
 Networks: the main job's ``lite_256_synthetic`` (``lite`` at 256 px, 6 classes) and SSD512-ResNet50
 (``resnet50`` at 512 px, 20 classes). Weights are random (He-scaled convolutions, identity BatchNorm,
 near-zero heads), the detection score threshold is 0.3 so, as with a trained detector, few candidates
 reach NMS; the INT8 graph is calibrated (``naive``) on ``--calib-images`` images of the synthetic
 dataset, read through ssdkit's inference transform. Both graphs are bound as ``ssdkit.Detector`` binds
-them (MXNet Module; the fp32 executor gets MXNet's oneDNN conv+BN+ReLU fusion by default) and run in
-this process alternately, one forward each per round; wall and process-CPU times are medians after
-warm-up. The CPU's instruction-set flags are printed (INT8 speed depends on VNNI / AVX-512).
+them (MXNet Module; the fp32 executor gets MXNet's oneDNN conv+BN+ReLU fusion by default). The fp32
+graph exported to ONNX runs in an onnxruntime session (CPU provider, all graph optimisations,
+``OMP_NUM_THREADS`` intra-op threads) as :class:`~ssdkit.api.onnx_runtime.OnnxDetectionModel` runs it;
+its detections are checked against the MXNet graph's first (:func:`check_same_detections`). The three
+run in this process alternately, one forward each per round (detections included); wall and
+process-CPU times are medians after warm-up. The CPU's instruction-set flags are printed (INT8 speed
+depends on VNNI / AVX-512).
 
 Usage::
 
-    OMP_NUM_THREADS=2 python bench/bench_int8.py [--batches 1 8] [--repeat 10] [--calib-images 16]
+    OMP_NUM_THREADS=2 python bench/bench_int8.py [--batches 1 8] [--repeat 10] [--calib-images 16] [--no-onnx]
 """
 import argparse
 import os
+import tempfile
 
 import mxnet as mx
 import numpy as np
 
 from ssdkit.api.model_files import normalized_meta
+from ssdkit.api.onnx_export import export_onnx
+from ssdkit.api.onnx_runtime import OnnxDetectionModel
 from ssdkit.api.quantize import Calibration, quantize_graph, quantized_layers
 from ssdkit.api.ssd import SSDFamily
 from ssdkit.engine.evaluator import bind_inference
@@ -63,6 +71,16 @@ def random_model(network, size, classes, rng):
     return meta, symbol, arg, aux
 
 
+def check_same_detections(ours, theirs):
+    """Raise AssertionError unless each image has as many kept rows (``cls_id >= 0``) in both and their
+    sorted scores agree within 1e-4 (random weights saturate many scores at 1.0, whose order the two
+    libraries' rounding may swap; tests/test_onnx_export.py checks the rows themselves)."""
+    for b, (o, t) in enumerate(zip(ours, theirs)):
+        o, t = np.sort(o[o[:, 0] >= 0, 1]), np.sort(t[t[:, 0] >= 0, 1])
+        assert o.shape == t.shape and np.abs(o - t).max(initial=0) < 1e-4, \
+            "image %d: onnxruntime kept %d rows, MXNet %d (or their scores differ)" % (b, len(o), len(t))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -70,33 +88,52 @@ def main():
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--calib-mode", choices=["naive", "entropy"], default="naive")
     parser.add_argument("--networks", nargs="+", default=[n[0] for n in NETWORKS])
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime column")
     args = parser.parse_args()
     have, lack = cpu_flags()
     print("OMP_NUM_THREADS=%s, mxnet %s; CPU flags: %s; lacks: %s"
           % (os.environ.get("OMP_NUM_THREADS"), mx.__version__, " ".join(have) or "-", " ".join(lack) or "-"))
+    print("load average at start: %s" % open("/proc/loadavg").read().strip())
     rng = np.random.default_rng(0)
     rows = []
+    tmp = tempfile.TemporaryDirectory()
     for label, network, size, classes in (n for n in NETWORKS if n[0] in args.networks):
         meta, symbol, arg, aux = random_model(network, size, classes, rng)
         calibration = Calibration(data=CALIB_DIR, images=args.calib_images, mode=args.calib_mode)
         qsym, qarg, qaux, _ = quantize_graph(symbol, arg, aux, meta, calibration)
+        onnx_model = None
+        if not args.no_onnx:
+            path = os.path.join(tmp.name, network + ".onnx")
+            export_onnx(symbol, arg, aux, meta, path)
+            onnx_model = OnnxDetectionModel(path)
         for batch in args.batches:
             shapes = SSDFamily().inference_shapes(meta, batch)
-            x = mx.nd.array(np.random.RandomState(0).normal(size=shapes[0][1]).astype(np.float32))
+            x_np = np.random.RandomState(0).normal(size=shapes[0][1]).astype(np.float32)
+            x = mx.nd.array(x_np)
             mods = [bind_inference(s, a, b, shapes, [mx.cpu()]) for s, a, b in ((symbol, arg, aux), (qsym, qarg, qaux))]
 
             def run(mod):
                 mod.forward(mx.io.DataBatch(data=[x]), is_train=False)
-                mod.get_outputs()[0].wait_to_read()
-            (fp_ms, fp_cpu), (q_ms, q_cpu) = interleaved_median_wall_cpu_ms(
-                [lambda: run(mods[0]), lambda: run(mods[1])], args.repeat, warmup=2)
-            rows.append((label, batch, len(quantized_layers(qsym)), fp_ms, q_ms, fp_cpu, q_cpu))
+                return mod.get_outputs()[0].asnumpy()
+            fns = [lambda: run(mods[0]), lambda: run(mods[1])]
+            if onnx_model is not None:
+                check_same_detections(onnx_model.run(x_np), run(mods[0]))
+                fns.append(lambda: onnx_model.run(x_np))
+            times = interleaved_median_wall_cpu_ms(fns, args.repeat, warmup=2)
+            rows.append((label, batch, len(quantized_layers(qsym)), times))
+    onnx_head = "" if args.no_onnx else " onnx wall ms | onnx/fp32 wall | onnx CPU ms | onnx/fp32 CPU |"
     print("| network | batch | int8 convolutions | fp32 wall ms | int8 wall ms | int8/fp32 wall | fp32 CPU ms "
-          "| int8 CPU ms | int8/fp32 CPU |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for label, batch, layers, fp_ms, q_ms, fp_cpu, q_cpu in rows:
-        print("| %s | %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |"
-              % (label, batch, layers, fp_ms, q_ms, q_ms / fp_ms, fp_cpu, q_cpu, q_cpu / fp_cpu))
+          "| int8 CPU ms | int8/fp32 CPU |" + onnx_head)
+    print("|---|---|---|---|---|---|---|---|---|" + ("" if args.no_onnx else "---|---|---|---|"))
+    for label, batch, layers, times in rows:
+        (fp_ms, fp_cpu), (q_ms, q_cpu) = times[:2]
+        line = ("| %s | %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |"
+                % (label, batch, layers, fp_ms, q_ms, q_ms / fp_ms, fp_cpu, q_cpu, q_cpu / fp_cpu))
+        if len(times) > 2:
+            o_ms, o_cpu = times[2]
+            line += " %.1f | %.2f | %.1f | %.2f |" % (o_ms, o_ms / fp_ms, o_cpu, o_cpu / fp_cpu)
+        print(line)
+    print("load average at end: %s" % open("/proc/loadavg").read().strip())
 
 
 if __name__ == "__main__":

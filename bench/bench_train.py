@@ -34,9 +34,18 @@ so machine load drifting over time hits all of them alike; the ``data`` windows 
 ``--profile N`` also prints MXNet's per-operator aggregate times for N compute steps of each
 framework (with ``MXNET_EXEC_BULK_EXEC_TRAIN=0`` so fused segments are split into operators).
 
+``--model fpn_resnet50``: ssdkit's ``fpn_resnet50`` with GluonCV's conventions vs GluonCV
+``faster_rcnn_fpn_resnet50_v1b_coco`` (identical random weights, :mod:`fpn_peer`): the ``compute``
+measurement only, one training step on the same in-memory images at ``--fpn-size`` (square, no resize),
+batch 1 (GluonCV's per-device FPN batch), the GluonCV step as in its ``train_faster_rcnn.py``
+(``FasterRCNNDefaultTrainTransform`` RPN targets per image, the net's RCNN sampler and targets, the four
+losses, ``trainer.step``), ssdkit's as ``forward_backward`` + ``update`` (targets inside the graph);
+alternating steps, medians over ``--windows`` rounds.
+
 Usage::
 
     python bench/bench_train.py --batch-sizes 8 16 --iters 3 --windows 3
+    python bench/bench_train.py --model fpn_resnet50 --fpn-size 512 --windows 5
 """
 import argparse
 import math
@@ -91,7 +100,7 @@ def _gluoncv_net(model):
                steps=list(LITE_STEPS), classes=LITE_CLASSES)
 
 
-MODELS = {"mobilenet512": 512, "lite256": LITE_SIZE}  # name -> input size
+MODELS = {"mobilenet512": 512, "lite256": LITE_SIZE, "fpn_resnet50": 0}  # name -> input size (FPN: --fpn-size)
 
 
 def _parse_args():
@@ -99,6 +108,7 @@ def _parse_args():
     parser.add_argument("--model", default="mobilenet512", choices=sorted(MODELS),
                         help="mobilenet512: GluonCV's ssd_512_mobilenet1.0_voc, identical weights; "
                              "lite256: the main job's network (random weights on each side)")
+    parser.add_argument("--fpn-size", type=int, default=512, help="square input of --model fpn_resnet50")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--images", type=int, default=256, help="synthetic training images")
     parser.add_argument("--iters", type=int, default=3, help="batches per timed window")
@@ -363,9 +373,42 @@ def _profile(sides, steps):
         print(mx.profiler.dumps(reset=True, format="table", sort_by="total", ascending=False))
 
 
+def _fpn_main(args):
+    """``--model fpn_resnet50``: training steps/s of both sides (see the module docstring)."""
+    import numpy as np
+
+    from fpn_peer import gluoncv_fpn, training_steps
+    from timing import interleaved_median_wall_cpu_ms
+
+    size = args.fpn_size
+    print("OMP_NUM_THREADS=%s, FPN ResNet-50 at %dx%d, batch 1, load average %s"
+          % (os.environ["OMP_NUM_THREADS"], size, size, " ".join("%.2f" % v for v in os.getloadavg())))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "fpn.params")
+        net = gluoncv_fpn(path, heads="random")
+        net.hybridize()                                  # train_faster_rcnn.py: hybridize(static_alloc=False)
+        rng = np.random.RandomState(0)
+        images = rng.randint(0, 256, (1, size, size, 3)).astype(np.uint8)
+        s = size / 256.0
+        labels = (np.array([[[20, 30, 120, 140, 3], [100, 100, 200, 230, 7], [10, 150, 60, 250, 0]]], np.float32)
+                  * np.array([s, s, s, s, 1], np.float32))
+        ours, theirs = training_steps(path, net, images, labels)
+        (ours_ms, ours_cpu), (theirs_ms, theirs_cpu) = interleaved_median_wall_cpu_ms([ours, theirs], args.windows,
+                                                                                      warmup=args.warmup)
+    print("| input | ssdkit img/s | GluonCV img/s | ssdkit / GluonCV (wall) | ssdkit CPU s/img | GluonCV CPU s/img "
+          "| ssdkit / GluonCV (CPU) |")
+    print("|---|---|---|---|---|---|---|")
+    print("| %dx%d | %.3f | %.3f | %.2f× | %.2f | %.2f | %.2f× |"
+          % (size, size, 1e3 / ours_ms, 1e3 / theirs_ms, theirs_ms / ours_ms, ours_cpu / 1e3, theirs_cpu / 1e3,
+             theirs_cpu / ours_cpu))
+    print("load average at the end: %s" % " ".join("%.2f" % v for v in os.getloadavg()))
+
+
 def main():
     args = _parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)   # before mxnet is imported
+    if args.model == "fpn_resnet50":
+        return _fpn_main(args)
     if args.profile:
         os.environ["MXNET_EXEC_BULK_EXEC_TRAIN"] = "0"
     import mxnet as mx

@@ -330,3 +330,12 @@ def test_import_refuses_a_file_of_another_model(tmp_path):
         import_faster_rcnn_fpn(path, "faster_rcnn_fpn_resnet50_v1b_coco")
     with pytest.raises(ValueError, match="no GluonCV FPN zoo model"):
         layer_map("faster_rcnn_resnet50_v1b_coco")
+
+
+@pytest.mark.parametrize("key,value", [("backbone_variant", "v2"), ("fpn_p6", "avg_pool"), ("anchor_style", "round"),
+                                       ("rpn_channels", -1), ("roi_level_offset", 2.0)])
+def test_convention_settings_refuse_bad_values(key, value):
+    from ssdkit.symbol.fpn_config import fpn_settings
+
+    with pytest.raises(ValueError, match="fpn.%s" % key):
+        fpn_settings(**{key: value})

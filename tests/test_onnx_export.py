@@ -120,11 +120,11 @@ def _assert_same_rows(got, want):
 
 def _detection_only(settings, anchors, num_channels):
     nodes, inits = detection_nodes("cls_prob", "loc_pred", anchors, settings)
-    n = len(anchors)
-    graph = onnx.helper.make_graph(
-        nodes, "detection", [onnx.helper.make_tensor_value_info("cls_prob", onnx.TensorProto.FLOAT, [None, num_channels, n]),
-                             onnx.helper.make_tensor_value_info("loc_pred", onnx.TensorProto.FLOAT, [None, n * 4])],
-        [onnx.helper.make_tensor_value_info("detections", onnx.TensorProto.FLOAT, [None, None, 6])], inits)
+    n, value = len(anchors), onnx.helper.make_tensor_value_info
+    inputs = [value("cls_prob", onnx.TensorProto.FLOAT, [None, num_channels, n]),
+              value("loc_pred", onnx.TensorProto.FLOAT, [None, n * 4])]
+    outputs = [value("detections", onnx.TensorProto.FLOAT, [None, None, 6])]
+    graph = onnx.helper.make_graph(nodes, "detection", inputs, outputs, inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
     onnx.checker.check_model(model, full_check=True)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -164,6 +164,22 @@ def test_detection_step_equals_multibox_detection(rng, force_suppress, ties, nms
             _assert_close_rows(g, w)
         return
     assert (want[:, :, 0] >= 0).sum(axis=1).min() > 0
+    _assert_close_rows(got, want)
+
+
+@pytest.mark.parametrize("background_id", [-1, 2])
+def test_detection_step_honours_background_id(rng, background_id):
+    """Another background channel (or none) shifts the class ids as MultiBoxDetection does."""
+    classes, n = 4, 300
+    prob, loc, anchors = _detection_inputs(rng, 2, classes, n, ties=False)
+    num_classes = classes + 1 if background_id < 0 else classes
+    settings = DetectionSettings(num_classes=num_classes, nms_threshold=0.45, nms_topk=200, max_detections=50,
+                                 background_id=background_id)
+    got = _detection_only(settings, anchors, classes + 1).run(None, {"cls_prob": prob, "loc_pred": loc})[0]
+    want = mx.nd.MultiBoxDetection(mx.nd.array(prob), mx.nd.array(loc), mx.nd.array(anchors[None]),
+                                   nms_threshold=0.45, nms_topk=200, max_detections=50,
+                                   background_id=background_id).asnumpy()
+    assert want[:, :, 0].max() == num_classes - 1
     _assert_close_rows(got, want)
 
 
@@ -280,14 +296,21 @@ def test_gluoncv_zoo_ssd_exports_the_same_detections(tmp_path):
 
     name, size = "ssd_512_mobilenet1.0_voc", 512
     net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
-    net.initialize(mx.init.Normal(0.05))
+    net.initialize()
     net(mx.nd.zeros((1, 3, 64, 64)))                          # shapes the deferred parameters
     x = np.random.RandomState(3).normal(size=(2, 3, size, size)).astype(np.float32)
-    for pname, param in net.collect_params().items():        # class logits spread, boxes tame
-        if "class_predictors" in pname and pname.endswith("weight"):
-            param.set_data(param.data() * 4)
-        elif pname.endswith(("running_var", "moving_var")):   # Normal(0.05) made some negative
+    rng = np.random.default_rng(5)
+    for param in net.collect_params().values():               # He-scaled convolutions: spread scores
+        if param.name.endswith("weight") and len(param.shape) == 4:
+            param.set_data(mx.nd.array(rng.normal(0, np.sqrt(2.0 / np.prod(param.shape[1:])), param.shape)))
+        elif param.name.endswith(("running_var", "moving_var")):   # GluonCV's SSD layers draw these too
             param.set_data(mx.nd.ones(param.shape))
+    feats = net.features(mx.nd.array(x))
+    for predictors, spread in ((net.class_predictors, 2.0), (net.box_predictors, 1.0)):
+        for feat, head in zip(feats, predictors):          # logits of std 2 (unsaturated), offsets of std 1
+            scale = spread / float(head(feat).asnumpy().std())
+            head.predictor.weight.set_data(head.predictor.weight.data() * scale)
+            head.predictor.bias.set_data(head.predictor.bias.data() * scale)
     params = str(tmp_path / (name + ".params"))
     net.save_parameters(params)
     deploy = str(tmp_path / "gcv")

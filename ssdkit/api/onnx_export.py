@@ -3,7 +3,9 @@
 The file holds
 
 * the network up to the detection operator's inputs, ``cls_prob (B, C+1, N)`` and ``loc_pred (B, N*4)``,
-  converted by MXNet's own ONNX converters (``mxnet.onnx``, opset 13, dynamic batch);
+  converted by MXNet's own ONNX converters (``mxnet.onnx``, opset 13, dynamic batch). Their converter
+  class is called directly: ``mx.onnx.export_model`` stamps the installed onnx's newest opset (21 for
+  onnx 1.16) on nodes converted for opset 13, and some operators changed in between (``Reduce*`` axes);
 * the anchors ``(N, 4)`` of the fixed input size ``S`` (the meta's inference size) folded to a constant:
   ``MultiBoxPrior`` depends only on the feature map sizes, so it is run once here;
 * ``MultiBoxDetection`` as ONNX operators (:mod:`ssdkit.api.onnx_detection`: decoding, threshold,
@@ -82,7 +84,7 @@ def export_onnx(symbol, arg_params, aux_params, meta, path):
     """
     import onnx
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-    from onnx import helper, mapping
+    from onnx import helper
 
     from ssdkit.api.onnx_detection import detection_nodes, settings_from_attrs
 
@@ -107,7 +109,7 @@ def export_onnx(symbol, arg_params, aux_params, meta, path):
     settings = settings_from_attrs(node.get("attrs", {}), num_classes)
 
     net = MXNetGraph().create_onnx_graph_proto(
-        heads, params, [data_shape], [mapping.NP_TYPE_TO_TENSOR_TYPE[np.dtype(np.float32)]], opset_version=OPSET,
+        heads, params, [data_shape], [onnx.TensorProto.FLOAT], opset_version=OPSET,
         dynamic=True, dynamic_input_shapes=[(None,) + tuple(data_shape[1:])])
     outputs = {o.name for o in net.output}       # named as the MXNet nodes, in the converter's order
     if not {cls_name, loc_name} <= outputs:

@@ -35,7 +35,7 @@ class OnnxDetectionModel:
     overrides : :class:`~ssdkit.api.inference.InferenceOverrides` or None, settings that replace the
         file's (``nms_thresh``, ``nms_topk``, ``score_thresh``, ``max_detections``)
     threads : int or None, onnxruntime's intra-op threads (None: ``OMP_NUM_THREADS`` if set, else
-        onnxruntime's default)
+        onnxruntime's default); they sleep between runs instead of spinning
 
     Attributes
     ----------
@@ -62,7 +62,8 @@ class OnnxDetectionModel:
                 raise InputError("%s is not a readable ONNX file (%s)" % (path, err)) from None
             props = {p.key: p.value for p in model.metadata_props}
             if META_KEY not in props:
-                raise InputError("%s has no %s metadata: it was not written by deploy.py --format onnx" % (path, META_KEY))
+                raise InputError("%s has no %s metadata: it was not written by deploy.py --format onnx"
+                                 % (path, META_KEY))
             meta = normalized_meta(json.loads(props[META_KEY]), source=path)
             overrides = overrides or NO_OVERRIDES
             meta = family_of(meta).with_inference(meta, overrides)
@@ -75,6 +76,10 @@ class OnnxDetectionModel:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        # onnxruntime's worker threads otherwise busy-wait after each run, taking the cores from whatever
+        # runs next in the process (MXNet's data loading, another model: measured here, they doubled the
+        # CPU time of an MXNet forward that followed)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = None
@@ -108,4 +113,5 @@ def _num_anchors(model):
     for init in model.graph.initializer:
         if init.name == P + "num_anchors":
             return int(numpy_helper.to_array(init).reshape(-1)[0])
-    raise InputError("%s lacks ssdkit's detection step; it was not written by deploy.py --format onnx" % model.graph.name)
+    raise InputError("%s lacks ssdkit's detection step; it was not written by deploy.py --format onnx"
+                     % model.graph.name)
