@@ -127,15 +127,18 @@ def test_int8_detections_match_fp32_on_the_same_images(models):
 
 
 def test_int8_model_evaluates_and_demos_like_any_deploy_model(models, tmp_path):
+    # on the 24 images the model was trained on (VOC07 ~0.52): on the 8 test images its mAP is ~0.02-0.04,
+    # noise that moves with the training thread count (0.038 fp32 vs 0.023 int8 at OMP_NUM_THREADS=2)
     maps = {}
     for kind in ("fp32", "int8"):
         out = _run(["evaluate.py", "--config", "tiny_256_synthetic", "--data-root", models["synthetic"].devkit,
-                    "--deploy", models[kind], "--output", str(tmp_path / kind), "--num-workers", "1",
-                    "--no-progress"])
+                    "--val", "2007/trainval", "--deploy", models[kind], "--output", str(tmp_path / kind),
+                    "--num-workers", "1", "--no-progress"])
         assert "VOC07 mAP" in out
         metrics = json.load(open(tmp_path / kind / "metrics.json"))
-        assert metrics["images"] == 8
+        assert metrics["images"] == 24
         maps[kind] = metrics["voc07"]
+    assert maps["fp32"] > 0.3, maps            # a model with ranked detections, so the comparison means something
     assert maps["int8"] == pytest.approx(maps["fp32"], abs=0.01)
     out = _run(["demo.py", "--deploy", models["int8"], "--images", models["synthetic"].image_dir, "--limit", "2",
                 "--output", str(tmp_path / "demo"), "--score-thresh", "0.0"])
