@@ -41,7 +41,9 @@ LAYOUTS = (("fused", True), ("separate", False))
 concatenated by ``ssdkit.weights.fuse_head_params``) and GluonCV's two convolutions per layer."""
 
 
-def _gluoncv_net(path, heads, backend=None):
+def gluoncv_ssd_net(path, heads, backend=None):
+    """GluonCV's ``ssd_512_resnet50_v1_voc`` with random weights (``heads`` as ``--heads``) saved to ``path``,
+    hybridized (static_alloc, static_shape; ``backend`` e.g. ``"MKLDNN"``)."""
     net = model_zoo.get_model(NAME, pretrained=False, pretrained_base=False)
     net.initialize()
     net(mx.nd.zeros((1, 3, SIZE, SIZE)))
@@ -123,7 +125,7 @@ def main():
           % (os.environ.get("OMP_NUM_THREADS"), mx.__version__, args.gluoncv_backend))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, NAME + ".params")
-        net = _gluoncv_net(path, args.heads, None if args.gluoncv_backend == "default" else "MKLDNN")
+        net = gluoncv_ssd_net(path, args.heads, None if args.gluoncv_backend == "default" else "MKLDNN")
         rows = []
         for batch in args.batches:
             x = mx.nd.array(np.random.RandomState(0).normal(size=(batch, 3, SIZE, SIZE)).astype(np.float32))

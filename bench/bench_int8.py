@@ -9,7 +9,9 @@ dataset, read through ssdkit's inference transform. Both graphs are bound as ``s
 them (MXNet Module; the fp32 executor gets MXNet's oneDNN conv+BN+ReLU fusion by default). The fp32
 graph exported to ONNX runs in an onnxruntime session (CPU provider, all graph optimisations,
 ``OMP_NUM_THREADS`` intra-op threads) as :class:`~ssdkit.api.onnx_runtime.OnnxDetectionModel` runs it;
-its detections are checked against the MXNet graph's first (:func:`check_same_detections`). The three
+its detections are checked against the MXNet graph's first (:func:`check_same_detections`). For
+SSD512-ResNet50 GluonCV's ``ssd_512_resnet50_v1_voc`` (fp32, hybridized, random weights with trained-like
+heads as in ``bench_inference.py``, so few candidates reach its NMS either) is timed too. All of them
 run in this process alternately, one forward each per round (detections included); wall and
 process-CPU times are medians after warm-up. The CPU's instruction-set flags are printed (INT8 speed
 depends on VNNI / AVX-512).
@@ -17,6 +19,7 @@ depends on VNNI / AVX-512).
 Usage::
 
     OMP_NUM_THREADS=2 python bench/bench_int8.py [--batches 1 8] [--repeat 10] [--calib-images 16] [--no-onnx]
+        [--no-gluoncv]
 """
 import argparse
 import os
@@ -31,10 +34,13 @@ from ssdkit.api.onnx_runtime import OnnxDetectionModel
 from ssdkit.api.quantize import Calibration, quantize_graph, quantized_layers
 from ssdkit.api.ssd import SSDFamily
 from ssdkit.engine.evaluator import bind_inference
+from bench_inference import gluoncv_ssd_net
 from timing import interleaved_median_wall_cpu_ms
 
 NETWORKS = (("lite_256_synthetic", "lite", 256, 6), ("SSD512-ResNet50", "resnet50", 512, 20))
 """(label, network preset, input size, classes) timed."""
+GLUONCV_PEER = {"SSD512-ResNet50": "ssd_512_resnet50_v1_voc"}
+"""The GluonCV network timed beside ours (fp32), where GluonCV has the same detector."""
 CALIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "data", "synthetic", "VOCdevkit", "VOC2007", "JPEGImages")
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -89,6 +95,7 @@ def main():
     parser.add_argument("--calib-mode", choices=["naive", "entropy"], default="naive")
     parser.add_argument("--networks", nargs="+", default=[n[0] for n in NETWORKS])
     parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime column")
+    parser.add_argument("--no-gluoncv", action="store_true", help="leave out the GluonCV fp32 column")
     args = parser.parse_args()
     have, lack = cpu_flags()
     print("OMP_NUM_THREADS=%s, mxnet %s; CPU flags: %s; lacks: %s"
@@ -106,6 +113,9 @@ def main():
             path = os.path.join(tmp.name, network + ".onnx")
             export_onnx(symbol, arg, aux, meta, path)
             onnx_model = OnnxDetectionModel(path)
+        gluon_net = None
+        if not args.no_gluoncv and label in GLUONCV_PEER:
+            gluon_net = gluoncv_ssd_net(os.path.join(tmp.name, GLUONCV_PEER[label] + ".params"), "trained-like")
         for batch in args.batches:
             shapes = SSDFamily().inference_shapes(meta, batch)
             x_np = np.random.RandomState(0).normal(size=shapes[0][1]).astype(np.float32)
@@ -119,19 +129,28 @@ def main():
             if onnx_model is not None:
                 check_same_detections(onnx_model.run(x_np), run(mods[0]))
                 fns.append(lambda: onnx_model.run(x_np))
+            gluon_at = None
+            if gluon_net is not None:
+                gluon_at = len(fns)
+                fns.append(lambda: [o.wait_to_read() for o in gluon_net(x)])
             times = interleaved_median_wall_cpu_ms(fns, args.repeat, warmup=2)
-            rows.append((label, batch, len(quantized_layers(qsym)), times))
+            gluon = times.pop(gluon_at) if gluon_at is not None else None
+            rows.append((label, batch, len(quantized_layers(qsym)), times, gluon))
     onnx_head = "" if args.no_onnx else " onnx wall ms | onnx/fp32 wall | onnx CPU ms | onnx/fp32 CPU |"
+    gluon_head = "" if args.no_gluoncv else " GluonCV fp32 wall ms | int8/GluonCV wall | GluonCV fp32 CPU ms |"
     print("| network | batch | int8 convolutions | fp32 wall ms | int8 wall ms | int8/fp32 wall | fp32 CPU ms "
-          "| int8 CPU ms | int8/fp32 CPU |" + onnx_head)
-    print("|---|---|---|---|---|---|---|---|---|" + ("" if args.no_onnx else "---|---|---|---|"))
-    for label, batch, layers, times in rows:
+          "| int8 CPU ms | int8/fp32 CPU |" + onnx_head + gluon_head)
+    print("|---|---|---|---|---|---|---|---|---|" + ("" if args.no_onnx else "---|---|---|---|")
+          + ("" if args.no_gluoncv else "---|---|---|"))
+    for label, batch, layers, times, gluon in rows:
         (fp_ms, fp_cpu), (q_ms, q_cpu) = times[:2]
         line = ("| %s | %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |"
                 % (label, batch, layers, fp_ms, q_ms, q_ms / fp_ms, fp_cpu, q_cpu, q_cpu / fp_cpu))
         if len(times) > 2:
             o_ms, o_cpu = times[2]
             line += " %.1f | %.2f | %.1f | %.2f |" % (o_ms, o_ms / fp_ms, o_cpu, o_cpu / fp_cpu)
+        if not args.no_gluoncv:
+            line += " %.1f | %.2f | %.1f |" % (gluon[0], q_ms / gluon[0], gluon[1]) if gluon else " - | - | - |"
         print(line)
     print("load average at end: %s" % open("/proc/loadavg").read().strip())
 
