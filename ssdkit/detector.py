@@ -63,14 +63,8 @@ class Detector:
         if onnx:
             self._init_onnx(prefix, inference, ctx, score_thresh, batch_size)
             return
-        self.symbol, arg, aux, self.meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
-        self.family = family_of(self.meta)
-        self.class_names = tuple(self.meta["class_names"])
-        # SSD training input side (inputs run at ssdkit.api.ssd.inference_size(meta); FPN: meta["image_shape"])
-        self.data_shape = self.meta.get("data_shape")
-        self.normalization = meta_normalization(self.meta)
-        self.score_thresh = float(score_thresh)
-        self.batch_size = int(batch_size)
+        self.symbol, arg, aux, meta = load_inference_model(prefix, epoch, deploy=deploy, overrides=inference)
+        self._set_model_fields(meta, score_thresh, batch_size)
         shapes = self.family.inference_shapes(self.meta, self.batch_size)
         self._mod = bind_inference(self.symbol, arg, aux, shapes, [ctx or mx.cpu()])
 
@@ -80,11 +74,17 @@ class Detector:
         if ctx is not None and ctx.device_type != "cpu":
             raise InputError("an ONNX model runs on the CPU here (onnxruntime's CPU package); give no ctx")
         self._mod = OnnxDetectionModel(path, overrides=inference)
-        self.symbol, self.meta = None, self._mod.meta
-        self.family = family_of(self.meta)
-        self.class_names = tuple(self.meta["class_names"])
-        self.data_shape = self.meta.get("data_shape")
-        self.normalization = meta_normalization(self.meta)
+        self.symbol = None
+        self._set_model_fields(self._mod.meta, score_thresh, batch_size)
+
+    def _set_model_fields(self, meta, score_thresh, batch_size):
+        """The attributes every model format sets from its meta and the caller's settings."""
+        self.meta = meta
+        self.family = family_of(meta)
+        self.class_names = tuple(meta["class_names"])
+        # SSD training input side (inputs run at ssdkit.api.ssd.inference_size(meta); FPN: meta["image_shape"])
+        self.data_shape = meta.get("data_shape")
+        self.normalization = meta_normalization(meta)
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
 
