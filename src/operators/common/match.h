@@ -282,17 +282,9 @@ SSDKIT_HD void ScanBestOverlaps(const float* anchors, const unsigned char* usabl
 /*! \brief One usable anchor's best ground truth, the values ScanBestOverlaps writes for it:
  *  highest IoU (a NaN IoU never wins), lowest index on ties; (0, -1) when there is none. */
 SSDKIT_HD void BestOverlap(const float* anchor, const float* gts, int num_gt, float* best_iou, int* best_gt) {
-  float bi = -1.f;
-  int bg = -1;
-  for (int g = 0; g < num_gt; ++g) {
-    const float iou = BoxIoU(anchor, gts + 4 * g);
-    if (iou > bi) {
-      bi = iou;
-      bg = g;
-    }
-  }
-  *best_iou = bg < 0 ? 0.f : bi;
-  *best_gt = bg;
+  float bi;
+  ScanAnchorOverlaps<false>(anchor, 0, gts, num_gt, &bi, best_gt, nullptr);
+  *best_iou = *best_gt < 0 ? 0.f : bi;
 }
 
 /*! \brief True if `anchor` (best IoU `best_iou`) is a best anchor of some ground truth: its IoU
