@@ -69,6 +69,15 @@ def _boxes(rng, n, lo=0.02, hi=0.5, scale=1.0):
     return np.concatenate([centre - size / 2, centre + size / 2], 1) * scale
 
 
+def _batch_rois(rng, batch, per_image, lo, hi, scale):
+    """``(batch * per_image, 5)`` RoIs ``[image, x0, y0, x1, y1]``, ``per_image`` random boxes per image."""
+    rois = np.zeros((batch * per_image, 5), np.float32)
+    for i in range(batch):
+        rois[i * per_image:(i + 1) * per_image, 0] = i
+        rois[i * per_image:(i + 1) * per_image, 1:] = _boxes(rng, per_image, lo, hi, scale)
+    return rois
+
+
 def _labels(rng, batch, rows, num_classes, counts, scale=1.0, width=5):
     lab = -np.ones((batch, rows, width), np.float32)
     for b, g in enumerate(counts):
@@ -178,10 +187,7 @@ def fpn_proposal_cases(rng):
 
 def proposal_target_cases(rng):
     b, c, r = 2, 4, 60
-    rois = np.zeros((b * r, 5), np.float32)
-    for i in range(b):
-        rois[i * r:(i + 1) * r, 0] = i
-        rois[i * r:(i + 1) * r, 1:] = _boxes(rng, r, 0.05, 0.5, 100.0)
+    rois = _batch_rois(rng, b, r, 0.05, 0.5, 100.0)
     rois[5] = [0, 0, 0, 0, 0]  # padding row
     lab = _labels(rng, b, 4, c, [3, 2], scale=100.0)
     tol = (EXACT, EXACT, CLOSE, EXACT)
@@ -196,10 +202,7 @@ def proposal_target_cases(rng):
 
 def rcnn_detection_cases(rng):
     b, r, c = 2, 50, 3
-    rois = np.zeros((b * r, 5), np.float32)
-    for i in range(b):
-        rois[i * r:(i + 1) * r, 0] = i
-        rois[i * r:(i + 1) * r, 1:] = _boxes(rng, r, 0.1, 0.6, 100.0)
+    rois = _batch_rois(rng, b, r, 0.1, 0.6, 100.0)
     prob = _softmax(rng.normal(0, 2, (b * r, c + 1)), 1)
     prob[7] = np.round(prob[7] * 4) / 4
     deltas = _f32(rng.normal(0, 0.5, (b * r, 4 * (c + 1))))
