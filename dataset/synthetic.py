@@ -18,7 +18,16 @@ Layout written under ``root``::
     VOCdevkit/VOC2007/JPEGImages/000001.jpg ...
     VOCdevkit/VOC2007/Annotations/000001.xml ...  1-based inclusive pixel boxes
     VOCdevkit/VOC2007/ImageSets/Main/{trainval,test,val}.txt   (val only when num_val > 0)
+    VOCdevkit/VOC2007/SegmentationObject/000001.png ...  instance masks (``masks=True``, the default)
     annotations/instances_{trainval,test,val}.json    COCO; category id = class id + 1; extra key "difficult"
+
+Instance masks are exact: the visible pixels of each annotated object, the same pixels its box is the
+tight box of. ``SegmentationObject/<stem>.png`` is a VOC-style palette PNG holding ``i + 1`` on the
+pixels of object ``i`` (the i-th ``<object>`` of the xml) and 0 elsewhere (objects never overlap: an
+occluded pixel belongs to the object in front; 255 "void" is not used). The COCO json gives each annotation
+the same mask as a compressed RLE ``segmentation`` (``counts`` a string, pycocotools' format).
+With ``masks=False`` neither is written; images, xml files and image sets are the same either way (the xml
+keeps ``<segmented>0</segmented>``).
 """
 import concurrent.futures
 import json
@@ -27,6 +36,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
 
 SYNTHETIC_CLASSES = ("circle", "ring", "box", "triangle", "star", "cross")
 SPLITS = ("trainval", "test", "val")  # order fixes each split's seed: append only
@@ -271,6 +281,49 @@ def image_shape(rng, image_size):
     return int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
 
 
+def _voc_palette():
+    """The Pascal VOC colour map (256 RGB entries, flattened), so instance PNGs view like VOC's."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def instance_png(masks):
+    """``(K, H, W)`` bool non-overlapping masks -> ``(H, W)`` uint8 with ``i + 1`` on object ``i``, 0 elsewhere."""
+    masks = np.asarray(masks, bool)
+    if len(masks) > 254:
+        raise ValueError("an instance PNG holds at most 254 objects, got %d" % len(masks))
+    if len(masks) and (masks.sum(0) > 1).any():
+        raise ValueError("instance masks overlap; a SegmentationObject PNG needs one object per pixel")
+    out = np.zeros(masks.shape[1:], np.uint8)
+    for i, mask in enumerate(masks):
+        out[mask] = i + 1
+    return out
+
+
+def write_instance_png(path, index_image):
+    """Write ``(H, W)`` uint8 instance values as a VOC-style palette PNG (deterministic bytes)."""
+    png = Image.fromarray(np.asarray(index_image, np.uint8), mode="P")
+    png.putpalette(_voc_palette())
+    png.save(path, format="PNG")
+
+
+def coco_rle(mask):
+    """``(H, W)`` bool mask -> COCO compressed RLE dict ``{"size": [H, W], "counts": str}`` (pycocotools)."""
+    import pycocotools.mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def _voc_xml(stem, scene):
     height, width = scene.image.shape[:2]
     objects = []
@@ -289,10 +342,11 @@ def _voc_xml(stem, scene):
 def _write_image(job):
     """Render image ``index`` of ``split`` and write its JPEG and VOC xml (one task of a worker).
 
-    ``job``: ``(voc_dir, seed, split, index, image_id, image_size, scene, jpeg_quality)``.
+    ``job``: ``(voc_dir, seed, split, index, image_id, image_size, scene, jpeg_quality, masks)``; with
+    ``masks`` the instance PNG is written too and every annotation gets its RLE ``segmentation``.
     Returns the COCO image entry and the image's annotations (without annotation ids).
     """
-    voc_dir, seed, split, index, image_id, image_size, scene, jpeg_quality = job
+    voc_dir, seed, split, index, image_id, image_size, scene, jpeg_quality, masks = job
     rng = scene_generator(seed, split, index)
     height, width = image_shape(rng, image_size)
     drawn = render_scene(rng, height, width, scene)
@@ -304,16 +358,21 @@ def _write_image(job):
         f.write(jpeg.tobytes())
     with open(os.path.join(voc_dir, "Annotations", stem + ".xml"), "w") as f:
         f.write(_voc_xml(stem, drawn))
+    if masks:
+        write_instance_png(os.path.join(voc_dir, "SegmentationObject", stem + ".png"), instance_png(drawn.masks))
     annotations = []
     for box, cls, diff, mask in zip(drawn.boxes, drawn.classes, drawn.difficult, drawn.masks):
         x0, y0, x1, y1 = (int(v) for v in box)
-        annotations.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                            "area": int(mask.sum()), "iscrowd": 0, "difficult": int(diff)})
+        ann = {"image_id": image_id, "category_id": int(cls) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+               "area": int(mask.sum()), "iscrowd": 0, "difficult": int(diff)}
+        if masks:
+            ann["segmentation"] = coco_rle(mask)
+        annotations.append(ann)
     return {"id": image_id, "file_name": stem + ".jpg", "width": width, "height": height}, annotations
 
 
 def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed=0, image_size=(256, 400),
-                           scene=SceneConfig(), jpeg_quality=90, workers=1):
+                           scene=SceneConfig(), jpeg_quality=90, workers=1, masks=True):
     """Write the synthetic dataset under ``root`` (see the module docstring for the layout).
 
     Parameters
@@ -327,6 +386,8 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed
     jpeg_quality : int, JPEG quality of the written images
     workers : int, processes rendering images (every image has its own generator, so the files
         do not depend on it)
+    masks : bool, write the instance masks (``SegmentationObject/*.png`` and the COCO ``segmentation``);
+        images, xml and boxes are the same either way
 
     Returns
     -------
@@ -334,7 +395,8 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed
     """
     voc_dir = os.path.join(root, "VOCdevkit", "VOC2007")
     image_dir = os.path.join(voc_dir, "JPEGImages")
-    for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
+    subs = ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main"))
+    for sub in subs + (("SegmentationObject",) if masks else ()):
         os.makedirs(os.path.join(voc_dir, sub), exist_ok=True)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     class_file = os.path.join(root, "classes.txt")
@@ -349,7 +411,7 @@ def make_synthetic_dataset(root, *, num_train=200, num_test=100, num_val=0, seed
         for split, count in zip(SPLITS, (num_train, num_test, num_val)):
             if split == "val" and count == 0:
                 continue
-            jobs = [(voc_dir, seed, split, index, next_id + index, image_size, scene, jpeg_quality)
+            jobs = [(voc_dir, seed, split, index, next_id + index, image_size, scene, jpeg_quality, masks)
                     for index in range(count)]
             results = pool.map(_write_image, jobs, chunksize=16) if pool else map(_write_image, jobs)
             images, annotations = [], []

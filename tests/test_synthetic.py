@@ -33,7 +33,7 @@ def test_same_seed_gives_identical_files(synth, tmp_path):
                                    workers=2)
     files = _all_files(synth.root)
     assert files == _all_files(again.root)
-    assert len(files) == 2 * 14 + 2 + 2 + 1  # jpg + xml, two image sets, two jsons, classes.txt
+    assert len(files) == 3 * 14 + 2 + 2 + 1  # jpg + xml + instance png, two image sets, two jsons, classes.txt
     match, mismatch, errors = filecmp.cmpfiles(synth.root, again.root, files, shallow=False)
     assert mismatch == [] and errors == []
 
