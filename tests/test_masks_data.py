@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssdkit.dataset.synthetic import image_shape, make_synthetic_dataset, render_scene, scene_generator
+from ssdkit.dataset.synthetic import (image_shape, make_synthetic_dataset, render_scene, scene_generator,
+                                      write_instance_png)
 
 SIZE = (64, 96)
 SEED = 7
@@ -92,3 +93,183 @@ def test_synthetic_without_masks_writes_the_same_images_and_xml(synth, tmp_path)
     for ann in with_masks["annotations"]:
         del ann["segmentation"]
     assert with_masks == without
+
+
+# ----------------------------------------------------------------------------------------------- readers
+
+
+def test_voc_and_coco_readers_decode_the_synthetic_masks(synth):
+    from ssdkit.dataset.coco import load_coco
+    from ssdkit.dataset.masks import InstancePng, CocoSegmentations, decode_masks
+    from ssdkit.dataset.voc import load_voc
+
+    voc = load_voc(synth.devkit, "2007/trainval", class_names=synth.class_file, masks="require")
+    coco = load_coco(synth.coco_annotations["trainval"], synth.image_dir, masks="require")
+    assert len(voc) == len(coco) == 6
+    for index, (a, b) in enumerate(zip(voc, coco)):
+        assert isinstance(a.masks, InstancePng) and isinstance(b.masks, CocoSegmentations)
+        scene = _scene("trainval", index)
+        for rec in (a, b):
+            masks = decode_masks(rec)
+            assert masks.dtype == np.uint8 and masks.shape == (rec.num_objects, rec.height, rec.width)
+            np.testing.assert_array_equal(masks, scene.masks.astype(np.uint8))
+            for mask, box in zip(masks, rec.boxes):
+                assert _tight_box(mask) == tuple(box)
+    for report in voc.reports + coco.reports:
+        assert report.count("box_mask") == 0 and report.num_skipped == 0
+
+
+def _write_image(path, height, width):
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(path)
+
+
+def test_coco_polygons_and_both_rles_decode_like_pycocotools(tmp_path):
+    import pycocotools.mask as mask_util
+    from pycocotools.coco import COCO
+
+    from ssdkit.dataset.coco import load_coco
+    from ssdkit.dataset.masks import decode_masks
+
+    height, width = 12, 16
+    _write_image(str(tmp_path / "a.png"), height, width)
+    block = np.zeros((height, width), np.uint8)
+    block[2:7, 9:14] = 1
+    compressed = mask_util.encode(np.asfortranarray(block))
+    ring = np.zeros((height, width), np.uint8)
+    ring[5:11, 1:7] = 1
+    ring[7:9, 3:5] = 0
+    flat = ring.flatten(order="F")  # uncompressed RLE: run lengths of 0s and 1s in column-major order
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])))  # 2 closes the last run
+    counts = np.diff(np.concatenate([[0], changes])).tolist()
+    if flat[0] == 1:
+        counts = [0] + counts
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1.0, 1.0, 6.0, 4.0], "iscrowd": 0, "area": 1,
+         "segmentation": [[1.0, 1.0, 7.0, 1.0, 7.0, 5.0, 1.0, 5.0], [10.0, 8.0, 14.0, 8.0, 12.0, 11.0]]},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [9, 2, 5, 5], "iscrowd": 0, "area": 1,
+         "segmentation": {"size": [height, width], "counts": compressed["counts"].decode()}},
+        {"id": 3, "image_id": 1, "category_id": 2, "bbox": [1, 5, 6, 6], "iscrowd": 0, "area": 1,
+         "segmentation": {"size": [height, width], "counts": counts}},
+    ]
+    data = {"images": [{"id": 1, "file_name": "a.png", "height": height, "width": width}], "annotations": anns,
+            "categories": [{"id": 1, "name": "x"}, {"id": 2, "name": "y"}]}
+    path = str(tmp_path / "instances.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    rec = load_coco(path, str(tmp_path)).records[0]
+    masks = decode_masks(rec)
+    reference = COCO(path)
+    for k, ann in enumerate(reference.loadAnns([1, 2, 3])):
+        np.testing.assert_array_equal(masks[k], reference.annToMask(ann))
+    np.testing.assert_array_equal(masks[1], block)
+    np.testing.assert_array_equal(masks[2], ring)
+    assert masks[0].sum() > 0
+    assert load_coco(path, str(tmp_path), masks="none").records[0].masks is None
+
+
+def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
+    from ssdkit.dataset.coco import load_coco
+    from ssdkit.dataset.masks import decode_masks
+    from ssdkit.dataset.validation import DataError
+
+    height, width = 10, 10
+    images = []
+    for i in range(1, 4):
+        _write_image(str(tmp_path / ("%d.png" % i)), height, width)
+        images.append({"id": i, "file_name": "%d.png" % i, "height": height, "width": width})
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 4, 2], "iscrowd": 0,
+         "segmentation": [[2, 3, 6, 3, 6, 5, 2, 5]]},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1.5, 1.2, 3, 1]},  # no segmentation: box filled
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 4, 4],
+         "segmentation": {"size": [5, 5], "counts": "abc"}},  # RLE of another size
+        {"id": 4, "image_id": 3, "category_id": 1, "bbox": [0, 0, 4, 4], "segmentation": "oops"},
+    ]
+    path = str(tmp_path / "bad.json")
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]}, f)
+    data = load_coco(path, str(tmp_path))
+    report = data.reports[0]
+    assert [r.image_id for r in data] == ["1"]
+    assert report.count("bad_annotation") == 2
+    assert any("RLE segmentation of size 5x5" in d for _, d in report.entries("bad_annotation"))
+    assert report.count("box_mask") == 1 and "annotation 2" in report.entries("box_mask")[0][1]
+    masks = decode_masks(data.records[0])
+    expected = np.zeros((height, width), np.uint8)
+    expected[1:3, 1:5] = 1  # box (1.5, 1.2, 4.5, 2.2) rounded outwards
+    np.testing.assert_array_equal(masks[1], expected)
+    assert masks[0].sum() > 0
+    with pytest.raises(DataError, match="no segmentation"):
+        load_coco(path, str(tmp_path), masks="require", strict=True)
+
+
+def _voc_tree(root, objects, *, height=10, width=12, png=None):
+    """A one-image VOC2007 set ``s`` under ``root``; objects: list of (box 1-based, difficult)."""
+    year = os.path.join(root, "VOC2007")
+    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main"), "SegmentationObject"):
+        os.makedirs(os.path.join(year, sub), exist_ok=True)
+    _write_image(os.path.join(year, "JPEGImages", "a.png"), height, width)
+    xml = "".join("<object><name>x</name><difficult>%d</difficult><bndbox><xmin>%d</xmin><ymin>%d</ymin>"
+                  "<xmax>%d</xmax><ymax>%d</ymax></bndbox></object>" % ((d,) + tuple(b)) for b, d in objects)
+    with open(os.path.join(year, "Annotations", "a.xml"), "w") as f:
+        f.write("<annotation><size><width>%d</width><height>%d</height></size>%s</annotation>" % (width, height, xml))
+    with open(os.path.join(year, "ImageSets", "Main", "s.txt"), "w") as f:
+        f.write("a\n")
+    if png is not None:
+        path = os.path.join(year, "SegmentationObject", "a.png")
+        if png.ndim == 2:
+            write_instance_png(path, png)
+        else:
+            Image.fromarray(png).save(path)
+    return root
+
+
+def test_voc_png_values_follow_the_xml_objects_also_when_difficult_ones_are_dropped(tmp_path):
+    from ssdkit.dataset.masks import decode_masks
+    from ssdkit.dataset.voc import load_voc
+
+    png = np.zeros((10, 12), np.uint8)
+    png[0:3, 0:4] = 1
+    png[4:8, 2:6] = 2
+    png[5:9, 7:11] = 3
+    png[9, :] = 255  # void
+    root = _voc_tree(str(tmp_path), [((1, 1, 4, 3), 0), ((3, 5, 6, 8), 1), ((8, 6, 11, 9), 0)], png=png)
+    rec = load_voc(root, "2007/s", class_names=["x"]).records[0]
+    masks = decode_masks(rec)
+    for k in range(3):
+        np.testing.assert_array_equal(masks[k], (png == k + 1).astype(np.uint8))
+        assert _tight_box(masks[k]) == tuple(rec.boxes[k])
+    easy = load_voc(root, "2007/s", class_names=["x"], keep_difficult=False).records[0]
+    assert easy.masks.values == (1, 3)
+    np.testing.assert_array_equal(decode_masks(easy), masks[[0, 2]])
+
+
+def test_voc_masks_missing_bad_or_absent_values(tmp_path):
+    from ssdkit.dataset.masks import MaskError, decode_masks
+    from ssdkit.dataset.validation import DataError
+    from ssdkit.dataset.voc import load_voc
+
+    objects = [((1, 1, 4, 3), 0), ((8, 6, 11, 9), 0)]
+    root = _voc_tree(str(tmp_path / "none"), objects)
+    assert load_voc(root, "2007/s", class_names=["x"]).records[0].masks is None  # auto: no PNG, no masks
+    with pytest.raises(DataError, match="not found"):
+        load_voc(root, "2007/s", class_names=["x"], masks="require")
+    with pytest.raises(MaskError, match="no instance masks"):
+        decode_masks(load_voc(root, "2007/s", class_names=["x"]).records[0])
+
+    png = np.zeros((10, 12), np.uint8)
+    png[0:3, 0:4] = 1  # object 2 (value 2) has no pixels: its box is filled, counted
+    root = _voc_tree(str(tmp_path / "absent"), objects, png=png)
+    data = load_voc(root, "2007/s", class_names=["x"])
+    assert data.reports[0].count("box_mask") == 1
+    masks = decode_masks(data.records[0])
+    assert _tight_box(masks[1]) == tuple(data.records[0].boxes[1]) and masks[1].sum() == 4 * 4
+
+    root = _voc_tree(str(tmp_path / "size"), objects, png=np.zeros((9, 12), np.uint8))
+    with pytest.raises(DataError, match="instance mask .* is 12x9"):
+        load_voc(root, "2007/s", class_names=["x"], strict=True)
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    root = _voc_tree(str(tmp_path / "rgb"), objects, png=rgb)
+    data = load_voc(root, "2007/s", class_names=["x"], check_images="header")  # not read at load ...
+    with pytest.raises(MaskError, match="mode RGB"):
+        decode_masks(data.records[0])  # ... so decoding names the file
