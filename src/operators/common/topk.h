@@ -50,17 +50,62 @@ SSDKIT_HD uint32_t TotalRankKey(float score) {
  * \param k       how many to return; k < 0 or k >= n returns all n, fully ranked
  * \param order   output, resized to min(k, n) (or n)
  */
-inline void TopKDescending(const float* scores, int n, int k, std::vector<int>* order) {
-  std::vector<uint64_t> keys(static_cast<size_t>(n));
+inline void TopKDescending(const float* scores, int n, int k, std::vector<int>* order,
+                           std::vector<uint64_t>* keys) {
+  keys->resize(static_cast<size_t>(n));
+  uint64_t* key = keys->data();
   for (int i = 0; i < n; ++i) {
-    keys[i] = (static_cast<uint64_t>(TotalRankKey(scores[i])) << 32) | (~static_cast<uint32_t>(i));
+    key[i] = (static_cast<uint64_t>(TotalRankKey(scores[i])) << 32) | (~static_cast<uint32_t>(i));
   }
   const int m = (k < 0 || k >= n) ? n : k;
   const std::greater<uint64_t> descending;
-  if (m < n) std::nth_element(keys.begin(), keys.begin() + m, keys.end(), descending);
-  std::sort(keys.begin(), keys.begin() + m, descending);
+  if (m < n) std::nth_element(key, key + m, key + n, descending);
+  std::sort(key, key + m, descending);
   order->resize(static_cast<size_t>(m));
-  for (int r = 0; r < m; ++r) (*order)[r] = static_cast<int>(~static_cast<uint32_t>(keys[r]));
+  for (int r = 0; r < m; ++r) (*order)[r] = static_cast<int>(~static_cast<uint32_t>(key[r]));
+}
+
+/*!
+ * \brief TopKDescending for a small k (k * 8 <= n suits it): one pass appending to a buffer only the
+ *  keys above the k-th best key known so far; when the buffer holds 4k keys, nth_element cuts it
+ *  back to the best k and raises that bar. For scores in no particular order few keys pass the bar
+ *  after the first few k, so this is one cheap compare per score; in the worst order (rising scores)
+ *  it is a partial sort of every 3k new keys, O(n) in all. Same result as TopKDescending (the keys
+ *  are a total order). Returns false, leaving `order` unspecified, when fewer than k scores are
+ *  numbers (NaN never passes the bar); the caller then uses TopKDescending.
+ * \param buffer  reusable scratch
+ */
+inline bool TopKDescendingByBar(const float* scores, int n, int k, std::vector<int>* order,
+                                std::vector<uint64_t>* buffer) {
+  if (k <= 0 || k >= n) return false;
+  const int cap = 4 * k;
+  buffer->resize(static_cast<size_t>(cap));
+  uint64_t* buf = buffer->data();
+  const std::greater<uint64_t> descending;
+  uint64_t bar = 0;  // keys must be above it; 0 is NaN's key
+  int m = 0;
+  for (int i = 0; i < n; ++i) {
+    const uint64_t key = (static_cast<uint64_t>(TotalRankKey(scores[i])) << 32) | (~static_cast<uint32_t>(i));
+    if (key <= bar) continue;
+    buf[m++] = key;
+    if (m == cap) {
+      std::nth_element(buf, buf + (k - 1), buf + m, descending);
+      bar = buf[k - 1];
+      m = k;
+    }
+  }
+  if (m < k) return false;
+  std::nth_element(buf, buf + (k - 1), buf + m, descending);
+  std::sort(buf, buf + k, descending);
+  order->resize(static_cast<size_t>(k));
+  for (int r = 0; r < k; ++r) (*order)[r] = static_cast<int>(~static_cast<uint32_t>(buf[r]));
+  return true;
+}
+
+/*! \brief TopKDescending with its own key buffer (`keys`: reusable scratch in the overload above). */
+inline void TopKDescending(const float* scores, int n, int k, std::vector<int>* order) {
+  std::vector<uint64_t> keys;
+  TopKDescending(scores, n, k, order, &keys);
 }
 
 /*!

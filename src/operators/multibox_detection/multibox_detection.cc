@@ -7,9 +7,10 @@
  *     cls_prob, channel-outer / anchor-inner so the (B, C+1, N) layout is read contiguously;
  *     parallel over (image, block of anchors) when there are fewer images than threads, else each
  *     image's task runs it right before step 2.
- *  2. per image, in parallel over images: the candidates in anchor order, decode only them,
- *     rank them (partial sort when nms_topk cuts, common/topk.h), greedy NMS against the kept
- *     boxes of the same class (common/nms.h, stopping early at max_detections), write the rows.
+ *  2. per image, in parallel over images: the candidates in anchor order, ranked (partial sort
+ *     when nms_topk cuts, common/topk.h); the ranked ones decoded, greedy NMS against the kept
+ *     boxes of the same class (common/nms.h, stopping early at max_detections), rows written; the
+ *     candidates past the nms_topk cut decoded straight into their anchor-order rows.
  */
 #include <omp.h>
 #if defined(__SSE__)
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "common/bbox.h"
+#include "common/expf_simd.h"
 #include "common/lib_glue.h"
 #include "common/nms.h"
 #include "common/parallel.h"
@@ -44,10 +46,13 @@ struct ImageScratch {
   std::vector<int> anchors;    // (V,) anchor index of each candidate, ascending
   std::vector<int> classes;    // (V,) object class id
   std::vector<float> scores;   // (V,)
-  std::vector<float> boxes;    // (V, 4) decoded corners
-  std::vector<int> order;      // ranked candidate positions
-  std::vector<int> keep;       // kept candidate positions, best first
-  std::vector<char> kept;      // (V,) 1 if kept
+  std::vector<int> order;      // (T,) ranked candidate positions
+  std::vector<uint64_t> keys;  // (V,) TopKDescending's rank keys
+  std::vector<float> boxes;    // (T, 4) decoded corners of the ranked candidates, by rank
+  std::vector<int> ranked_classes;  // (T,) their class ids
+  std::vector<int> identity;   // 0..T-1: NMS visits the ranks in order
+  std::vector<int> keep;       // kept ranks, best first
+  std::vector<char> kept;      // (T,) 1 if kept
   NmsScratch nms;
 
   /*! \brief Start the next image's candidate list (anchors, classes, scores). */
@@ -217,53 +222,164 @@ void AppendCandidates(const BlockCandidates& block, ImageScratch* s) {
   s->scores.insert(s->scores.end(), block.score, block.score + block.count);
 }
 
+#ifdef SSDKIT_HAVE_EXPF_SIMD
+// Compiled for AVX2 and FMA (so that Expf4 inlines) with contraction off: no float multiply-add
+// below is fused, so every float operation rounds as BoxDecode's do; Expf4's FMAs are explicit.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+__attribute__((target("avx2,fma"))) inline __m256 RowPair(const float* base, const int* id, int j) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(base + 4 * static_cast<size_t>(id[j]))),
+                              _mm_loadu_ps(base + 4 * static_cast<size_t>(id[j + 4])), 1);
+}
+
+/*! \brief Rows id[0..7] of the (n, 4) array `base` as 4 vectors of 8 lanes (lane j = row id[j]). */
+__attribute__((target("avx2,fma"))) inline void Columns8(const float* base, const int* id, __m256* c0, __m256* c1,
+                                                     __m256* c2, __m256* c3) {
+  const __m256 r0 = RowPair(base, id, 0), r1 = RowPair(base, id, 1), r2 = RowPair(base, id, 2),
+               r3 = RowPair(base, id, 3);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  *c0 = _mm256_shuffle_ps(t0, t2, 0x44);
+  *c1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  *c2 = _mm256_shuffle_ps(t1, t3, 0x44);
+  *c3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+/*!
+ * \brief DecodeRows for 8 candidates at a time: BoxDecode's float operations in its order on 8
+ *  lanes, expf by common/expf_simd.h (libm's bit for bit), the [0, 1] clip as fmaxf(0, fminf(1, x))
+ *  (minps(x, 1) gives 1 for NaN as fminf does, maxps(0, y) keeps -0 as fmaxf(0, -0) does); rows
+ *  staged and stored 8 at a time. Returns the first candidate not decoded (fewer than 8 left).
+ */
+__attribute__((target("avx2,fma")))
+int DecodeRowsAvx2(const MultiBoxDetectionParam& p, const float* loc, const float* anchor, const ImageScratch& s,
+                   int begin, int end, bool dead, float* rows) {
+  const int* ids = s.anchors.data();
+  const __m256 vx = _mm256_set1_ps(p.variances.x), vy = _mm256_set1_ps(p.variances.y);
+  const __m256 vw = _mm256_set1_ps(p.variances.w), vh = _mm256_set1_ps(p.variances.h);
+  const __m256 half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+  alignas(32) float out[4][8];
+  alignas(32) float staged[48];  // the 8 rows, stored to the output as 6 vectors
+  int c = begin;
+  for (; c + 8 <= end; c += 8) {
+    __m256 a0, a1, a2, a3, t0, t1, t2, t3;
+    Columns8(anchor, ids + c, &a0, &a1, &a2, &a3);
+    Columns8(loc, ids + c, &t0, &t1, &t2, &t3);
+    const __m256 aw = _mm256_sub_ps(a2, a0), ah = _mm256_sub_ps(a3, a1);
+    const __m256 ax = _mm256_mul_ps(_mm256_add_ps(a0, a2), half), ay = _mm256_mul_ps(_mm256_add_ps(a1, a3), half);
+    const __m256 ox = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(t0, vx), aw), ax);
+    const __m256 oy = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(t1, vy), ah), ay);
+    const __m256 lw = _mm256_mul_ps(t2, vw), lh = _mm256_mul_ps(t3, vh);
+    const __m256 ew = _mm256_set_m128(expf_simd::Expf4(_mm256_extractf128_ps(lw, 1)),
+                                      expf_simd::Expf4(_mm256_castps256_ps128(lw)));
+    const __m256 eh = _mm256_set_m128(expf_simd::Expf4(_mm256_extractf128_ps(lh, 1)),
+                                      expf_simd::Expf4(_mm256_castps256_ps128(lh)));
+    const __m256 ow = _mm256_mul_ps(_mm256_mul_ps(ew, aw), half), oh = _mm256_mul_ps(_mm256_mul_ps(eh, ah), half);
+    __m256 box[4] = {_mm256_sub_ps(ox, ow), _mm256_sub_ps(oy, oh), _mm256_add_ps(ox, ow), _mm256_add_ps(oy, oh)};
+    for (int k = 0; k < 4; ++k) {
+      if (p.clip) box[k] = _mm256_max_ps(zero, _mm256_min_ps(box[k], one));
+      _mm256_store_ps(out[k], box[k]);
+    }
+    for (int j = 0; j < 8; ++j) {
+      float* row = staged + 6 * j;
+      row[0] = dead ? -1.f : static_cast<float>(s.classes[c + j]);
+      row[1] = s.scores[c + j];
+      row[2] = out[0][j];
+      row[3] = out[1][j];
+      row[4] = out[2][j];
+      row[5] = out[3][j];
+    }
+    float* dst = rows + 6 * static_cast<size_t>(c);
+    for (int k = 0; k < 6; ++k) _mm256_storeu_ps(dst + 8 * k, _mm256_load_ps(staged + 8 * k));
+  }
+  return c;
+}
+#pragma GCC pop_options
+#endif
+
+/*! \brief Decode the candidates at positions [begin, end) of `s` into rows `rows[c]` as
+ *  [cls (or -1 when `dead`), score, box] (the box coder of common/bbox.h; 8 at a time where
+ *  common/expf_simd.h reproduces libm's expf). */
+void DecodeRows(const MultiBoxDetectionParam& p, const float* loc, const float* anchor, const ImageScratch& s,
+                int begin, int end, bool dead, float* rows) {
+#ifdef SSDKIT_HAVE_EXPF_SIMD
+  if (expf_simd::Expf4MatchesLibm()) begin = DecodeRowsAvx2(p, loc, anchor, s, begin, end, dead, rows);
+#endif
+  constexpr int kAhead = 16;  // candidates' loc/anchor rows may be scattered: load them ahead of use
+  const int v = static_cast<int>(s.anchors.size());
+  for (int c = begin; c < end; ++c) {
+    if (c + kAhead < v) {
+      __builtin_prefetch(loc + 4 * static_cast<size_t>(s.anchors[c + kAhead]));
+      __builtin_prefetch(anchor + 4 * static_cast<size_t>(s.anchors[c + kAhead]));
+    }
+    const int i = s.anchors[c];
+    float box[4];
+    BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(i), p.variances, p.clip, box);
+    WriteDetectionRow(rows + 6 * static_cast<size_t>(c), dead ? -1.f : static_cast<float>(s.classes[c]),
+                      s.scores[c], box);
+  }
+}
+
 /*!
  * \brief Pass 2 for one image: its candidates (anchors, classes, scores in `s`, anchor order) ->
- *  decoded, ranked, suppressed rows in `out` (rows, 6).
+ *  ranked, suppressed rows in `out` (rows, 6). Only the rows that are written are decoded: the
+ *  ranked top (into a small rank-indexed buffer that NMS reads) and, in the default layout, the
+ *  candidates past the nms_topk cut straight into their anchor-order rows; candidates that are
+ *  neither (cut, and before the cut in anchor order) are never decoded.
  */
 void DetectImage(const MultiBoxDetectionParam& p, int num_classes, const float* loc, const float* anchor,
                  float* out, int rows, ImageScratch* s) {
   const int v = static_cast<int>(s->anchors.size());
-  s->boxes.resize(4 * static_cast<size_t>(v));
-  constexpr int kAhead = 16;  // candidates' loc/anchor rows are scattered: load them ahead of use
-  for (int c = 0; c < v; ++c) {
-    if (c + kAhead < v) {
-      __builtin_prefetch(loc + 4 * static_cast<size_t>(s->anchors[c + kAhead]));
-      __builtin_prefetch(anchor + 4 * static_cast<size_t>(s->anchors[c + kAhead]));
-    }
-    const int i = s->anchors[c];
-    BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(i), p.variances, p.clip,
-              s->boxes.data() + 4 * static_cast<size_t>(c));
-  }
   const bool capped = p.max_detections > 0;
-  int written = 0;
   auto row = [&](int r) { return out + 6 * static_cast<size_t>(r); };
-  auto emit = [&](int c, bool alive) {
-    WriteDetectionRow(row(written++), alive ? static_cast<float>(s->classes[c]) : -1.f, s->scores[c],
-             s->boxes.data() + 4 * static_cast<size_t>(c));
+  if (!p.nms_enabled() && !capped) {  // contrib: every candidate in anchor order, no ranking
+    DecodeRows(p, loc, anchor, *s, 0, v, false, out);
+    FillMinusOne(row(v), row(rows));
+    return;
+  }
+  // ranked: without NMS the best `rows`, with NMS the nms_topk cut
+  const int ranked = !p.nms_enabled() ? std::min(v, rows) : ((p.nms_topk > 0 && p.nms_topk < v) ? p.nms_topk : v);
+  // a small cut of many candidates (nms_topk 400 of an untrained model's ~24k): one pass with a bar
+  if (!(ranked * 8 <= v && TopKDescendingByBar(s->scores.data(), v, ranked, &s->order, &s->keys))) {
+    TopKDescending(s->scores.data(), v, ranked, &s->order, &s->keys);
+  }
+  s->boxes.resize(4 * static_cast<size_t>(ranked));
+  s->ranked_classes.resize(static_cast<size_t>(ranked));
+  for (int r = 0; r < ranked; ++r) {  // their rows are scattered in memory: ask for them all first
+    const int i = s->anchors[s->order[r]];
+    __builtin_prefetch(loc + 4 * static_cast<size_t>(i));
+    __builtin_prefetch(anchor + 4 * static_cast<size_t>(i));
+  }
+  for (int r = 0; r < ranked; ++r) {
+    const int i = s->anchors[s->order[r]];
+    BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(i), p.variances, p.clip,
+              s->boxes.data() + 4 * static_cast<size_t>(r));
+    s->ranked_classes[r] = s->classes[s->order[r]];
+  }
+  int written = 0;
+  auto emit = [&](int r, bool alive) {  // ranked candidate r
+    WriteDetectionRow(row(written++), alive ? static_cast<float>(s->ranked_classes[r]) : -1.f,
+                      s->scores[s->order[r]], s->boxes.data() + 4 * static_cast<size_t>(r));
   };
   if (!p.nms_enabled()) {
-    if (capped) {
-      TopKDescending(s->scores.data(), v, std::min(v, rows), &s->order);
-      for (int c : s->order) emit(c, true);
-    } else {
-      for (int c = 0; c < v; ++c) emit(c, true);  // contrib: anchor order, no ranking
-    }
+    for (int r = 0; r < ranked; ++r) emit(r, true);
   } else {
-    const int topk = (p.nms_topk > 0 && p.nms_topk < v) ? p.nms_topk : v;
-    TopKDescending(s->scores.data(), v, topk, &s->order);
+    s->identity.resize(static_cast<size_t>(ranked));
+    for (int r = 0; r < ranked; ++r) s->identity[r] = r;
     NmsOptions opt;
     opt.iou_threshold = p.nms_threshold;
     opt.max_keep = capped ? rows : -1;
-    GreedyNms(s->boxes.data(), p.force_suppress ? nullptr : s->classes.data(), num_classes,
-              s->order.data(), topk, opt, &s->keep, &s->nms);
+    GreedyNms(s->boxes.data(), p.force_suppress ? nullptr : s->ranked_classes.data(), num_classes,
+              s->identity.data(), ranked, opt, &s->keep, &s->nms);
     if (capped) {
-      for (int c : s->keep) emit(c, true);
+      for (int r : s->keep) emit(r, true);
     } else {
-      s->kept.assign(v, 0);
-      for (int c : s->keep) s->kept[c] = 1;
-      for (int r = 0; r < topk; ++r) emit(s->order[r], s->kept[s->order[r]] != 0);
-      for (int c = topk; c < v; ++c) emit(c, false);  // cut by nms_topk: contrib leaves them unsorted
+      s->kept.assign(ranked, 0);
+      for (int r : s->keep) s->kept[r] = 1;
+      for (int r = 0; r < ranked; ++r) emit(r, s->kept[r] != 0);
+      // cut by nms_topk: contrib leaves them in their anchor-order rows, class -1
+      DecodeRows(p, loc, anchor, *s, ranked, v, true, out);
+      written = v;
     }
   }
   FillMinusOne(row(written), row(rows));
