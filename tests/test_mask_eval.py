@@ -236,3 +236,28 @@ def test_segm_inputs_are_checked():
                           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2],
                                            "area": 4, "iscrowd": 0}],
                           "categories": [{"id": 1, "name": "a"}]}, segm=True)
+
+
+# --- drawing ------------------------------------------------------------------------------------------
+
+def test_masks_are_filled_translucently_in_the_class_colour():
+    from ssdkit.visualize import class_colors, draw_detections, draw_masks
+
+    image = np.full((40, 60, 3), 100, np.uint8)
+    masks = np.zeros((3, 40, 60), bool)
+    masks[0, 5:35, 5:25] = True
+    masks[1, 36:40, 30:50] = True                  # below the score threshold: not drawn
+    masks[2, 30:33, 20:24] = True                  # overlaps mask 0 with a higher score: on top
+    dets = np.array([[1, 0.9, 5, 5, 25, 35], [0, 0.2, 30, 36, 50, 40], [0, 0.95, 20, 30, 24, 33]], np.float64)
+    drawn = draw_detections(image, dets, normalized=False, masks=masks, thickness=1, class_names=["a", "b"])
+    colors = class_colors(2).astype(np.float64)
+    once = np.round(0.5 * 100 + 0.5 * colors[1])
+    np.testing.assert_array_equal(drawn[33, 10], once)                     # mask 0, off the labels and lines
+    np.testing.assert_array_equal(drawn[38, 40], [100, 100, 100])           # the skipped row's mask
+    np.testing.assert_array_equal(drawn[38, 2], [100, 100, 100]) 
+    both = draw_masks(image, masks[[0, 2]], [1, 0], alpha=0.5)
+    np.testing.assert_array_equal(both[31, 21], np.round(0.5 * once + 0.5 * colors[0]))
+    filled = draw_masks(image, masks[:1], [1], alpha=1.0, colors=colors.astype(np.uint8))
+    assert (filled[masks[0]] == colors[1]).all() and (filled[~masks[0]] == 100).all()
+    with pytest.raises(ValueError, match="one mask per row"):
+        draw_detections(image, dets, normalized=False, masks=masks[:2])
