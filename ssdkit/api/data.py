@@ -5,6 +5,7 @@ import os
 
 from ssdkit.dataset.augment import Augmentation, CropSampler, Normalization
 from ssdkit.dataset.collection import resolve_class_names
+from ssdkit.dataset.copy_paste import CopyPaste
 from ssdkit.dataset.prepare import load_dataset
 
 log = logging.getLogger("ssdkit.data")
@@ -62,6 +63,18 @@ def augmentation_of(settings):
                    hue_delta=settings.hue_delta, expand_prob=settings.expand_prob,
                    max_expand_ratio=settings.max_expand_ratio, crop_samplers=samplers,
                    mirror_prob=settings.mirror_prob)
+
+
+def copy_paste_of(settings):
+    """The :class:`ssdkit.dataset.copy_paste.CopyPaste` the ``augment.copy_paste_*`` settings
+    (:class:`ssdkit.config.schema.AugmentConfig`) describe, or None when ``copy_paste_prob`` is 0 (off: the
+    iterator then needs no instance masks for it)."""
+    if settings.copy_paste_prob <= 0:
+        return None
+    return CopyPaste(prob=settings.copy_paste_prob, max_instances=settings.copy_paste_max_instances,
+                     scale=tuple(settings.copy_paste_scale), rotation=settings.copy_paste_rotation,
+                     translate=settings.copy_paste_translate, min_visible=settings.copy_paste_min_visible,
+                     mode=settings.copy_paste_mode)
 
 
 def normalization_of(config):
