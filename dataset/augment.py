@@ -16,6 +16,12 @@ The photometric step is pointwise and runs on the small output image; pixels tha
 fill are restored afterwards, so the fill stays the mean colour as if the image had been distorted
 before expansion.
 
+Instance masks, when given, go through the same zoom-out, crop, resize and mirror (one ``cv2.warpAffine``
+of the masks of the kept boxes, bilinear thresholded at 0.5, :func:`warp_masks`) and draw nothing from the
+generator. A box cut by the crop is clipped to it, so the tight box of its mask may then be smaller than the
+box (the part of the object outside the crop is gone); otherwise the two agree within a pixel, except that
+parts thinner than an output pixel can vanish when the image is shrunk.
+
 Boxes are pixel corners ``(xmin, ymin, xmax, ymax)`` in continuous coordinates (pixel ``i`` covers
 ``[i, i + 1)``, see :mod:`ssdkit.dataset.records`). A fixed generator state reproduces the output
 exactly.
@@ -218,16 +224,53 @@ def warp_crop(image, rect, out_size, *, mirror=False, fill=(0, 0, 0), interpolat
     (out_h, out_w, 3) uint8
     """
     out_w, out_h = out_size
+    return cv2.warpAffine(image, _crop_matrix(rect, out_size, mirror), (out_w, out_h), flags=interpolation,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill))
+
+
+def _crop_matrix(rect, out_size, mirror):
+    """(2, 3) float64 affine map of :func:`warp_crop` from source to output pixel indices."""
+    out_w, out_h = out_size
     sx = out_w / (rect[2] - rect[0])
     sy = out_h / (rect[3] - rect[1])
     tx = sx * (0.5 - rect[0]) - 0.5
     ty = sy * (0.5 - rect[1]) - 0.5
     if mirror:
-        matrix = np.array([[-sx, 0.0, out_w - 1 - tx], [0.0, sy, ty]])
-    else:
-        matrix = np.array([[sx, 0.0, tx], [0.0, sy, ty]])
-    return cv2.warpAffine(image, matrix, (out_w, out_h), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill))
+        return np.array([[-sx, 0.0, out_w - 1 - tx], [0.0, sy, ty]])
+    return np.array([[sx, 0.0, tx], [0.0, sy, ty]])
+
+
+_MAX_WARP_CHANNELS = 256  # masks warped per cv2.warpAffine call (OpenCV's channel limit is 512)
+
+
+def warp_masks(masks, rect, out_size, *, mirror=False):
+    """Instance masks through the geometry of :func:`warp_crop` (crop ``rect``, resize, mirror).
+
+    Bilinear interpolation of the 0/1 masks thresholded at 0.5, with the same pixel-centre map as the
+    image; areas outside the source image are 0.
+
+    Parameters
+    ----------
+    masks : (K, H, W) uint8 0/1 (or bool)
+    rect : (4,) ``(x0, y0, x1, y1)`` source pixels
+    out_size : (out_w, out_h)
+
+    Returns
+    -------
+    (K, out_h, out_w) uint8 0/1
+    """
+    out_w, out_h = out_size
+    masks = np.asarray(masks)
+    out = np.zeros((len(masks), out_h, out_w), np.uint8)
+    matrix = _crop_matrix(rect, out_size, mirror)
+    for start in range(0, len(masks), _MAX_WARP_CHANNELS):
+        chunk = masks[start:start + _MAX_WARP_CHANNELS]
+        scaled = np.ascontiguousarray(np.moveaxis(chunk.astype(np.uint8) * np.uint8(255), 0, -1))
+        warped = cv2.warpAffine(scaled, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = warped.reshape(out_h, out_w, len(chunk))
+        out[start:start + len(chunk)] = np.moveaxis(warped >= 128, -1, 0)
+    return out
 
 
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -316,8 +359,8 @@ def _restore_fill(image, rect, src_w, src_h, mirror, fill):
     image[:, c1:] = fill
 
 
-def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 104)):
-    """The SSD training transform for one image.
+def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 104), masks=None):
+    """The SSD training transform for one image (and its instance masks).
 
     Parameters
     ----------
@@ -327,15 +370,23 @@ def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 10
     config : :class:`Augmentation` (``NO_AUGMENT`` for a plain resize)
     out_size : (out_w, out_h) network input size
     fill : uint8 RGB zoom-out fill (the normalisation mean, :attr:`Normalization.fill`)
+    masks : None or (K, H, W) uint8 0/1 instance masks of the boxes (the image's resolution); they
+        follow the same zoom-out, crop, resize and mirror (:func:`warp_masks`) and draw nothing from
+        ``rng``, so the image and boxes are the same with or without them
 
     Returns
     -------
     image : (out_h, out_w, 3) uint8 RGB
     boxes : (K', 4) float32 corners normalised to [0, 1] of the output
     keep : (K',) int64 indices of the input boxes that survived the crop (in input order)
+    masks : (K', out_h, out_w) uint8 0/1, the masks of the kept boxes -- only when ``masks`` is given
+        (then the result is a 4-tuple)
     """
     height, width = image.shape[:2]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if masks is not None and np.shape(masks) != (len(boxes), height, width):
+        raise ValueError("masks of shape %s for %d boxes of a %dx%d (HxW) image; expected (K, H, W) = %s"
+                         % (np.shape(masks), len(boxes), height, width, (len(boxes), height, width)))
     ox, oy, canvas_w, canvas_h = sample_expand(width, height, rng, prob=config.expand_prob,
                                                max_ratio=config.max_expand_ratio)
     canvas_boxes = boxes + np.array([ox, oy, ox, oy])
@@ -355,7 +406,10 @@ def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 10
     out_boxes = out_boxes / np.array([crop_w, crop_h, crop_w, crop_h])
     if mirror:
         out_boxes[:, [0, 2]] = 1.0 - out_boxes[:, [2, 0]]
-    return distorted, out_boxes.astype(np.float32), keep
+    if masks is None:
+        return distorted, out_boxes.astype(np.float32), keep
+    out_masks = warp_masks(np.asarray(masks)[keep], src_rect, out_size, mirror=mirror)
+    return distorted, out_boxes.astype(np.float32), keep, out_masks
 
 
 def to_chw_normalized(image, normalization, out=None):
