@@ -239,7 +239,8 @@ def copy_paste(image, boxes, classes, difficult, masks, rng, config):
         box = tight_boxes(current[None])[0].astype(int)
         if box[2] <= box[0]:        # covered by an earlier paste
             continue
-        origin, pixels, warped = _warp_instance(out_image, current, box, _affine(box, scale, angle, shift, (width, height)))
+        matrix = _affine(box, scale, angle, shift, (width, height))
+        origin, pixels, warped = _warp_instance(out_image, current, box, matrix)
         full_area = int(warped.sum())
         x0, y0 = max(origin[0], 0), max(origin[1], 0)
         x1, y1 = min(origin[0] + warped.shape[1], width), min(origin[1] + warped.shape[0], height)
@@ -249,10 +250,11 @@ def copy_paste(image, boxes, classes, difficult, masks, rng, config):
         visible = int(inside.sum())
         if visible == 0 or visible < config.min_visible * full_area:
             continue
-        target = len(rows) if copies else source
         if copies:
+            target = len(rows)
             rows.append(source)
-        if not copies:
+        else:
+            target = source
             _inpaint(out_image, current, box)
             out_masks[source] = 0
         patch = pixels[y0 - origin[1]:y1 - origin[1], x0 - origin[0]:x1 - origin[0]]

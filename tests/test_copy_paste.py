@@ -18,6 +18,11 @@ def _reference_box(mask):
     return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32)
 
 
+def _interior(mask):
+    """Pixels at least 2 px inside a mask (outside the image counts as outside): away from bilinear edges."""
+    return cv2.erode(mask, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+
+
 def _scene(seed, count=5, height=72, width=96):
     """Random image with ``count`` painted rectangles / disks; masks are the visible parts (disjoint)."""
     rng = np.random.default_rng(seed)
@@ -128,7 +133,7 @@ def test_partly_covered_instance_is_kept_or_dropped_by_min_visible(min_visible, 
         else:
             np.testing.assert_array_equal(classes, [0])
         # the scaled square's pixels are its colour, and nothing else changed outside both squares' areas
-        interior = cv2.erode(masks[0], np.ones((5, 5), np.uint8)) > 0
+        interior = _interior(masks[0])
         assert interior.sum() == 36 * 36 and (image[interior] == (200, 30, 30)).all()
         outside = ~cv2.dilate(scene[4].max(axis=0), np.ones((3, 3), np.uint8)).astype(bool) & ~masks.any(axis=0)
         np.testing.assert_array_equal(image[outside], scene[0][outside])
@@ -149,6 +154,29 @@ def test_fully_covered_neighbour_is_dropped():
     assert seen >= 2
 
 
+@pytest.mark.parametrize("side", [20, 80])          # 80: a region past INPAINT_SIZE, inpainted downscaled
+def test_move_mode_inpaints_the_old_place_from_its_surroundings(side):
+    """A red square on grey moved away: its old pixels (and a one-pixel rim) not under the moved square become
+    the grey around them; pixels away from both places are untouched."""
+    image = np.full((160, 200, 3), 100, np.uint8)
+    masks = np.zeros((1, 160, 200), np.uint8)
+    masks[0, 80 - side // 2:80 + side // 2, 100 - side // 2:100 + side // 2] = 1
+    image[masks[0] > 0] = (220, 20, 20)
+    scene = (image, tight_boxes(masks), np.zeros(1, np.int32), np.zeros(1, bool), masks)
+    for seed in range(4):
+        out, boxes, _, _, moved = _run(scene, seed, prob=1.0, scale=(1.0, 1.0), rotation=0.0, translate=0.5,
+                                       min_visible=0.0, mode="move")
+        np.testing.assert_array_equal(boxes, tight_boxes(moved))
+        assert not np.array_equal(boxes, scene[1])
+        old = cv2.dilate(masks[0], np.ones((3, 3), np.uint8)) > 0
+        error = np.abs(out[old & (moved[0] == 0)].astype(int) - 100)     # Telea's fill is within a few levels
+        assert error.max() <= 8 and error.mean() < 2
+        interior = _interior(moved[0])
+        assert (out[interior] == (220, 20, 20)).all()
+        away = ~old & ~cv2.dilate(moved[0], np.ones((3, 3), np.uint8)).astype(bool)
+        np.testing.assert_array_equal(out[away], image[away])
+
+
 def test_jitter_scales_and_shifts_within_its_ranges():
     """A disk (rotation-invariant) scaled by 1.5 and shifted by at most 0.1 of the image: its copy's box has
     1.5 times its size and a centre within the shift range (1 px of rasterisation slack)."""
@@ -167,7 +195,7 @@ def test_jitter_scales_and_shifts_within_its_ranges():
         shift = 0.5 * (copy[:2] + copy[2:]) - (80, 60)
         assert abs(shift[0]) <= 0.1 * width + 1 and abs(shift[1]) <= 0.1 * height + 1
         shifts.append(shift)
-        interior = cv2.erode(masks[-1], np.ones((5, 5), np.uint8)) > 0
+        interior = _interior(masks[-1])
         assert (out[interior] == 255).all()                     # the copy carries the instance's pixels
     assert np.ptp(np.array(shifts), axis=0).min() > 2           # the shift is drawn, not fixed
 
@@ -235,3 +263,16 @@ def test_config_section_becomes_the_copy_paste_settings(tmp_path):
     path.write_text("[augment]\ncopy_paste_scale = [2.0, 1.0]\n")
     with pytest.raises(ValueError, match="cp.toml.*augment.copy_paste_scale"):
         load_config(str(path))
+
+
+def test_readme_example_lists_every_key_with_its_default():
+    """The README's copy-paste block: every ``augment.copy_paste_*`` key, at its default except the switch."""
+    import os
+    import tomllib
+
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    block = text.split("### Copy-paste augmentation", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    values = tomllib.loads(block)
+    assert set(values) == {"copy_paste_" + f.name for f in dataclasses.fields(CopyPaste)}
+    settings = copy_paste_of(AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}))
+    assert settings == dataclasses.replace(CopyPaste(), prob=values["copy_paste_prob"])
