@@ -276,3 +276,43 @@ def test_readme_example_lists_every_key_with_its_default():
     assert set(values) == {"copy_paste_" + f.name for f in dataclasses.fields(CopyPaste)}
     settings = copy_paste_of(AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}))
     assert settings == dataclasses.replace(CopyPaste(), prob=values["copy_paste_prob"])
+
+
+def test_label_rows_leave_room_for_copies():
+    """Copy mode may add ``max_instances`` objects to an image: the label padding grows by that much."""
+    from types import SimpleNamespace
+
+    from ssdkit.api.data import label_rows
+    from ssdkit.config import Config, DataConfig
+
+    dataset = SimpleNamespace(records=[SimpleNamespace(num_objects=n) for n in (3, 70, 5)])
+
+    def rows(**augment):
+        return label_rows(Config(data=DataConfig(max_objects=64), augment=AugmentConfig(**augment)), dataset)
+
+    assert rows() == rows(copy_paste_prob=0.5, copy_paste_mode="move") == 70
+    assert rows(copy_paste_prob=0.5, copy_paste_mode="copy", copy_paste_max_instances=4) == 74
+    assert rows(copy_paste_prob=0.0, copy_paste_mode="copy", copy_paste_max_instances=4) == 70
+
+
+def test_two_stage_sample_with_copy_paste_keeps_labels_and_masks_together():
+    """Through ``make_sample`` (copy-paste, then flip at scale 1): one mask per label row, each mask's tight box
+    equal to its label box; ``prob = 0`` gives the very sample of ``copy_paste=None``."""
+    from ssdkit.dataset.augment import Augmentation, Normalization
+    from ssdkit.dataset.two_stage import make_sample
+
+    augment = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.5)
+    for seed in range(4):
+        image, boxes, classes, difficult, masks = _scene(seed)
+        sample = make_sample(image, boxes, classes, difficult, np.random.default_rng(seed), short=72, long=96,
+                             normalization=Normalization(), augment=augment, masks=masks,
+                             copy_paste=CopyPaste(prob=1.0, max_instances=3, mode="copy", translate=0.3))
+        assert sample.masks.shape[0] == len(sample.label) > 0
+        for row, mask in zip(sample.label, sample.masks):
+            np.testing.assert_allclose(_reference_box(mask), row[1:5], atol=1e-4)
+        plain = make_sample(image, boxes, classes, difficult, np.random.default_rng(seed), short=72, long=96,
+                            normalization=Normalization(), augment=augment, masks=masks)
+        off = make_sample(image, boxes, classes, difficult, np.random.default_rng(seed), short=72, long=96,
+                          normalization=Normalization(), augment=augment, masks=masks, copy_paste=CopyPaste())
+        for a, b in zip((plain.data, plain.label, plain.masks), (off.data, off.label, off.masks)):
+            np.testing.assert_array_equal(a, b)

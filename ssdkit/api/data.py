@@ -46,9 +46,13 @@ def load_split(config, split):
 
 def label_rows(config, dataset):
     """Label rows M of a split's batches: ``data.max_objects``, or more when an image of ``dataset`` (all of
-    it, not one worker's shard, so every worker pads alike) holds more objects."""
+    it, not one worker's shard, so every worker pads alike) holds more objects, plus
+    ``augment.copy_paste_max_instances`` when copy-paste in ``"copy"`` mode may add that many instances to an
+    image (both splits, so training and validation batches have the same shape)."""
     most = max((r.num_objects for r in dataset.records), default=0) if dataset is not None else 0
-    return max(config.data.max_objects, most)
+    settings = copy_paste_of(config.augment)
+    extra = settings.max_instances if settings is not None and settings.mode == "copy" else 0
+    return max(config.data.max_objects, most + extra)
 
 
 def augmentation_of(settings):
