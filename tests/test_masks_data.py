@@ -181,6 +181,7 @@ def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 4, 2], "iscrowd": 0,
          "segmentation": [[2, 3, 6, 3, 6, 5, 2, 5]]},
         {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1.5, 1.2, 3, 1]},  # no segmentation: box filled
+        {"id": 5, "image_id": 1, "category_id": 1, "bbox": [6, 6, 2, 2], "segmentation": [[6, 6, 8, 8]]},  # no area
         {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 4, 4],
          "segmentation": {"size": [5, 5], "counts": "abc"}},  # RLE of another size
         {"id": 4, "image_id": 3, "category_id": 1, "bbox": [0, 0, 4, 4], "segmentation": "oops"},
@@ -193,8 +194,12 @@ def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
     assert [r.image_id for r in data] == ["1"]
     assert report.count("bad_annotation") == 2
     assert any("RLE segmentation of size 5x5" in d for _, d in report.entries("bad_annotation"))
-    assert report.count("box_mask") == 1 and "annotation 2" in report.entries("box_mask")[0][1]
+    assert [d for _, d in report.entries("box_mask")] == ["annotation 2 has no segmentation",
+                                                         "annotation 5 has no segmentation"]
+    polygons = data.records[0].masks.items[0]  # held as float64 arrays, not json lists
+    assert isinstance(polygons, tuple) and polygons[0].dtype == np.float64
     masks = decode_masks(data.records[0])
+    assert masks[2].sum() == 4 and _tight_box(masks[2]) == (6, 6, 8, 8)
     expected = np.zeros((height, width), np.uint8)
     expected[1:3, 1:5] = 1  # box (1.5, 1.2, 4.5, 2.2) rounded outwards
     np.testing.assert_array_equal(masks[1], expected)
