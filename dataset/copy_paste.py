@@ -18,9 +18,11 @@ Occlusion follows the paste order: a pasted instance lies on top, so its mask is
 of every other instance (including earlier pastes). Every instance whose mask changed gets the tight box of
 its mask (pixel corners, :mod:`ssdkit.dataset.records`) and is dropped when its visible area is empty or
 below ``min_visible`` times its reference area (an original instance: its input mask area; a pasted one: the
-area of its whole transformed mask, inside or outside the image). Instances whose masks did not change keep
-their input boxes. A jitter whose transformed mask has less than ``min_visible`` of its area (or no pixel)
-inside the image is not applied. The warps run on the instance's box region only, never the whole image.
+area of its whole transformed mask, inside or outside the image, grown by the factor earlier pastes had hidden
+of it). Instances whose masks did not change keep their input boxes. A jitter whose transformed mask keeps less
+than ``min_visible`` of that reference (or no pixel) inside the image is not applied, nor is an instance already
+covered below ``min_visible`` by an earlier paste jittered (it is dropped). The warps run on the instance's
+box region only, never the whole image.
 
 A fixed generator state reproduces the output exactly; ``prob == 0`` returns the inputs without drawing.
 The config section keys are ``augment.copy_paste_*`` (:class:`ssdkit.config.schema.AugmentConfig`,
@@ -35,7 +37,7 @@ import numpy as np
 
 MODES = ("move", "copy")
 INPAINT_RADIUS = 3
-INPAINT_SIZE = 64
+INPAINT_SIZE = 48
 """Longest side (pixels) of the region inpainted; larger holes are inpainted downscaled and scaled back."""
 
 
@@ -236,12 +238,14 @@ def copy_paste(image, boxes, classes, difficult, masks, rng, config):
         angle = rng.uniform(-config.rotation, config.rotation)
         shift = rng.uniform(-config.translate, config.translate, size=2) * (width, height)
         current = out_masks[source]
+        current_area = cv2.countNonZero(current)
+        if current_area == 0 or current_area < config.min_visible * reference[source]:
+            continue                # (mostly) covered by an earlier paste: left to be dropped
         box = tight_boxes(current[None])[0].astype(int)
-        if box[2] <= box[0]:        # covered by an earlier paste
-            continue
         matrix = _affine(box, scale, angle, shift, (width, height))
         origin, pixels, warped = _warp_instance(out_image, current, box, matrix)
-        full_area = int(warped.sum())
+        # the jittered instance's reference: its whole warped mask, grown back by what earlier pastes hid of it
+        full_area = int(warped.sum()) * reference[source] / current_area
         x0, y0 = max(origin[0], 0), max(origin[1], 0)
         x1, y1 = min(origin[0] + warped.shape[1], width), min(origin[1] + warped.shape[0], height)
         if x1 <= x0 or y1 <= y0:

@@ -140,6 +140,18 @@ def test_partly_covered_instance_is_kept_or_dropped_by_min_visible(min_visible, 
     assert seen >= 2
 
 
+def test_an_instance_an_earlier_paste_hid_is_not_revived_by_its_own_jitter():
+    """Both squares jittered x2 in place: whichever goes first, square 1 ends half covered (below min_visible
+    0.6) and is dropped; jittering the hidden remains must not make them a new, fully visible instance."""
+    scene = _two_squares(5)
+    for seed in range(8):
+        _, boxes, classes, _, masks = _run(scene, seed, prob=1.0, max_instances=2, scale=(2.0, 2.0), rotation=0.0,
+                                           translate=0.0, min_visible=0.6)
+        np.testing.assert_array_equal(classes, [0])
+        np.testing.assert_array_equal(boxes, [[30, 30, 70, 70]])
+        assert masks.sum() == 40 * 40
+
+
 def test_fully_covered_neighbour_is_dropped():
     """Square 0 scaled x3 in place covers columns 20..79: square 1 (columns 61..70) is gone."""
     scene = _two_squares(1)
@@ -154,7 +166,7 @@ def test_fully_covered_neighbour_is_dropped():
     assert seen >= 2
 
 
-@pytest.mark.parametrize("side", [20, 80])          # 80: a region past INPAINT_SIZE, inpainted downscaled
+@pytest.mark.parametrize("side", [20, 80])          # 80: a region past INPAINT_SIZE (48), inpainted downscaled
 def test_move_mode_inpaints_the_old_place_from_its_surroundings(side):
     """A red square on grey moved away: its old pixels (and a one-pixel rim) not under the moved square become
     the grey around them; pixels away from both places are untouched."""
