@@ -37,7 +37,8 @@ class TwoStageIter(FolderDetIter):
         image file)
     mask_stride : int, s: ``gt_masks`` is at ``1 / s`` of the padded batch resolution
     copy_paste : None or a :class:`ssdkit.dataset.copy_paste.CopyPaste` config (needs ``masks=True``): mask-based
-        copy-paste on each decoded image before the resize (a training augmentation)
+        copy-paste on each decoded image before the resize (a training augmentation); in ``"copy"`` mode M
+        grows by its ``max_instances`` (the copies are new label rows)
     gt_masks_name : name of the mask label in ``provide_label``
 
     Batches hold ``data (B, 3, H, W)`` float32 (images top-left, zero padding), ``im_info (B, 3)``
@@ -86,6 +87,9 @@ class TwoStageIter(FolderDetIter):
                          augment=augment, normalization=normalization, shuffle=shuffle, seed=seed,
                          num_workers=num_workers, last_batch=last_batch, loader=loader,
                          data_name=data_name, label_name=label_name, strict=strict)
+        if copy_paste is not None and getattr(copy_paste, "mode", None) == "copy":  # copies add label rows
+            most = max(r.num_objects for r in self.records)
+            self.max_objects = max(self.max_objects, most + int(copy_paste.max_instances))
 
     @property
     def provide_data(self):

@@ -522,3 +522,33 @@ def test_make_sample_calls_copy_paste_on_the_decoded_image_first(monkeypatch):
     with pytest.raises(ImportError, match="copy_paste is not installed"):
         make_sample(scene.image, scene.boxes, scene.classes, scene.difficult, np.random.default_rng(0), short=64,
                     long=80, normalization=Normalization(), masks=masks, copy_paste="config")
+
+
+@pytest.mark.parametrize("mode", ["move", "copy"])
+def test_two_stage_iter_with_copy_paste_keeps_masks_and_boxes_together(synth, mode):
+    from ssdkit.dataset.augment import Augmentation
+    from ssdkit.dataset.copy_paste import CopyPaste
+    from ssdkit.dataset.two_stage_iter import TwoStageIter
+    from ssdkit.dataset.voc import load_voc
+
+    records = load_voc(synth.devkit, "2007/trainval", class_names=synth.class_file).records
+    config = CopyPaste(prob=1.0, max_instances=2, scale=(0.8, 1.2), rotation=10.0, translate=0.1, mode=mode)
+    augment = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.5)
+    it = TwoStageIter(records, batch_size=3, short=128, long=200, augment=augment, masks=True, copy_paste=config,
+                      seed=2, num_workers=1)
+    plain = TwoStageIter(records, batch_size=3, short=128, long=200, augment=augment, masks=True, seed=2,
+                         num_workers=1)
+    most = max(r.num_objects for r in records)
+    assert it.max_objects == most + (2 if mode == "copy" else 0)
+    changed = rows = 0
+    for a, b in zip(it, plain):
+        label, gt_masks = a.label[0].asnumpy(), a.label[1].asnumpy()
+        changed += int(not np.array_equal(a.data[0].asnumpy(), b.data[0].asnumpy()))
+        for i in range(3):
+            for m in np.flatnonzero(label[i, :, 0] >= 0):
+                tight = _tight_box_or_none(gt_masks[i, m])
+                assert tight is not None
+                np.testing.assert_allclose(tight, label[i, m, 1:5], atol=1.0)  # upscaled: within a pixel
+                rows += 1
+            assert not gt_masks[i, label[i, :, 0] < 0].any()
+    assert changed > 0 and rows > 6
