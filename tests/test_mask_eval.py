@@ -324,14 +324,18 @@ def mask_model(tmp_path_factory):
     return config, _write_mask_checkpoint(str(root / "mask"), config)
 
 
-def test_mask_model_evaluation_writes_segm_ap_that_pycocotools_reproduces(mask_model):
+def test_mask_model_evaluation_writes_segm_ap_that_pycocotools_reproduces(mask_model, tmp_path, capsys):
+    import evaluate
     from ssdkit.api.data import load_split
-    from ssdkit.api.evaluate import evaluate_detector
     from ssdkit.dataset.masks import decode_masks
 
     config, prefix = mask_model
-    result = evaluate_detector(config, prefix, epoch=1, progress=False)
-    out = result["output_dir"]
+    out = str(tmp_path / "eval")
+    assert evaluate.main(["--config", "fpn_resnet18_synthetic", "--data-root", config.data.root, "--prefix", prefix,
+                          "--epoch", "1", "--batch-size", "2", "--num-workers", "1", "--no-progress",
+                          "--output", out]) == 0
+    result = json.load(open(f"{out}/metrics.json"))
+    assert "COCO mask AP: %.4f" % result["coco_segm"]["AP"] in capsys.readouterr().out
     assert set(result["coco_segm"]) == set(result["coco"]) and result["images"] == 3
     for iou_type, results_file in (("segm", "coco_segm_results.json"), ("bbox", "coco_results.json")):
         direct = _pycocotools_stats(f"{out}/coco_ground_truth.json", f"{out}/{results_file}", iou_type)
