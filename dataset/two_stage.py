@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, to_chw_normalized
+from ssdkit.dataset.augment import NO_AUGMENT, augment_detection, mask_extent, to_chw_normalized
 from ssdkit.dataset.records import LABEL_WIDTH
 from ssdkit.symbol.fpn_config import SIZE_DIVISOR, batch_shape  # noqa: F401  (the FPN graph's input size)
 
@@ -124,10 +124,19 @@ def reduce_masks(masks, stride):
         return masks
     k, h, w = masks.shape
     gh, gw = mask_grid(h, w, stride)
-    padded = np.zeros((k, gh * stride, gw * stride), np.uint16)
-    padded[:, :h, :w] = masks
-    counts = padded.reshape(k, gh, stride, gw, stride).sum(axis=(2, 4))
-    return (2 * counts >= stride * stride).astype(np.uint8)
+    out = np.zeros((k, gh, gw), np.uint8)
+    for i, mask in enumerate(masks):  # only the blocks over each mask's extent
+        extent = mask_extent(mask)
+        if extent is None:
+            continue
+        b0, b1 = extent[0] // stride, -(-extent[1] // stride)
+        a0, a1 = extent[2] // stride, -(-extent[3] // stride)
+        region = np.zeros(((b1 - b0) * stride, (a1 - a0) * stride), np.uint16)
+        part = mask[b0 * stride:b1 * stride, a0 * stride:a1 * stride]
+        region[:part.shape[0], :part.shape[1]] = part
+        counts = region.reshape(b1 - b0, stride, a1 - a0, stride).sum(axis=(1, 3))
+        out[i, b0:b1, a0:a1] = 2 * counts >= stride * stride
+    return out
 
 
 def _copy_paste_module():

@@ -402,6 +402,15 @@ def test_reduce_masks_by_hand():
     np.testing.assert_array_equal(out[0], expected0)
     np.testing.assert_array_equal(out[1], expected1)
     np.testing.assert_array_equal(reduce_masks(masks, 1), masks)
+    rng = np.random.default_rng(0)  # against the whole-image block sum on random blobs
+    for stride in (2, 3, 4):
+        blobs = (rng.random((5, 23, 30)) < 0.6).astype(np.uint8) * (rng.random((5, 1, 1)) < 0.8)
+        blobs[:, :, :rng.integers(0, 20)] = 0
+        gh, gw = mask_grid(23, 30, stride)
+        padded = np.zeros((5, gh * stride, gw * stride), int)
+        padded[:, :23, :30] = blobs
+        counts = padded.reshape(5, gh, stride, gw, stride).sum(axis=(2, 4))
+        np.testing.assert_array_equal(reduce_masks(blobs, stride), 2 * counts >= stride * stride)
     with pytest.raises(ValueError, match="mask_stride"):
         mask_grid(5, 7, 0)
 
@@ -552,3 +561,30 @@ def test_two_stage_iter_with_copy_paste_keeps_masks_and_boxes_together(synth, mo
                 rows += 1
             assert not gt_masks[i, label[i, :, 0] < 0].any()
     assert changed > 0 and rows > 6
+
+
+def test_warp_masks_on_object_regions_equals_warping_whole_masks():
+    """Second implementation: each mask warped as a whole image with warp_crop (the image's own warp),
+    thresholded at 0.5; the region warp may differ only where the interpolated value is at the threshold."""
+    from ssdkit.dataset.augment import warp_crop, warp_masks
+
+    differing = total = 0
+    for seed in range(60):
+        rng = np.random.default_rng([21, seed])
+        scene = render_scene(rng, int(rng.integers(64, 110)), int(rng.integers(64, 110)))
+        height, width = scene.image.shape[:2]
+        masks = scene.masks.astype(np.uint8)
+        x0, y0 = rng.uniform(-width, width / 2), rng.uniform(-height, height / 2)
+        rect = np.array([x0, y0, x0 + rng.uniform(width / 3, 2 * width), y0 + rng.uniform(height / 3, 2 * height)])
+        out_size = (int(rng.integers(16, 260)), int(rng.integers(16, 260)))
+        mirror = bool(rng.integers(2))
+        ours = warp_masks(masks, rect, out_size, mirror=mirror)
+        assert ours.shape == (len(masks), out_size[1], out_size[0])
+        for k in range(len(masks)):
+            value = warp_crop(np.repeat(masks[k, :, :, None] * 255, 3, axis=2), rect, out_size, mirror=mirror,
+                              fill=(0, 0, 0))[..., 0].astype(int)
+            wrong = ours[k] != (value >= 128)
+            assert (np.abs(value[wrong] - 128) <= 8).all()
+            differing += int(wrong.sum())
+            total += wrong.size
+    assert differing <= 1e-5 * total
