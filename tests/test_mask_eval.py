@@ -403,3 +403,18 @@ def test_detector_deploy_and_demo_give_masks_in_the_original_image(mask_model, t
     np.testing.assert_array_equal(drawn, expected)
     assert (drawn != draw_detections(bgr, shown.rows, class_names=CLASSES, score_thresh=0.3,
                                      normalized=False)).any()
+
+
+def test_mask_model_on_data_without_masks_evaluates_boxes_with_a_warning(mask_model, tmp_path, caplog):
+    import dataclasses
+
+    from ssdkit.api.evaluate import evaluate_detector
+    from ssdkit.dataset.synthetic import make_synthetic_dataset
+
+    config, prefix = mask_model
+    plain = make_synthetic_dataset(str(tmp_path / "data"), num_train=1, num_test=2, seed=6, image_size=(112, 176),
+                                   masks=False)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=plain.devkit))
+    result = evaluate_detector(config, prefix, epoch=1, progress=False, output_dir=str(tmp_path / "eval"))
+    assert "coco" in result and "coco_segm" not in result
+    assert "mask model but 2 of the 2 evaluation images have no instance masks" in caplog.text
