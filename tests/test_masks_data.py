@@ -165,6 +165,15 @@ def test_coco_polygons_and_both_rles_decode_like_pycocotools(tmp_path):
     np.testing.assert_array_equal(masks[2], ring)
     assert masks[0].sum() > 0
     assert load_coco(path, str(tmp_path), masks="none").records[0].masks is None
+    # a crowd region (uncompressed RLE, the COCO iscrowd form): skipped by default, kept with its mask
+    data["annotations"].append({"id": 4, "image_id": 1, "category_id": 2, "bbox": [1, 5, 6, 6], "iscrowd": 1,
+                                "area": 1, "segmentation": {"size": [height, width], "counts": counts}})
+    with open(path, "w") as f:
+        json.dump(data, f)
+    assert load_coco(path, str(tmp_path)).records[0].num_objects == 3
+    crowd = load_coco(path, str(tmp_path), crowd="difficult").records[0]
+    assert crowd.difficult.tolist() == [False, False, False, True]
+    np.testing.assert_array_equal(decode_masks(crowd)[3], ring)
 
 
 def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
