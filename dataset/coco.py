@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from ssdkit.dataset.collection import DetectionDataset, concat_datasets
+from ssdkit.dataset.masks import MASK_MODES, CocoSegmentations, MaskError, compact_segmentation
 from ssdkit.dataset.validation import LoadReport, RawAnnotation, build_records
 
 CROWD_MODES = ("skip", "difficult")
@@ -77,11 +78,16 @@ def check_image_ids(data, report, name):
     return duplicated
 
 
-def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="decode", workers=2, strict=False):
+def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="decode", workers=2, strict=False,
+                  masks="auto"):
     """Load one COCO instances file (see :func:`load_coco`)."""
     if crowd not in CROWD_MODES:
         raise ValueError("crowd=%r; expected one of %s" % (crowd, ", ".join(CROWD_MODES)))
+    if masks not in MASK_MODES:
+        raise ValueError("masks=%r; expected one of %s" % (masks, ", ".join(MASK_MODES)))
     coco = read_coco_json(annotation_file)
+    read_masks = masks == "require" or (masks == "auto" and any(
+        isinstance(ann, dict) and ann.get("segmentation") for ann in coco.dataset["annotations"]))
     cat_ids = sorted(coco.getCatIds())
     cat_index = {cid: i for i, cid in enumerate(cat_ids)}
     names = tuple(coco.cats[cid]["name"] for cid in cat_ids)
@@ -96,7 +102,8 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
         if "file_name" not in info:
             report.add("bad_annotation", source, "image without file_name")
             continue
-        boxes, classes, difficult = [], [], []
+        boxes, classes, difficult, segmentations = [], [], [], []
+        no_mask = []
         bad = None
         for ann in coco.imgToAnns.get(image_id, []):
             bbox, cid = ann.get("bbox"), ann.get("category_id")
@@ -116,23 +123,40 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
             except (TypeError, ValueError):
                 bad = "annotation %s has non-numeric bbox %r" % (ann.get("id"), bbox)
                 break
+            if read_masks:
+                try:
+                    seg = compact_segmentation(ann["segmentation"], info.get("height"), info.get("width")) \
+                        if ann.get("segmentation") else None
+                except MaskError as err:
+                    bad = "annotation %s: %s" % (ann.get("id"), err)
+                    break
+                if seg is None:
+                    if masks == "require":
+                        bad = "annotation %s has no segmentation with an area (masks='require')" % ann.get("id")
+                        break
+                    no_mask.append(ann.get("id"))
+                segmentations.append(seg)
             boxes.append((x, y, x + w, y + h))
             classes.append(cat_index[cid])
             difficult.append(is_crowd or bool(ann.get("difficult", 0)))
         if bad is not None:
             report.add("bad_annotation", source, bad)
             continue
+        for ann_id in no_mask:
+            report.add("box_mask", source, "annotation %s has no segmentation" % ann_id)
         raws.append(RawAnnotation(path=os.path.join(os.path.abspath(image_dir), info["file_name"]), width=info.get("width"),
                                   height=info.get("height"), boxes=np.array(boxes, np.float64).reshape(-1, 4),
                                   classes=np.array(classes, np.int32), difficult=np.array(difficult, bool),
-                                  image_id=str(image_id), source=source))
+                                  image_id=str(image_id), source=source,
+                                  masks=CocoSegmentations(tuple(segmentations), source) if read_masks else None))
     records = build_records(raws, report, check_images=check_images, workers=workers)
     report.finish()
     return DetectionDataset(name="coco:%s" % os.path.basename(annotation_file), records=tuple(records),
                             class_names=names, reports=(report,))
 
 
-def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decode", workers=2, strict=False):
+def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decode", workers=2, strict=False,
+              masks="auto"):
     """Load COCO instances files into records.
 
     Parameters
@@ -145,6 +169,8 @@ def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decod
     workers : int, threads checking images
     strict : bool, raise :class:`~ssdkit.dataset.validation.DataError` naming every damaged or inconsistent
         entry instead of skipping it with a count
+    masks : ``auto`` | ``require`` | ``none``, read the ``segmentation`` of the annotations into each record's
+        lazy ``masks`` (see the module docstring)
 
     Returns
     -------
@@ -156,6 +182,6 @@ def load_coco(annotation_files, image_dirs, *, crowd="skip", check_images="decod
         image_dirs = [image_dirs] * len(annotation_files)
     if len(image_dirs) != len(annotation_files):
         raise ValueError("%d annotation files but %d image folders" % (len(annotation_files), len(image_dirs)))
-    parts = [load_coco_set(a, d, crowd=crowd, check_images=check_images, workers=workers, strict=strict)
+    parts = [load_coco_set(a, d, crowd=crowd, check_images=check_images, workers=workers, strict=strict, masks=masks)
              for a, d in zip(annotation_files, image_dirs)]
     return parts[0] if len(parts) == 1 else concat_datasets(parts)

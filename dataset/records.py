@@ -24,6 +24,8 @@ class Record:
     classes : (K,) int32 0-based class ids
     difficult : (K,) bool, VOC "difficult" flags (False where the source has none)
     image_id : str, identifier within its dataset (VOC file stem, COCO image id)
+    masks : None or a mask source of the K objects (lazy, see :mod:`ssdkit.dataset.masks`;
+        :func:`ssdkit.dataset.masks.decode_masks` gives the ``(K, H, W)`` uint8 masks)
     """
 
     path: str
@@ -33,6 +35,7 @@ class Record:
     classes: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     image_id: str = ""
+    masks: object = None
 
     def __post_init__(self):
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -41,6 +44,8 @@ class Record:
         if not (len(boxes) == len(classes) == len(difficult)):
             raise ValueError("record %s: %d boxes, %d classes and %d difficult flags differ"
                              % (self.path, len(boxes), len(classes), len(difficult)))
+        if self.masks is not None and len(self.masks) != len(classes):
+            raise ValueError("record %s: %d masks for %d objects" % (self.path, len(self.masks), len(classes)))
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "difficult", difficult)

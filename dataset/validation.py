@@ -21,6 +21,10 @@ RecordIO record damaged         record skipped (``bad_record``: framing or heade
 RecordIO label unusable         record skipped (``bad_label``: class outside ``[0, num_classes)``,
                                 non-finite or out-of-image coordinates, malformed layout)
 annotated size != image size    the decoded image's size is used (``size_mismatch``)
+object without instance mask    its box is filled at decode (``box_mask``; readers' ``masks="auto"``)
+                                / image skipped (``bad_annotation`` / ``missing_annotation``,
+                                ``masks="require"``); a malformed mask skips its image
+                                (``bad_annotation``)
 box partly outside the image    box clipped to the image (``clipped_box``)
 zero-area / inverted box        box dropped (``dropped_box``; also a box entirely outside the image,
                                 or non-finite)
@@ -64,6 +68,7 @@ ISSUES = OrderedDict([
     ("clipped_box", "fixed, box clipped to the image"),
     ("dropped_box", "fixed, zero-area, inverted or outside box dropped"),
     ("crowd", "crowd object skipped or flagged difficult"),
+    ("box_mask", "fixed, object without an instance mask in a dataset with masks (its box is filled)"),
     ("converted_image", "noted, gray/alpha/16-bit/non-JPEG image, converted to RGB at decode"),
     ("no_objects", "kept, image without objects"),
 ])
@@ -137,7 +142,7 @@ class LoadReport:
 
     def log(self):
         """Log the summary: WARNING when something was skipped or fixed, INFO otherwise."""
-        fixed = self.num_strict + sum(self.count(k) for k in ("size_mismatch", "clipped_box"))
+        fixed = self.num_strict + sum(self.count(k) for k in ("size_mismatch", "clipped_box", "box_mask"))
         logger.log(logging.WARNING if fixed else logging.INFO, "%s", self.summary())
 
     def finish(self, *, max_files=5):
@@ -171,6 +176,7 @@ class RawAnnotation:
     difficult : (K,) bool
     image_id : str
     source : str, the annotation file named in messages
+    masks : None or a mask source of the K objects (see :mod:`ssdkit.dataset.masks`)
     """
 
     path: str
@@ -181,6 +187,7 @@ class RawAnnotation:
     difficult: np.ndarray
     image_id: str
     source: str
+    masks: object = None
 
 
 def sanitize_boxes(boxes, width, height):
@@ -264,7 +271,8 @@ def build_records(raws, report, *, check_images="decode", workers=2):
             report.add("no_objects", raw.source)
         records.append(Record(path=raw.path, width=int(width), height=int(height), boxes=boxes[keep],
                               classes=np.asarray(raw.classes)[keep], difficult=np.asarray(raw.difficult)[keep],
-                              image_id=raw.image_id))
+                              image_id=raw.image_id,
+                              masks=None if raw.masks is None else raw.masks.select(np.flatnonzero(keep))))
     report.num_records += len(records)
     return records
 

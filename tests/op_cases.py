@@ -6,10 +6,13 @@ Used by
     file, builds the standalone self-test (tests/gpu_selftest/) and runs its CPU half on it;
   * ``tools/gpu_selftest.sh``: the same case file for the self-test's CPU and GPU halves on a GPU machine;
   * ``tests/test_ops_gpu.py`` (``pytest -m gpu``): each case on ``mx.gpu()`` against ``mx.cpu()``.
-The CPU operator tests (tests/test_<op>.py) keep their own hand-computed fixtures and reference
-comparisons; the cases here follow their seeded-random style and edge cases (ties, padding rows, images
-without ground truths, NaN inputs, nms_topk / max_detections cuts, force_suppress, sampling that keeps
-everything), in sizes small enough for a fast run.
+  * the CPU operator tests (tests/test_<op>.py): ``test_op_cases_match_*`` runs every case of its
+    operator (``cases_for``) on the CPU against the numpy reference in ssdkit/reference (and MXNet's
+    contrib op where one exists), so one list of cases feeds the CPU tests, the self-test and the GPU
+    tests. The CPU test files keep their hand-computed fixtures, error tests and larger randomised sweeps.
+The cases cover seeded random inputs and edge cases (ties, padding rows, images without ground truths,
+NaN inputs, nms_topk / max_detections cuts, force_suppress, sampling that keeps everything), in sizes
+small enough for a fast run.
 
 Comparison rule (``compare`` here and ``Compare`` in tests/gpu_selftest/selftest.cc implement it alike):
   * two values agree if both are NaN, or they are equal, or |a - b| <= atol + rtol * |b| with the
@@ -27,6 +30,7 @@ Comparison rule (``compare`` here and ``Compare`` in tests/gpu_selftest/selftest
     samples by design): only the per-image counts of positive / zero / negative values of one output
     (``count_output``) are compared.
 """
+import ast
 import dataclasses
 import zlib
 from typing import Dict, List, Optional, Tuple
@@ -275,6 +279,19 @@ def cases() -> List[OpCase]:
     names = [c.name for c in found]
     assert len(set(names)) == len(names), "case names must be unique"
     return found
+
+
+def cases_for(op) -> List[OpCase]:
+    """The cases of one operator (``op``: its registered name), in ``cases()`` order."""
+    found = [c for c in cases() if c.op == op]
+    assert found, "no case in tests/op_cases.py calls %s" % op
+    return found
+
+
+def case_kwargs(case) -> Dict[str, object]:
+    """The case's attributes as Python values for the numpy references (``"(0.1, 0.2)"`` -> a tuple,
+    ``"True"`` -> True, ``"3"`` -> 3)."""
+    return {k: ast.literal_eval(v) for k, v in case.attrs.items()}
 
 
 def output_grads(case, outputs):

@@ -5,6 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 from fuzz_inputs import degenerate_anchors, sprinkle
 
 import ssdkit  # noqa: F401  (loads the operators)
@@ -443,3 +445,10 @@ def test_backward_writes_zeros(rng):
     mx.autograd.backward([rois, scores], [mx.nd.ones_like(rois), mx.nd.ones_like(scores)])
     for a in arrays:
         assert np.all(a.grad.asnumpy() == 0)
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("FPNProposal"), ids=lambda c: c.name)
+def test_op_cases_match_reference(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py) against the numpy reference
+    got = tuple(op_cases.run_case(case, mx.cpu()))
+    assert_same_proposals(got, reference(*case.inputs, **op_cases.case_kwargs(case)), case.name)

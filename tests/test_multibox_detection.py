@@ -3,6 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 from fuzz_inputs import degenerate_anchors, sprinkle
 
 import ssdkit  # noqa: F401  (loads the operators)
@@ -383,3 +385,17 @@ def test_dense_scores_with_ties_match_contrib(rng, sigma):
         got = ours(prob, loc, anchor, **kwargs)
         assert np.count_nonzero(got[..., 0] >= 0) > 0
         assert_same_detections(got, contrib(prob, loc, anchor, **kwargs), str(kwargs))
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("MultiBoxDetection"), ids=lambda c: c.name)
+def test_op_cases_match_reference_and_contrib(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py): the CPU op equals the
+    # numpy reference, and contrib wherever contrib has the setting (no max_detections; background 0)
+    kwargs = op_cases.case_kwargs(case)
+    got = op_cases.run_case(case, mx.cpu())[0]
+    assert_same_detections(got, reference(*case.inputs, **kwargs), case.name)
+    if "max_detections" not in kwargs:
+        prob, loc, anchor = case.inputs
+        if kwargs.pop("background_id", 0) == -1:
+            prob = np.concatenate([np.zeros_like(prob[:, :1]), prob], axis=1)
+        assert_same_detections(got, contrib(prob, loc, anchor, **kwargs), case.name)

@@ -3,6 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit.anchors import grid_anchors, rpn_anchors, ssd_anchors
 
@@ -153,3 +155,14 @@ def test_largest_anchor_count_below_the_limit_is_accepted():
     sym = mx.sym.MultiBoxPrior(mx.sym.var("data"), sizes=(0.1,), ratios=(1,))
     _, out_shapes, _ = sym.infer_shape(data=(1, 1, 16384, 32767))     # 536,854,528 anchors x 4 < 2^31
     assert out_shapes == [(1, 16384 * 32767, 4)]
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("MultiBoxPrior"), ids=lambda c: c.name)
+def test_op_cases_match_contrib_and_numpy(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py)
+    kwargs = op_cases.case_kwargs(case)
+    (got,) = op_cases.run_case(case, mx.cpu())
+    _, theirs = _ours_and_contrib(case.inputs[0].shape, **kwargs)
+    np.testing.assert_allclose(got, theirs, rtol=1e-5, atol=1e-5)
+    height, width = case.inputs[0].shape[2:]
+    np.testing.assert_allclose(got[0], ssd_anchors(height, width, **kwargs), rtol=1e-5, atol=1e-6)

@@ -6,6 +6,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 import ssdkit.ops  # noqa: F401  (registers mx.nd.MultiBoxTarget)
 from ssdkit.anchors import ssd_anchors
 from ssdkit.reference.multibox_target import multibox_target as reference_target
@@ -429,3 +431,10 @@ def test_backward_writes_zero_gradients():
     exe.backward([mx.nd.ones(o.shape) for o in exe.outputs])
     for name, grad in zip(sym.list_arguments(), exe.grad_arrays):
         np.testing.assert_array_equal(grad.asnumpy(), 0, err_msg=name)
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("MultiBoxTarget"), ids=lambda c: c.name)
+def test_op_cases_match_reference(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py) against the numpy reference
+    got = op_cases.run_case(case, mx.cpu())
+    assert_same_targets(got, reference_target(*case.inputs, **op_cases.case_kwargs(case)))

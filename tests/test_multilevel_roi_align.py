@@ -3,6 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit import ops
 from ssdkit.reference.roi_align import fpn_level_index, multilevel_roi_align, multilevel_roi_align_backward
@@ -364,3 +366,22 @@ def test_float64_input_is_an_mxnet_error():
     arrays = [mx.nd.ones((1, 1, 4, 4), dtype="float64")] * 4 + [mx.nd.zeros((2, 5), dtype="float64")]
     with pytest.raises(mx.MXNetError, match="float32"):
         mx.nd.MultiLevelROIAlign(*arrays, spatial_scales=SCALES).wait_to_read()
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("MultiLevelROIAlign"), ids=lambda c: c.name)
+def test_op_cases_match_reference_forward_and_backward(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py): outputs and the input
+    # gradients for the case's seeded output gradients equal the numpy reference
+    kwargs = op_cases.case_kwargs(case)
+    inputs = list(case.inputs)
+    if kwargs.pop("level_input", False):
+        kwargs["levels"] = inputs.pop()
+    features, rois = inputs[:-1], inputs[-1]
+    (out,), grads = op_cases.run_case(case, mx.cpu(), with_grads=True)
+    np.testing.assert_allclose(out, multilevel_roi_align(features, rois, **kwargs), rtol=0, atol=1e-5)
+    assert np.count_nonzero(out) > 0
+    grad_out = op_cases.output_grads(case, [out])[0]
+    expected = multilevel_roi_align_backward(features, rois, grad_out, **kwargs)
+    for level, (g, e) in enumerate(zip(grads, expected)):
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-5, err_msg="level %d" % level)
+    assert all(not g.any() for g in grads[len(features):])  # no gradient to the RoIs / levels

@@ -7,6 +7,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 from fuzz_inputs import corrupt_label_rows
 
 import ssdkit  # noqa: F401  (registers mx.nd.ProposalTarget)
@@ -368,3 +370,14 @@ def test_symbol_shapes_and_zero_backward():
     check_against_reference([o.asnumpy() for o in exe.outputs], rois, label, 5, batch_rois=32)
     for name, grad in zip(sym.list_arguments(), exe.grad_arrays):
         np.testing.assert_array_equal(grad.asnumpy(), 0, err_msg=name)
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("ProposalTarget"), ids=lambda c: c.name)
+def test_op_cases_match_reference(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py) against the reference rules
+    kwargs = op_cases.case_kwargs(case)
+    num_classes = kwargs.pop("num_classes")
+    kwargs.pop("batch_images")
+    got = op_cases.run_case(case, mx.cpu())
+    check_against_reference(got, *case.inputs, num_classes, **kwargs)
+    assert (got[1] > 0).any() and (got[1] == 0).any()

@@ -3,6 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 import ssdkit  # noqa: F401  (loads the operators)
 from ssdkit import ops
 from ssdkit.boxes import LOG_SIZE_CLAMP, clip_to_image, decode
@@ -377,3 +379,12 @@ def test_proposal_then_detection_graph_and_zero_gradient(rng):
     exe.backward([mx.nd.ones(got.shape)])
     for grad in grads.values():
         assert np.all(grad.asnumpy() == 0)
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("RCNNDetection"), ids=lambda c: c.name)
+def test_op_cases_match_reference(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py) against the numpy reference
+    kwargs = op_cases.case_kwargs(case)
+    got = op_cases.run_case(case, mx.cpu())[0]
+    assert (got[..., 0] >= 0).any()
+    assert_same_detections(got, reference(*case.inputs, **kwargs), kwargs.get("normalize", True), case.name)

@@ -5,6 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 import ssdkit.ops  # noqa: F401  (loads the operators)
 from ssdkit.anchors import rpn_anchors
 from ssdkit.reference.rpn_anchors import rpn_anchors_op
@@ -116,3 +118,10 @@ def test_wrong_input_shape_is_an_error(shape):
 def test_wrong_dtype_is_an_error():
     with pytest.raises(mx.base.MXNetError, match="float32"):
         mx.nd.RPNAnchors(mx.nd.zeros((1, 1, 2, 2), dtype="float64"), stride=4).wait_to_read()
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("RPNAnchors"), ids=lambda c: c.name)
+def test_op_cases_equal_numpy_rpn_anchors(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py): bit-identical
+    (got,) = op_cases.run_case(case, mx.cpu())
+    np.testing.assert_array_equal(got, rpn_anchors_op(case.inputs[0].shape, **op_cases.case_kwargs(case)))

@@ -6,6 +6,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
+
 from fuzz_inputs import corrupt_label_rows
 
 import ssdkit  # noqa: F401  (registers mx.nd.RPNTarget)
@@ -375,3 +377,12 @@ def test_symbol_with_rpn_anchors_and_zero_backward():
     for name in ("label", "im_info"):
         np.testing.assert_array_equal(exe.grad_dict[name].asnumpy(), 0, err_msg=name)
     np.testing.assert_array_equal(exe.grad_dict["data"].asnumpy(), 1)   # only the sum's gradient
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("RPNTarget"), ids=lambda c: c.name)
+def test_op_cases_match_reference(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py): matching and targets
+    # equal the reference's, samples have its counts and are subsets of its candidates
+    got = op_cases.run_case(case, mx.cpu())
+    labels = check_against_reference(got, *case.inputs, **op_cases.case_kwargs(case))
+    assert (labels == POSITIVE).any() and (labels == NEGATIVE).any()

@@ -15,7 +15,9 @@ Loading a deploy model without ssdkit's helpers::
 
 FPN models (``fpn_*`` networks) have two inputs, ``data (B, 3, H, W)`` with ``(H, W)`` = meta
 ``image_shape`` and ``im_info (B, 3)``: ``data_names=["data", "im_info"]``; ``ssdkit.Detector`` does the
-resize and padding. They always need ssdkit (``portable=True`` raises ValueError).
+resize and padding. They always need ssdkit (``portable=True`` raises ValueError). A mask model
+(``fpn.mask = true``) keeps both outputs, ``[detection (B, K, 6), masks (B, K, S, S)]``
+(:func:`ssdkit.masks.paste_detections` pastes the masks into the image).
 
 With ``int8=Calibration(...)`` (:mod:`ssdkit.api.quantize`) the graph is quantized to INT8 with
 MXNet's oneDNN backend, calibrated on the user's images; the meta records ``int8``, ``calib_mode`` and

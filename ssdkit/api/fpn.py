@@ -1,6 +1,7 @@
 """The two-stage FPN (Faster R-CNN) detector family (see :mod:`ssdkit.api.family`): aspect-preserving
 resize padded to a fixed ``image_shape``, inputs ``data`` and ``im_info``, pixel labels,
-``RCNNDetection``."""
+``RCNNDetection``. With ``fpn.mask`` (Mask R-CNN) the training batches also carry ``gt_masks`` and the
+detection graph outputs ``[detection, masks]``; box evaluation reads output 0 as for every model."""
 import dataclasses
 
 import numpy as np
@@ -42,6 +43,8 @@ class FPNFamily:
     name = NAME
     data_names = ("data", "im_info")
     label_names = ("label",)
+    """Label inputs of the box-only graphs; a mask model's training batches add ``gt_masks`` (training takes
+    the label names from its iterator)."""
     train_outputs = None
 
     def _settings(self, config):
@@ -108,8 +111,12 @@ class FPNFamily:
 
     def input_shapes(self, config, batch_size):
         h, w = self.image_shape(config)
-        return {"data": (batch_size, 3, h, w), "im_info": (batch_size, 3),
-                "label": (batch_size, config.data.max_objects, 6)}
+        shapes = {"data": (batch_size, 3, h, w), "im_info": (batch_size, 3),
+                  "label": (batch_size, config.data.max_objects, 6)}
+        if config.fpn.mask:
+            stride = config.fpn.mask_stride
+            shapes["gt_masks"] = (batch_size, config.data.max_objects, -(-h // stride), -(-w // stride))
+        return shapes
 
     def inference_shapes(self, meta, batch_size):
         h, w = meta["image_shape"]
@@ -155,7 +162,9 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
 
     Returns
     -------
-    TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``.
+    TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``; for
+    training with ``fpn.mask`` also ``gt_masks (B, M, ceil(H / s), ceil(W / s))``, ``s = fpn.mask_stride``
+    (the validation batches keep the boxes only: box mAP).
     """
     data = config.data
     train = split == "train"
@@ -166,8 +175,9 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
         raise ValueError("no %s data given (data.%s is empty)" % (split, "train" if train else "val"))
     aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None
     records = list(dataset.records)[part_index::num_parts]
+    masks = {"masks": True, "mask_stride": config.fpn.mask_stride} if train and config.fpn.mask else {}
     return TwoStageIter(records, batch_size=data.batch_size, short=config.model.resize_short,
                         long=config.model.resize_long, max_objects=label_rows(config, dataset), augment=aug,
                         normalization=normalization_of(config), shuffle=train,
                         seed=config.runtime.seed + 1000 * part_index, num_workers=max(1, data.num_workers),
-                        last_batch="discard" if train else "pad", strict=data.strict)
+                        last_batch="discard" if train else "pad", strict=data.strict, **masks)
