@@ -7,6 +7,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import op_cases
 from fuzz_inputs import corrupt_label_rows
 
 import ssdkit  # noqa: F401  (registers mx.nd.MaskTarget)
@@ -183,6 +184,14 @@ def test_random_cases_equal_reference(seed, scale, aligned, sample_ratio):
     assert len(targets) >= 10 and 0.1 < targets.mean() < 0.9          # real targets, both values
     assert ((labels > 0).sum() > len(targets))                         # wrong-class rows are -1
     assert np.isin(got, [-1, 0, 1]).all()
+
+
+@pytest.mark.parametrize("case", op_cases.cases_for("MaskTarget"), ids=lambda c: c.name)
+def test_op_cases_match_reference(case):
+    # the cases the GPU self-test and `pytest -m gpu` run (tests/op_cases.py) against the numpy reference
+    got = op_cases.run_case(case, mx.cpu())[0]
+    np.testing.assert_array_equal(got, mask_target(*case.inputs, **op_cases.case_kwargs(case)))
+    assert (got >= 0).all(axis=(1, 2)).sum() >= 10 and (got == 1).any() and (got == -1).any()
 
 
 def test_reference_averages_are_roi_align_of_the_mask():
