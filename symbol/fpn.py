@@ -153,6 +153,9 @@ def _roi_align(features, rois, settings, pooled_size, **name):
 def _rcnn(features, rois, num_classes, settings):
     """RoIAlign on the level of each RoI and the box head: ``(cls_score (R, C+1), bbox_pred (R, 4(C+1)))``."""
     pooled = _roi_align(features, rois, settings, settings.roi_size)
+    if settings.rcnn_avg_pool:
+        pooled = mx.sym.Pooling(pooled, pool_type="avg", kernel=(3, 3), stride=(2, 2), pad=(1, 1),
+                                count_include_pad=True, name="rcnn_avg_pool")
     norm = {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
     return box_head(pooled, num_classes, settings.rcnn_fc_dim, batchnorm=settings.rcnn_batchnorm, **norm)
 

@@ -101,6 +101,8 @@ class FPNConfig:
         ``floor(4 + log2(sqrt(w h) / 224 + 1e-6))`` (GluonCV's form)
     roi_aligned : RoIAlign's half-pixel offset (False: MXNet ``contrib.ROIAlign``'s default)
     rcnn_clip_boxes : final boxes clipped to the image (False: GluonCV returns them unclipped)
+    rcnn_avg_pool : the box head averages 3x3 windows of the pooled RoI features with stride 2 (padding 1,
+        zeros counted) before ``rcnn_fc6``: ``roi_size`` 14 gives 7 x 7 (GluonCV's ``mask_rcnn_fpn_*``)
 
     Settings for small images and training from scratch (defaults keep the Detectron graph):
 
@@ -168,6 +170,7 @@ class FPNConfig:
     roi_level_offset: float = 0.0
     roi_aligned: bool = True
     rcnn_clip_boxes: bool = True
+    rcnn_avg_pool: bool = False
     roi_canonical_size: float = 224.0
     rcnn_batchnorm: bool = False
     norm: str = "none"
