@@ -127,7 +127,7 @@ def test_mask_probabilities_equal(runs):
     (_, masks), (_, their_masks) = runs["ours"], runs["theirs"]
     theirs = their_masks[_matched(runs)]
     assert masks.shape == theirs.shape == (DETECTIONS, 28, 28)
-    assert theirs.std() > 0.2, "GluonCV's mask probabilities hardly vary (std %g): the test would be weak" % theirs.std()
+    assert theirs.std() > 0.2, "GluonCV's mask probabilities hardly vary (std %g): a weak test" % theirs.std()
     err = np.abs(masks - theirs).max(axis=(1, 2))
     assert err.max() <= PROB_ATOL, "mask probabilities differ by %g (detection %d)" % (err.max(), err.argmax())
     # the class channel matters: another detection's map (another box or class) is far off

@@ -178,9 +178,10 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
 
 def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False, max_detections=None,
                        inference=None, int8=None, format="mxnet"):
-    """Write a deploy model from a GluonCV Faster R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
-    ``faster_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's conventions
-    (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`) and its weights, for ``evaluate.py --deploy``,
+    """Write a deploy model from a GluonCV Faster or Mask R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
+    ``faster_rcnn_fpn_resnet50_v1b_coco``, ``mask_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's
+    conventions (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`, for Mask R-CNN also
+    :data:`~ssdkit.weights_fpn.GLUONCV_MASK_CONVENTIONS`: a mask model) and its weights, for ``evaluate.py --deploy``,
     ``demo.py --deploy`` and ``ssdkit.Detector``.
 
     Parameters
