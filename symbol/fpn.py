@@ -173,7 +173,7 @@ def _mask_training(features, rois, labels, label, batch_size, num_classes, setti
     :attr:`~ssdkit.symbol.fpn_config.FPNConfig.mask_foreground_rois`), targets by ``MaskTarget`` from the
     ``gt_masks`` input."""
     foreground = settings.mask_foreground_rois
-    rois = foreground_rows(mx.sym.BlockGrad(rois), batch_size, settings.rcnn_batch_rois, foreground)
+    rois = foreground_rows(mx.sym.BlockGrad(rois), batch_size, settings.rcnn_batch_rois, foreground, (5,))
     labels = foreground_rows(mx.sym.BlockGrad(labels), batch_size, settings.rcnn_batch_rois, foreground)
     target = _op("MaskTarget")(rois, labels, label, mx.sym.Variable("gt_masks"), mask_size=settings.mask_size,
                                spatial_scale=1.0 / settings.mask_stride, sample_ratio=2,

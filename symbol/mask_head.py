@@ -74,12 +74,13 @@ def class_channel(logits, classes, num_classes, name):
     return mx.sym.take(flat, index, axis=0, name=name)
 
 
-def foreground_rows(data, batch_images, rows_per_image, foreground):
-    """The first ``foreground`` of each image's ``rows_per_image`` rows: ``(B S, ...) -> (B F, ...)``
-    (``ProposalTarget`` puts an image's sampled foregrounds first, at most F of them)."""
-    per_image = mx.sym.reshape(data, shape=(int(batch_images), int(rows_per_image), -2))
+def foreground_rows(data, batch_images, rows_per_image, foreground, row_shape=()):
+    """The first ``foreground`` of each image's ``rows_per_image`` rows: ``(B S,) + row_shape -> (B F,) +
+    row_shape`` (``ProposalTarget`` puts an image's sampled foregrounds first, at most F of them)."""
+    row_shape = tuple(int(v) for v in row_shape)
+    per_image = mx.sym.reshape(data, shape=(int(batch_images), int(rows_per_image)) + row_shape)
     head = mx.sym.slice_axis(per_image, axis=1, begin=0, end=int(foreground))
-    return mx.sym.reshape(head, shape=(-3, -2))
+    return mx.sym.reshape(head, shape=(-1,) + row_shape)
 
 
 def mask_loss(logits, labels, target, num_classes, weight=1.0):

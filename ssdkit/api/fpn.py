@@ -8,6 +8,7 @@ import numpy as np
 
 from ssdkit.api.data import augmentation_of, label_rows, normalization_of
 from ssdkit.api.inference import set_detection_attrs
+from ssdkit.dataset.copy_paste import CopyPaste
 from ssdkit.dataset.two_stage import make_sample, normalized_labels
 from ssdkit.dataset.two_stage_iter import TwoStageIter
 from ssdkit.engine.fpn_metric import FPNLossMetric
@@ -154,6 +155,15 @@ class FPNFamily:
                          "import ssdkit.ops before loading the model" % meta["network"])
 
 
+def copy_paste_of(settings):
+    """The :class:`ssdkit.dataset.copy_paste.CopyPaste` of the ``augment.copy_paste_*`` settings
+    (:class:`ssdkit.config.schema.AugmentConfig`)."""
+    return CopyPaste(prob=settings.copy_paste_prob, max_instances=settings.copy_paste_max_instances,
+                     scale=tuple(settings.copy_paste_scale), rotation=settings.copy_paste_rotation,
+                     translate=settings.copy_paste_translate, min_visible=settings.copy_paste_min_visible,
+                     mode=settings.copy_paste_mode)
+
+
 def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
     """A two-stage (FPN) iterator over ``split``: aspect-preserving resize to ``model.resize_short`` /
     ``resize_long``, padded to :func:`ssdkit.symbol.fpn_config.batch_shape`.
@@ -164,7 +174,8 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
     -------
     TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``; for
     training with ``fpn.mask`` also ``gt_masks (B, M, ceil(H / s), ceil(W / s))``, ``s = fpn.mask_stride``
-    (the validation batches keep the boxes only: box mAP).
+    (the validation batches keep the boxes only: box mAP), and mask-based copy-paste when
+    ``augment.copy_paste_prob`` > 0 (:func:`copy_paste_of`; a mask model only).
     """
     data = config.data
     train = split == "train"
@@ -176,6 +187,11 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
     aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None
     records = list(dataset.records)[part_index::num_parts]
     masks = {"masks": True, "mask_stride": config.fpn.mask_stride} if train and config.fpn.mask else {}
+    if train and config.augment.copy_paste_prob > 0:
+        if not config.fpn.mask:
+            raise ValueError("augment.copy_paste_prob = %g needs the instance masks of a mask model: set fpn.mask = "
+                             "true (or copy_paste_prob = 0)" % config.augment.copy_paste_prob)
+        masks["copy_paste"] = copy_paste_of(config.augment)
     return TwoStageIter(records, batch_size=data.batch_size, short=config.model.resize_short,
                         long=config.model.resize_long, max_objects=label_rows(config, dataset), augment=aug,
                         normalization=normalization_of(config), shuffle=train,
