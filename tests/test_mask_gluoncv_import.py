@@ -1,9 +1,12 @@
 """GluonCV's Mask R-CNN FPN zoo model in ssdkit's FPN graph with the mask branch: same detections, same masks.
 
 The reference run is the one of ``tests/test_fpn_gluoncv_import.py`` (``pretrained=False,
-pretrained_base=False``, the same random-weight recipe, the same ``contrib.ROIAlign`` row-0 fix, which the
-mask branch needs too: GluonCV pools the detections with the same per-level masking), on a 320 x 512 image
-(not square, so a swapped width and height in the mask RoIs cannot pass). Besides, the mask predictor is set on
+pretrained_base=False``, the same random-weight recipe, the same ``contrib.ROIAlign`` fix), on a 320 x 512 image
+(not square, so a swapped width and height in the mask RoIs cannot pass). The fix matters more here: at 14 x 14
+MXNet 1.9.1's CPU ``contrib.ROIAlign`` also leaves the rows of batch index -1 unwritten (whatever the memory
+held; seen non-zero in one call and zero in the next on the same inputs), and GluonCV sums the per-level
+outputs, so without the fix every pooled RoI can be wrong: one unpatched run gave the same detections but
+all 100 masks off by 0.9 or more in probability. Besides, the mask predictor is set on
 standardised mask-head features (:func:`_spread_masks`) so that the probabilities spread over (0, 1)
 (std ~0.28) and thresholding them at 0.5 has work.
 
