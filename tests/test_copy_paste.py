@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ssdkit.api.data import copy_paste_of
-from ssdkit.config import AugmentConfig
+from ssdkit.api.ssd import ssd_iterator
+from ssdkit.config import AugmentConfig, apply_overrides
 from ssdkit.config.loader import load_config
 from ssdkit.dataset.copy_paste import CopyPaste, copy_paste, tight_boxes
 
@@ -328,3 +329,10 @@ def test_two_stage_sample_with_copy_paste_keeps_labels_and_masks_together():
                           normalization=Normalization(), augment=augment, masks=masks, copy_paste=CopyPaste())
         for a, b in zip((plain.data, plain.label, plain.masks), (off.data, off.label, off.masks)):
             np.testing.assert_array_equal(a, b)
+
+
+def test_ssd_training_refuses_copy_paste_it_cannot_apply():
+    """SSD iterators have no instance masks: a copy-paste probability is refused, not silently ignored."""
+    config = apply_overrides(load_config("tiny_256_synthetic"), {"augment.copy_paste_prob": 0.5})
+    with pytest.raises(ValueError, match="copy_paste_prob = 0.5 .*SSD network tiny.*set augment.copy_paste_prob = 0"):
+        ssd_iterator(config, "train", dataset=None)
