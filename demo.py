@@ -4,6 +4,10 @@
     python demo.py --deploy output/deploy/ssd --images data/synthetic/VOCdevkit/VOC2007/JPEGImages --limit 8
     python demo.py --deploy output/deploy/fpn --images photo.jpg       # FPN models alike
     python demo.py --onnx output/deploy/ssd.onnx --images photo.jpg    # deploy.py --format onnx, onnxruntime
+    python demo.py --prefix output/mask --images photo.jpg             # a mask model: masks filled in the drawings
+
+A mask model's (``fpn.mask = true``) masks are drawn translucently in their class colours and written to
+detections.json as COCO RLE (``"mask": {"size": [H, W], "counts": ...}``, pycocotools.mask.decode reads it).
 
 An image that cannot be read is skipped with a message on stderr; detections.json holds the others
 and the last line counts the skipped ones. Bad input (a missing folder, model files that do not fit

@@ -12,8 +12,8 @@
     # a GluonCV SSD zoo file on disk (ssdkit.weights.ZOO names) -> an ssdkit deploy model
     python deploy.py --gluoncv-zoo ssd_512_resnet50_v1_voc \
         --gluoncv-params ~/models/ssd_512_resnet50_v1_voc-9c8b225a.params --output output/deploy/gcv_ssd512
-    # a GluonCV Faster R-CNN FPN zoo file (ssdkit.weights_fpn.ZOO names; GluonCV's 800/1333 resize unless
-    # --gluoncv-resize SHORT LONG)
+    # a GluonCV Faster (or Mask) R-CNN FPN zoo file (ssdkit.weights_fpn.ZOO names; GluonCV's 800/1333 resize
+    # unless --gluoncv-resize SHORT LONG)
     python deploy.py --gluoncv-zoo faster_rcnn_fpn_resnet50_v1b_coco \
         --gluoncv-params ~/models/faster_rcnn_fpn_resnet50_v1b_coco-23357274.params --output output/deploy/gcv_fpn50
 
@@ -38,8 +38,9 @@ def main(argv=None):
     source.add_argument("--prefix", help="training prefix (train.py --prefix; default: train.py's default, %s)"
                         % RuntimeConfig().prefix)
     source.add_argument("--gluoncv-zoo", metavar="NAME",
-                        help="GluonCV SSD or Faster R-CNN FPN zoo name of --gluoncv-params (e.g. "
-                             "ssd_512_resnet50_v1_voc, faster_rcnn_fpn_resnet50_v1b_coco; the lists are "
+                        help="GluonCV SSD, Faster or Mask R-CNN FPN zoo name of --gluoncv-params (e.g. "
+                             "ssd_512_resnet50_v1_voc, faster_rcnn_fpn_resnet50_v1b_coco, "
+                             "mask_rcnn_fpn_resnet50_v1b_coco; the lists are "
                              "ssdkit.weights.ZOO and ssdkit.weights_fpn.ZOO)")
     parser.add_argument("--gluoncv-params", metavar="FILE",
                         help="the GluonCV .params file (with --gluoncv-zoo)")

@@ -5,7 +5,9 @@ table, PR-curve plot and detections as COCO results json.
     python evaluate.py --deploy output/deploy/ssd --config tiny_256_synthetic
     python evaluate.py --onnx output/deploy/ssd.onnx --config tiny_256_synthetic    # onnxruntime
 
-The evaluation itself is :func:`ssdkit.api.evaluate.evaluate_detector`.
+A mask model (``fpn.mask = true``) also gets COCO mask AP (``iouType="segm"``), with its masks as RLE in
+coco_segm_results.json next to coco_ground_truth.json. The evaluation itself is
+:func:`ssdkit.api.evaluate.evaluate_detector`.
 """
 import logging
 
@@ -49,6 +51,9 @@ def main(argv=None):
     if "coco" in result:
         print("COCO AP: %.4f   AP50: %.4f   AP75: %.4f" % (result["coco"]["AP"], result["coco"]["AP50"],
                                                          result["coco"]["AP75"]))
+    if "coco_segm" in result:
+        segm = result["coco_segm"]
+        print("COCO mask AP: %.4f   AP50: %.4f   AP75: %.4f" % (segm["AP"], segm["AP50"], segm["AP75"]))
     print("tables, PR curves and COCO results json in %s" % result["output_dir"])
     return 0
 

@@ -120,6 +120,14 @@ class AugmentConfig:
 
     ``crop_min_ious`` lists the IoU-constrained crop samplers (a value < 0 is the unconstrained one),
     e.g. ``[-1, 0.1, 0.3, 0.5, 0.7, 0.9]`` for the SSD paper's six; ``[]`` disables cropping.
+
+    ``copy_paste_*``: mask-based copy-paste (InstaBoost style, :mod:`ssdkit.dataset.copy_paste`, two-stage
+    networks with instance masks in the data): with probability ``copy_paste_prob`` (0: off) up to
+    ``copy_paste_max_instances`` instances are cut out by their masks, scaled by a factor drawn from
+    ``copy_paste_scale = [low, high]``, rotated by up to ``copy_paste_rotation`` degrees and shifted by up to
+    ``copy_paste_translate`` times the image size about their box centres, and pasted on top;
+    ``copy_paste_mode`` ``"move"`` inpaints the source (InstaBoost), ``"copy"`` keeps it and adds the copy.
+    Instances left with less than ``copy_paste_min_visible`` of their area visible are dropped.
     """
 
     distort_prob: float = 0.5
@@ -133,9 +141,16 @@ class AugmentConfig:
     crop_min_scale: float = 0.3
     crop_aspect_range: Tuple[float, ...] = (0.5, 2.0)
     mirror_prob: float = 0.5
+    copy_paste_prob: float = 0.0
+    copy_paste_max_instances: int = 3
+    copy_paste_scale: Tuple[float, ...] = (0.8, 1.2)
+    copy_paste_rotation: float = 5.0
+    copy_paste_translate: float = 0.05
+    copy_paste_min_visible: float = 0.3
+    copy_paste_mode: str = "move"
 
     def __post_init__(self):
-        for key in ("distort_prob", "expand_prob", "mirror_prob"):
+        for key in ("distort_prob", "expand_prob", "mirror_prob", "copy_paste_prob", "copy_paste_min_visible"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, "augment." + key, "must be in [0, 1], got %r" % value)
         _check(self.max_expand_ratio >= 1.0, "augment.max_expand_ratio", "must be >= 1")
@@ -145,6 +160,17 @@ class AugmentConfig:
             _check(len(pair) == 2 and 0 < pair[0] <= pair[1], "augment." + key,
                    "must be [low, high] with 0 < low <= high, got %r" % (pair,))
         _check(all(v < 1 for v in self.crop_min_ious), "augment.crop_min_ious", "values must be < 1")
+        _check(self.copy_paste_max_instances >= 1, "augment.copy_paste_max_instances",
+               "must be >= 1, got %r" % self.copy_paste_max_instances)
+        scale = self.copy_paste_scale
+        _check(len(scale) == 2 and 0 < scale[0] <= scale[1], "augment.copy_paste_scale",
+               "must be [low, high] with 0 < low <= high, got %r" % (scale,))
+        _check(0 <= self.copy_paste_rotation <= 180, "augment.copy_paste_rotation",
+               "must be in [0, 180] degrees, got %r" % self.copy_paste_rotation)
+        _check(0 <= self.copy_paste_translate <= 1, "augment.copy_paste_translate",
+               "must be in [0, 1] (a fraction of the image size), got %r" % self.copy_paste_translate)
+        _check(self.copy_paste_mode in ("move", "copy"), "augment.copy_paste_mode",
+               "must be move or copy, got %r" % self.copy_paste_mode)
 
 
 @dataclass(frozen=True)

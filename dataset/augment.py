@@ -16,6 +16,12 @@ The photometric step is pointwise and runs on the small output image; pixels tha
 fill are restored afterwards, so the fill stays the mean colour as if the image had been distorted
 before expansion.
 
+Instance masks, when given, go through the same zoom-out, crop, resize and mirror (one ``cv2.warpAffine``
+of the masks of the kept boxes, bilinear thresholded at 0.5, :func:`warp_masks`) and draw nothing from the
+generator. A box cut by the crop is clipped to it, so the tight box of its mask may then be smaller than the
+box (the part of the object outside the crop is gone); otherwise the two agree within a pixel, except that
+parts thinner than an output pixel can vanish when the image is shrunk.
+
 Boxes are pixel corners ``(xmin, ymin, xmax, ymax)`` in continuous coordinates (pixel ``i`` covers
 ``[i, i + 1)``, see :mod:`ssdkit.dataset.records`). A fixed generator state reproduces the output
 exactly.
@@ -218,16 +224,75 @@ def warp_crop(image, rect, out_size, *, mirror=False, fill=(0, 0, 0), interpolat
     (out_h, out_w, 3) uint8
     """
     out_w, out_h = out_size
+    return cv2.warpAffine(image, _crop_matrix(rect, out_size, mirror), (out_w, out_h), flags=interpolation,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill))
+
+
+def _crop_matrix(rect, out_size, mirror):
+    """(2, 3) float64 affine map of :func:`warp_crop` from source to output pixel indices."""
+    out_w, out_h = out_size
     sx = out_w / (rect[2] - rect[0])
     sy = out_h / (rect[3] - rect[1])
     tx = sx * (0.5 - rect[0]) - 0.5
     ty = sy * (0.5 - rect[1]) - 0.5
     if mirror:
-        matrix = np.array([[-sx, 0.0, out_w - 1 - tx], [0.0, sy, ty]])
-    else:
-        matrix = np.array([[sx, 0.0, tx], [0.0, sy, ty]])
-    return cv2.warpAffine(image, matrix, (out_w, out_h), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill))
+        return np.array([[-sx, 0.0, out_w - 1 - tx], [0.0, sy, ty]])
+    return np.array([[sx, 0.0, tx], [0.0, sy, ty]])
+
+
+def mask_extent(mask):
+    """``(r0, r1, c0, c1)``: the rows ``[r0, r1)`` and columns ``[c0, c1)`` holding the pixels of a ``(H, W)``
+    mask, or None when it is empty."""
+    rows = np.flatnonzero(mask.any(1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask.any(0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def warp_masks(masks, rect, out_size, *, mirror=False):
+    """Instance masks through the geometry of :func:`warp_crop` (crop ``rect``, resize, mirror).
+
+    Bilinear interpolation of the 0/1 masks thresholded at 0.5, with the same pixel-centre map as the
+    image; areas outside the source image are 0. Each mask is warped over the output pixels its
+    interpolation footprint reaches only (the cost follows the objects' size, not the image's); the
+    result is that of warping the whole mask, up to OpenCV's fixed-point rounding of the sample positions
+    (a pixel whose interpolated value is within ~1/32 of 0.5 may differ).
+
+    Parameters
+    ----------
+    masks : (K, H, W) uint8 0/1 (or bool)
+    rect : (4,) ``(x0, y0, x1, y1)`` source pixels
+    out_size : (out_w, out_h)
+
+    Returns
+    -------
+    (K, out_h, out_w) uint8 0/1
+    """
+    out_w, out_h = out_size
+    masks = np.asarray(masks)
+    out = np.zeros((len(masks), out_h, out_w), np.uint8)
+    matrix = _crop_matrix(rect, out_size, mirror)  # output index = matrix @ (source index, 1)
+    for k, mask in enumerate(masks):
+        extent = mask_extent(mask)
+        if extent is None:
+            continue
+        r0, r1, c0, c1 = extent
+        # bilinear sampling is non-zero at source positions in (c0 - 1, c1) x (r0 - 1, r1)
+        us = matrix[0, 0] * np.array([c0 - 1.0, c1]) + matrix[0, 2]
+        vs = matrix[1, 1] * np.array([r0 - 1.0, r1]) + matrix[1, 2]
+        u0, u1 = max(int(np.floor(us.min())), 0), min(int(np.ceil(us.max())) + 1, out_w)
+        v0, v1 = max(int(np.floor(vs.min())), 0), min(int(np.ceil(vs.max())) + 1, out_h)
+        if u0 >= u1 or v0 >= v1:
+            continue
+        sub = matrix.copy()  # source index relative to (c0, r0) -> output index relative to (u0, v0)
+        sub[0, 2] += matrix[0, 0] * c0 - u0
+        sub[1, 2] += matrix[1, 1] * r0 - v0
+        src = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8) * np.uint8(255)
+        warped = cv2.warpAffine(src, sub, (u1 - u0, v1 - v0), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out[k, v0:v1, u0:u1] = warped >= 128
+    return out
 
 
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -316,8 +381,8 @@ def _restore_fill(image, rect, src_w, src_h, mirror, fill):
     image[:, c1:] = fill
 
 
-def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 104)):
-    """The SSD training transform for one image.
+def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 104), masks=None):
+    """The SSD training transform for one image (and its instance masks).
 
     Parameters
     ----------
@@ -327,15 +392,23 @@ def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 10
     config : :class:`Augmentation` (``NO_AUGMENT`` for a plain resize)
     out_size : (out_w, out_h) network input size
     fill : uint8 RGB zoom-out fill (the normalisation mean, :attr:`Normalization.fill`)
+    masks : None or (K, H, W) uint8 0/1 instance masks of the boxes (the image's resolution); they
+        follow the same zoom-out, crop, resize and mirror (:func:`warp_masks`) and draw nothing from
+        ``rng``, so the image and boxes are the same with or without them
 
     Returns
     -------
     image : (out_h, out_w, 3) uint8 RGB
     boxes : (K', 4) float32 corners normalised to [0, 1] of the output
     keep : (K',) int64 indices of the input boxes that survived the crop (in input order)
+    masks : (K', out_h, out_w) uint8 0/1, the masks of the kept boxes -- only when ``masks`` is given
+        (then the result is a 4-tuple)
     """
     height, width = image.shape[:2]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if masks is not None and np.shape(masks) != (len(boxes), height, width):
+        raise ValueError("masks of shape %s for %d boxes of a %dx%d (HxW) image; expected (K, H, W) = %s"
+                         % (np.shape(masks), len(boxes), height, width, (len(boxes), height, width)))
     ox, oy, canvas_w, canvas_h = sample_expand(width, height, rng, prob=config.expand_prob,
                                                max_ratio=config.max_expand_ratio)
     canvas_boxes = boxes + np.array([ox, oy, ox, oy])
@@ -355,7 +428,10 @@ def augment_detection(image, boxes, rng, config, out_size, *, fill=(124, 116, 10
     out_boxes = out_boxes / np.array([crop_w, crop_h, crop_w, crop_h])
     if mirror:
         out_boxes[:, [0, 2]] = 1.0 - out_boxes[:, [2, 0]]
-    return distorted, out_boxes.astype(np.float32), keep
+    if masks is None:
+        return distorted, out_boxes.astype(np.float32), keep
+    out_masks = warp_masks(np.asarray(masks)[keep], src_rect, out_size, mirror=mirror)
+    return distorted, out_boxes.astype(np.float32), keep, out_masks
 
 
 def to_chw_normalized(image, normalization, out=None):

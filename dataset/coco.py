@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from ssdkit.dataset.collection import DetectionDataset, concat_datasets
-from ssdkit.dataset.masks import MASK_MODES, CocoSegmentations, check_segmentation
+from ssdkit.dataset.masks import MASK_MODES, CocoSegmentations, MaskError, compact_segmentation
 from ssdkit.dataset.validation import LoadReport, RawAnnotation, build_records
 
 CROWD_MODES = ("skip", "difficult")
@@ -124,17 +124,17 @@ def load_coco_set(annotation_file, image_dir, *, crowd="skip", check_images="dec
                 bad = "annotation %s has non-numeric bbox %r" % (ann.get("id"), bbox)
                 break
             if read_masks:
-                seg = ann.get("segmentation") or None
+                try:
+                    seg = compact_segmentation(ann["segmentation"], info.get("height"), info.get("width")) \
+                        if ann.get("segmentation") else None
+                except MaskError as err:
+                    bad = "annotation %s: %s" % (ann.get("id"), err)
+                    break
                 if seg is None:
                     if masks == "require":
-                        bad = "annotation %s has no segmentation (masks='require')" % ann.get("id")
+                        bad = "annotation %s has no segmentation with an area (masks='require')" % ann.get("id")
                         break
                     no_mask.append(ann.get("id"))
-                else:
-                    problem = check_segmentation(seg, info.get("height"), info.get("width"))
-                    if problem:
-                        bad = "annotation %s: %s" % (ann.get("id"), problem)
-                        break
                 segmentations.append(seg)
             boxes.append((x, y, x + w, y + h))
             classes.append(cat_index[cid])

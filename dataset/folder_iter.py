@@ -120,10 +120,15 @@ class FolderDetIter(DetectionIter):
         (returned, not raised) when the image cannot be read; other errors propagate."""
         record = self.records[self._order[pos]]
         try:
-            image = self.loader(record.path)
+            image = self._read(record)
         except Exception as err:  # noqa: BLE001 - any loader failure marks a bad image
             return err
         return self._transform(record, image, np.random.default_rng([self.seed, self.epoch, pos]))
+
+    def _read(self, record):
+        """The decoded inputs of one record (here its image); a failure skips the record with a count
+        (subclasses may read more, e.g. TwoStageIter its instance masks)."""
+        return self.loader(record.path)
 
     def _transform(self, record, image, rng):
         """The SSD sample of a decoded image (subclasses replace the transform, e.g. TwoStageIter)."""

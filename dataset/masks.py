@@ -29,52 +29,70 @@ class MaskError(ValueError):
     """A mask source cannot be decoded (message names the file / record and the fix)."""
 
 
-def _polygons_ok(seg):
-    return (isinstance(seg, list) and len(seg) > 0
-            and all(isinstance(p, (list, tuple)) and all(isinstance(v, (int, float)) and np.isfinite(v)
-                                                        for v in p) for p in seg))
+def compact_segmentation(seg, height=None, width=None):
+    """Check one COCO ``segmentation`` and return it in the compact form records hold.
 
+    Accepted: a list of polygons ``[[x0, y0, x1, y1, ...], ...]`` in pixel coordinates (polygons with fewer
+    than 3 points are dropped: they have no area), a compressed RLE ``{"size": [H, W], "counts": str}`` or an
+    uncompressed RLE ``{"size": [H, W], "counts": [int, ...]}`` (the COCO ``iscrowd`` form).
 
-def check_segmentation(seg, height, width):
-    """Why a COCO ``segmentation`` cannot be used for an image of ``height x width``, or None when it can.
+    Parameters
+    ----------
+    seg : the ``segmentation`` value of an annotation
+    height, width : int or None, the image size (an RLE of another size is refused; None: not checked)
 
-    Accepted: a list of polygons ``[[x0, y0, x1, y1, ...], ...]`` (pixel coordinates; polygons with fewer
-    than 3 points or an odd number of values are ignored at decode), a compressed RLE
-    ``{"size": [H, W], "counts": str}`` or an uncompressed RLE ``{"size": [H, W], "counts": [int, ...]}``.
-    ``height``/``width`` may be None (size unknown: the RLE size is not checked).
+    Returns
+    -------
+    tuple of (2N,) float64 arrays (polygons), a dict ``{"size": (H, W), "counts": str | (n,) int64 array}``
+    (RLE), or None when no polygon with an area is left. Raises MaskError saying what is wrong.
     """
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-            return "RLE segmentation with size %r, expected [height, width]" % (size,)
-        if not isinstance(counts, (str, bytes, list)):
-            return "RLE segmentation with counts of type %s, expected a string or a list of ints" % type(counts).__name__
-        if isinstance(counts, list):
-            if not all(isinstance(v, int) and v >= 0 for v in counts):
-                return "uncompressed RLE counts must be non-negative ints"
-            if sum(counts) != size[0] * size[1]:
-                return "uncompressed RLE counts sum to %d, not height x width = %d" % (sum(counts), size[0] * size[1])
+        if not (isinstance(size, (list, tuple)) and len(size) == 2
+                and all(isinstance(v, int) and v > 0 for v in size)):
+            raise MaskError("RLE segmentation with size %r, expected [height, width]" % (size,))
         if height and width and (size[0], size[1]) != (int(height), int(width)):
-            return "RLE segmentation of size %dx%d (HxW) but the image is %dx%d" % (size[0], size[1], height, width)
-        return None
-    if _polygons_ok(seg):
-        return None
-    return "segmentation %s is neither a list of polygons nor an RLE dict" % (repr(seg)[:60],)
+            raise MaskError("RLE segmentation of size %dx%d (HxW) but the image is %dx%d"
+                            % (size[0], size[1], height, width))
+        if isinstance(counts, (str, bytes)):
+            return {"size": (size[0], size[1]), "counts": counts.decode("ascii") if isinstance(counts, bytes)
+                    else counts}
+        try:
+            runs = np.asarray(counts, np.float64)
+        except (TypeError, ValueError):
+            runs = None
+        if runs is None or runs.ndim != 1 or not (np.isfinite(runs).all() and (runs >= 0).all()
+                                                  and (runs == np.round(runs)).all()):
+            raise MaskError("RLE segmentation counts must be a string or a list of non-negative ints")
+        if runs.sum() != size[0] * size[1]:
+            raise MaskError("uncompressed RLE counts sum to %d, not height x width = %d"
+                            % (runs.sum(), size[0] * size[1]))
+        return {"size": (size[0], size[1]), "counts": runs.astype(np.int64)}
+    if isinstance(seg, (list, tuple)) and len(seg) > 0:
+        polygons = []
+        for polygon in seg:
+            try:
+                coords = np.asarray(polygon, np.float64)
+            except (TypeError, ValueError):
+                coords = None
+            if coords is None or coords.ndim != 1 or not np.isfinite(coords).all():
+                raise MaskError("polygon %s is not a flat list of numbers [x0, y0, x1, y1, ...]"
+                                % (repr(polygon)[:60],))
+            if len(coords) >= 6 and len(coords) % 2 == 0:
+                polygons.append(coords)
+        return tuple(polygons) or None
+    raise MaskError("segmentation %s is neither a list of polygons nor an RLE dict" % (repr(seg)[:60],))
 
 
 def _rle_of(seg, height, width):
-    """One COCO segmentation -> one compressed RLE (pycocotools), the logic of ``COCO.annToRLE``."""
+    """One compact segmentation -> one compressed RLE (pycocotools), the logic of ``COCO.annToRLE``."""
     import pycocotools.mask as mask_util
 
     if isinstance(seg, dict):
-        if isinstance(seg["counts"], list):
-            return mask_util.frPyObjects(seg, seg["size"][0], seg["size"][1])
-        counts = seg["counts"]
-        return {"size": list(seg["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    polygons = [[float(v) for v in p] for p in seg if len(p) >= 6 and len(p) % 2 == 0]
-    if not polygons:
-        return None
-    return mask_util.merge(mask_util.frPyObjects(polygons, height, width))
+        if not isinstance(seg["counts"], str):
+            return mask_util.frPyObjects({"size": list(seg["size"]), "counts": seg["counts"]}, *seg["size"])
+        return {"size": list(seg["size"]), "counts": seg["counts"].encode("ascii")}
+    return mask_util.merge(mask_util.frPyObjects(list(seg), height, width))
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,8 @@ class CocoSegmentations:
 
     Attributes
     ----------
-    items : tuple, one per object: polygons (list of lists), an RLE dict, or None (no mask in the source)
+    items : tuple, one per object: a segmentation (COCO polygons or RLE, preferably as returned by
+        :func:`compact_segmentation`, which the readers store), or None (no mask in the source)
     source : str, the annotation file and image id (named in errors)
     """
 
@@ -105,13 +124,13 @@ class CocoSegmentations:
         for k, seg in enumerate(self.items):
             if seg is None:
                 continue
-            problem = check_segmentation(seg, height, width)
-            if problem:
+            try:
+                seg = compact_segmentation(seg, height, width)
+            except MaskError as err:
                 raise MaskError("%s object %d: %s; fix the annotation or load with masks='none'"
-                                % (self.source, k, problem))
-            rle = _rle_of(seg, height, width)
-            if rle is not None:
-                out[k] = mask_util.decode(rle)
+                                % (self.source, k, err)) from None
+            if seg is not None:
+                out[k] = mask_util.decode(_rle_of(seg, height, width))
         return out
 
 

@@ -14,6 +14,7 @@ its box filled (``box_mask``).
 """
 import os
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -134,8 +135,7 @@ def _instance_masks(year_dir, stem, width, height, positions, mode, check_images
     if width and height and values.shape != (height, width):
         return None, ("bad_annotation", "instance mask %s is %dx%d, the annotated image %dx%d (WxH)"
                       % (path, values.shape[1], values.shape[0], width, height)), []
-    present = np.zeros(256, bool)
-    present[np.unique(values)] = True
+    present = np.bincount(values.ravel(), minlength=256) > 0
     return source, None, [v for v in source.values if v > 255 or not present[v]]
 
 
@@ -164,7 +164,7 @@ def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, chec
     with open(list_file) as f:
         stems = [(number, line.split()[0]) for number, line in enumerate(f, start=1) if line.strip()]
     report = LoadReport("voc:%s/%s (%s)" % (year, name, year_dir), strict=strict)
-    raws = []
+    parsed = []
     seen = set()
     for line, stem in stems:
         if stem in seen:
@@ -176,13 +176,22 @@ def load_voc_set(root, image_set, *, class_names=None, keep_difficult=True, chec
             report.add("missing_annotation", xml_path)
             continue
         try:
-            width, height, boxes, classes, difficult, positions = _parse_voc_objects(
-                xml_path, class_index, keep_difficult=keep_difficult)
+            parsed.append((stem, xml_path) + _parse_voc_objects(xml_path, class_index, keep_difficult=keep_difficult))
         except _AnnotationError as err:
             report.add("bad_annotation", xml_path, str(err))
-            continue
-        mask_source, problem, absent = _instance_masks(year_dir, stem, width, height, positions, masks,
-                                                       check_images)
+
+    def instance_masks(item):
+        stem, _, width, height, _, _, _, positions = item
+        return _instance_masks(year_dir, stem, width, height, positions, masks, check_images)
+
+    if masks != "none" and check_images == "decode" and workers > 1 and len(parsed) > 1:
+        with ThreadPoolExecutor(workers) as pool:  # PNG decoding releases the GIL
+            mask_results = list(pool.map(instance_masks, parsed, chunksize=16))
+    else:
+        mask_results = [instance_masks(item) for item in parsed]
+    raws = []
+    for (stem, xml_path, width, height, boxes, classes, difficult, _), (mask_source, problem, absent) in zip(
+            parsed, mask_results):
         if problem is not None:
             report.add(problem[0], xml_path, problem[1])
             continue

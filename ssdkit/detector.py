@@ -4,6 +4,8 @@
     >>> boxes = det.detect("street.jpg")                        # (K, 6) [cls, score, x1, y1, x2, y2] pixels
     >>> det.save_drawing("street.jpg", boxes, "street_det.png")
     >>> det = ssdkit.Detector("output/deploy/ssd.onnx", onnx=True)  # deploy.py --format onnx, onnxruntime
+    >>> inst = ssdkit.Detector("output/mask").detect("street.jpg")   # a mask model (fpn.mask = true):
+    >>> inst.rows, inst.masks                                   # ssdkit.masks.Instances, (K, 6) and (K, H, W) bool
 """
 import os
 
@@ -18,6 +20,7 @@ from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.image import load_image_rgb
 from ssdkit.engine.evaluator import bind_inference
 from ssdkit.errors import InputError, MissingFileError
+from ssdkit.masks import MASK_THRESHOLD, Instances, encode_rle, has_masks, paste_detections
 from ssdkit.visualize import draw_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -46,13 +49,16 @@ class Detector:
 
     SSD and FPN models are loaded alike; they differ only in :meth:`preprocess` (see
     :mod:`ssdkit.api.family`). Both graphs give boxes normalised to the valid image, scaled to pixels here.
+    A mask model (FPN with ``fpn.mask = true``, :attr:`with_masks`) also gives each detection's mask, pasted
+    into the original image (:func:`ssdkit.masks.paste_detections`, probability >= ``mask_thresh``).
     Missing model files and parameters that do not fit the meta's graph raise
     :class:`ssdkit.errors.UserError` (see :func:`ssdkit.api.model_files.load_inference_model`).
     """
 
     def __init__(self, prefix, *, epoch=None, deploy=False, onnx=False, score_thresh=0.5, ctx=None, batch_size=1,
-                 max_detections=None, inference=None):
+                 max_detections=None, inference=None, mask_thresh=MASK_THRESHOLD):
         inference = inference or InferenceOverrides()
+        self.mask_thresh = float(mask_thresh)
         if max_detections is not None and inference.max_detections not in (None, max_detections):
             raise ValueError("max_detections=%r and inference.max_detections=%r differ; give one"
                              % (max_detections, inference.max_detections))
@@ -87,6 +93,7 @@ class Detector:
         self.normalization = meta_normalization(meta)
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
+        self.with_masks = has_masks(meta)
 
     def preprocess(self, image):
         """The validation transform of one ``(H, W, 3)`` uint8 RGB image.
@@ -109,7 +116,8 @@ class Detector:
         Returns
         -------
         list of (K_i, 6) float32 rows ``[cls_id, score, xmin, ymin, xmax, ymax]`` in pixels of each
-        image, by decreasing score, ``score >= score_thresh``.
+        image, by decreasing score, ``score >= score_thresh``; for a mask model (:attr:`with_masks`) an
+        :class:`ssdkit.masks.Instances` per image: those ``rows`` and ``masks (K_i, H, W)`` bool.
         """
         arrays = [load_image_rgb(im) if isinstance(im, (str, os.PathLike)) else np.asarray(im) for im in images]
         results = []
@@ -117,32 +125,49 @@ class Detector:
             chunk = arrays[start:start + self.batch_size]
             inputs = [mx.nd.array(x) for x in self.batch_inputs(chunk)]
             self._mod.forward(mx.io.DataBatch(data=inputs), is_train=False)
-            out = self._mod.get_outputs()[0].asnumpy()
+            outputs = self._mod.get_outputs()
+            out = outputs[0].asnumpy()
+            probs = outputs[1].asnumpy() if self.with_masks else None
             for i, image in enumerate(chunk):
-                results.append(self._postprocess(out[i], image.shape[1], image.shape[0]))
+                results.append(self._postprocess(out[i], image.shape[1], image.shape[0],
+                                                 None if probs is None else probs[i]))
         return results
 
     def detect(self, image):
         """Detect on one image (path or uint8 RGB array); see :meth:`detect_many`."""
         return self.detect_many([image])[0]
 
-    def _postprocess(self, rows, width, height):
-        rows = rows[(rows[:, 0] >= 0) & (rows[:, 1] >= self.score_thresh)]
-        rows = rows[np.argsort(-rows[:, 1], kind="stable")].copy()
-        rows[:, 2:6] *= np.array([width, height, width, height], np.float32)
-        return rows.astype(np.float32)
+    def _postprocess(self, rows, width, height, probs=None):
+        keep = np.flatnonzero((rows[:, 0] >= 0) & (rows[:, 1] >= self.score_thresh))
+        keep = keep[np.argsort(-rows[keep, 1], kind="stable")]
+        pixels = rows[keep].copy()
+        pixels[:, 2:6] *= np.array([width, height, width, height], np.float32)
+        pixels = pixels.astype(np.float32)
+        if probs is None:
+            return pixels
+        return Instances(pixels, paste_detections(rows[keep], probs[keep], width, height, self.mask_thresh))
 
     def to_json(self, detections):
-        """Detections as a list of dicts (class name, score, box in pixels)."""
-        return [{"class_id": int(r[0]), "class": self.class_names[int(r[0])], "score": float(r[1]),
-                 "box": [float(v) for v in r[2:6]]} for r in detections]
+        """Detections (:meth:`detect`'s result) as a list of dicts: class name, score, box in pixels, and for
+        a mask model ``mask``, a COCO RLE ``{"size": [H, W], "counts": str}``
+        (``pycocotools.mask.decode`` or :func:`ssdkit.masks.decode_rle` reads it)."""
+        rows = detections.rows if isinstance(detections, Instances) else detections
+        out = [{"class_id": int(r[0]), "class": self.class_names[int(r[0])], "score": float(r[1]),
+                "box": [float(v) for v in r[2:6]]} for r in rows]
+        if isinstance(detections, Instances):
+            for item, rle in zip(out, encode_rle(detections.masks)):
+                item["mask"] = rle
+        return out
 
     def save_drawing(self, image, detections, path):
-        """Draw labelled boxes on ``image`` (path or RGB array) and save a PNG at ``path``."""
+        """Draw labelled boxes (and a mask model's masks, filled translucently) on ``image`` (path or RGB
+        array) and save a PNG at ``path``."""
         rgb = load_image_rgb(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        drawn = draw_detections(bgr, detections, class_names=self.class_names, score_thresh=self.score_thresh,
-                                normalized=False)
+        masks = detections.masks if isinstance(detections, Instances) else None
+        rows = detections.rows if isinstance(detections, Instances) else detections
+        drawn = draw_detections(bgr, rows, class_names=self.class_names, score_thresh=self.score_thresh,
+                                normalized=False, masks=masks)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if not cv2.imwrite(path, drawn):
             raise OSError("could not write %s" % path)

@@ -17,6 +17,35 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 
+MASK_THRESHOLD = 0.5
+"""Probability at and above which a pasted mask pixel belongs to the instance (evaluation, Detector, demo)."""
+
+
+def has_masks(meta):
+    """Whether the model a meta file describes outputs instance masks (an FPN model with ``fpn.mask``):
+    its inference graph is then the group ``[detection (B, K, 6), masks (B, K, S, S)]``."""
+    return bool(meta.get("fpn", {}).get("mask", False))
+
+
+def paste_detections(rows, probs, width, height, threshold=MASK_THRESHOLD):
+    """The masks of one image's detections, pasted at their boxes in the image's pixels.
+
+    Parameters
+    ----------
+    rows : (K, 6) ``[cls_id, score, xmin, ymin, xmax, ymax]`` with corners normalised to the image
+        (as the graphs output them; the caller has dropped the rows it does not want)
+    probs : (K, S, S) the mask output of those rows
+    width, height : int, the image size in pixels (e.g. the original image, not the network input)
+    threshold : float, see :func:`paste_masks`
+
+    Returns
+    -------
+    (K, height, width) bool
+    """
+    boxes = np.asarray(rows, np.float64).reshape(-1, 6)[:, 2:6] * np.array([width, height, width, height], np.float64)
+    return paste_masks(probs, boxes, height, width, threshold)
+
+
 def _pixel_span(lo, hi, size):
     """First and one-past-last pixel index whose centre ``i + 0.5`` lies in ``[lo, hi)``, clipped to
     ``[0, size]``."""

@@ -63,9 +63,42 @@ def _draw_boxes(image, cls, boxes, scores, *, class_names, normalized, colors, t
     return canvas
 
 
+def draw_masks(image, masks, classes, *, colors=None, alpha=0.5):
+    """Fill instance masks translucently in their class colours.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 BGR image (not modified).
+    masks : (N, H, W) bool, drawn in order (later ones on top where they overlap)
+    classes : (N,) int class id of each mask
+    colors : (C, 3) uint8 BGR, optional; ``class_colors`` by default
+    alpha : float in [0, 1], weight of the colour in a mask pixel (``(1 - alpha) image + alpha colour``)
+
+    Returns
+    -------
+    (H, W, 3) uint8 BGR copy of the image with the masks filled.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"draw_masks: expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}.")
+    masks = np.asarray(masks, dtype=bool)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if masks.ndim != 3 or masks.shape[1:] != image.shape[:2] or len(masks) != len(classes):
+        raise ValueError(f"draw_masks: masks {masks.shape} must be (N, H, W) with the image's H, W "
+                         f"{image.shape[:2]} and one class per mask ({len(classes)} given).")
+    if colors is None:
+        colors = class_colors(int(classes.max()) + 1 if classes.size else 1)
+    colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    canvas = np.ascontiguousarray(image).copy()
+    for mask, c in zip(masks, classes):
+        ys, xs = np.nonzero(mask)
+        color = colors[c % len(colors)].astype(np.float32)
+        canvas[ys, xs] = np.round((1.0 - alpha) * canvas[ys, xs] + alpha * color).astype(np.uint8)
+    return canvas
+
+
 def draw_detections(image, detections, *, class_names=None, score_thresh=0.5, normalized=True,
-                    colors=None, thickness=2, font_scale=0.5):
-    """Draw labelled detection boxes.
+                    colors=None, thickness=2, font_scale=0.5, masks=None, mask_alpha=0.5):
+    """Draw labelled detection boxes (and their instance masks).
 
     Parameters
     ----------
@@ -80,15 +113,31 @@ def draw_detections(image, detections, *, class_names=None, score_thresh=0.5, no
         Box line width in pixels.
     font_scale : float
         OpenCV font scale of the ``"name 0.87"`` labels.
+    masks : (K, H, W) bool, optional
+        Instance mask of each detection row (in the image's pixels), filled translucently in the class
+        colour (:func:`draw_masks`) under the boxes; skipped rows' masks are not drawn.
+    mask_alpha : float, the fill's colour weight
 
     Returns
     -------
     (H, W, 3) uint8 BGR copy of the image with the boxes, highest score drawn last (on top).
     """
     det = _as_numpy(detections).reshape(-1, 6)
-    det = det[(det[:, 0] >= 0) & (det[:, 1] >= score_thresh)]
-    det = det[np.argsort(det[:, 1], kind="stable")]
-    return _draw_boxes(image, det[:, 0].astype(np.int64), det[:, 2:6], det[:, 1], class_names=class_names,
+    keep = np.flatnonzero((det[:, 0] >= 0) & (det[:, 1] >= score_thresh))
+    keep = keep[np.argsort(det[keep, 1], kind="stable")]
+    det = det[keep]
+    cls = det[:, 0].astype(np.int64)
+    if colors is None:
+        num = max(int(cls.max()) + 1 if cls.size else 1, len(class_names) if class_names is not None else 0)
+        colors = class_colors(num)
+    if masks is not None:
+        masks = _as_numpy(masks)
+        rows = len(_as_numpy(detections).reshape(-1, 6))
+        if len(masks) != rows:
+            raise ValueError(f"draw_detections: {len(masks)} masks for {rows} detection rows; give one mask per "
+                             "row.")
+        image = draw_masks(image, masks[keep], cls, colors=colors, alpha=mask_alpha)
+    return _draw_boxes(image, cls, det[:, 2:6], det[:, 1], class_names=class_names,
                        normalized=normalized, colors=colors, thickness=thickness, font_scale=font_scale)
 
 

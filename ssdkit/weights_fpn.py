@@ -1,7 +1,8 @@
-"""Import GluonCV's Faster R-CNN FPN zoo parameter files into ssdkit's FPN graph (nothing is downloaded).
+"""Import GluonCV's Faster and Mask R-CNN FPN zoo parameter files into ssdkit's FPN graph (nothing is downloaded).
 
 :func:`import_faster_rcnn_fpn` maps a file saved by ``net.save_parameters`` of a GluonCV 0.10
-``faster_rcnn_fpn_resnet50_v1b_coco`` / ``faster_rcnn_fpn_resnet101_v1d_coco`` net (:data:`ZOO`) onto the
+``faster_rcnn_fpn_resnet50_v1b_coco`` / ``faster_rcnn_fpn_resnet101_v1d_coco`` /
+``mask_rcnn_fpn_resnet50_v1b_coco`` / ``mask_rcnn_fpn_resnet101_v1d_coco`` net (:data:`ZOO`) onto the
 ssdkit graph of :func:`zoo_fpn_config` (``ssdkit.symbol.fpn.get_symbol``), returning ``(arg_params,
 aux_params)`` for ``Module.set_params``.
 
@@ -15,11 +16,17 @@ Name mapping (GluonCV structural names of ``save_parameters``):
 * RPN ``rpn.rpn_head.conv1.0`` / ``score`` / ``loc`` -> ``rpn_conv`` / ``rpn_cls_logits`` / ``rpn_bbox_pred``;
 * box head ``box_features.0`` / ``.2`` -> ``rcnn_fc6`` / ``rcnn_fc7``, ``class_predictor`` ->
   ``rcnn_cls_score``; ``box_predictor`` (4 C rows, no background) -> ``rcnn_bbox_pred`` (4 (C + 1) rows)
-  with 4 zero rows for the background column, which ``RCNNDetection`` never reads.
+  with 4 zero rows for the background column, which ``RCNNDetection`` never reads;
+* Mask R-CNN: the box head's ``box_features.0`` is an average pool (no parameters), so its dense layers are
+  ``box_features.1`` / ``.3``; mask head ``mask.deconv.0/2/4/6`` (3x3 convolutions, ReLU between) ->
+  ``mask_conv1..4``, ``mask.deconv.8`` (2x2 stride-2 transposed convolution) -> ``mask_deconv``,
+  ``mask.mask`` (1x1, one channel per object class, no background) -> ``mask_predictor``.
 
 The settings that make the graph compute what GluonCV computes are :data:`GLUONCV_CONVENTIONS` (each
 one an :class:`~ssdkit.symbol.fpn_config.FPNConfig` field; README "Importing GluonCV's Faster R-CNN
-FPN" lists them, ``tests/test_fpn_gluoncv_import.py`` checks features, proposals and detections).
+FPN" lists them, ``tests/test_fpn_gluoncv_import.py`` checks features, proposals and detections), and for
+the Mask R-CNN models also :data:`GLUONCV_MASK_CONVENTIONS` (``tests/test_mask_gluoncv_import.py`` checks
+detections and masks).
 """
 import mxnet as mx
 import numpy as np
@@ -30,6 +37,8 @@ from ssdkit.symbol.fpn_config import fpn_config
 ZOO = {
     "faster_rcnn_fpn_resnet50_v1b_coco": ("fpn_resnet50", "v1b", 80),
     "faster_rcnn_fpn_resnet101_v1d_coco": ("fpn_resnet101", "v1d", 80),
+    "mask_rcnn_fpn_resnet50_v1b_coco": ("fpn_resnet50", "v1b", 80),
+    "mask_rcnn_fpn_resnet101_v1d_coco": ("fpn_resnet101", "v1d", 80),
 }
 """GluonCV zoo name -> (ssdkit FPN network, ResNet variant, object classes)."""
 
@@ -46,6 +55,15 @@ GLUONCV_CONVENTIONS = dict(
 0 is GluonCV's 1 under its "+1" width (``x1 - x0 + 1 >= 1`` always holds); ``test_max_detections`` 100 is
 COCO's limit (GluonCV returns every kept box, ``C * 1000`` rows, class-major)."""
 
+GLUONCV_MASK_CONVENTIONS = dict(
+    roi_size=14, rcnn_avg_pool=True,
+    mask=True, mask_roi_size=14, mask_size=28, mask_channels=256, mask_convs=4,
+)
+"""FPNConfig values of GluonCV's ``mask_rcnn_fpn_*_coco`` on top of :data:`GLUONCV_CONVENTIONS`: the box head
+pools RoIs at 14 x 14 and averages 3 x 3 windows with stride 2 (padding 1, zeros counted) down to 7 x 7
+before its first dense layer; the mask branch pools the detections (the boxes as output, unclipped, pixels)
+at 14 x 14 with the box branch's RoIAlign conventions, 4 convolutions, a 2x deconvolution to 28 x 28."""
+
 GLUONCV_SIZE = (800, 1333)
 """GluonCV's ``short``, ``max_size`` for these models."""
 
@@ -55,6 +73,12 @@ def _check_zoo_name(name):
         raise ValueError("no GluonCV FPN zoo model %r; known: %s" % (name, ", ".join(sorted(ZOO))))
 
 
+def is_mask_model(name):
+    """Whether GluonCV zoo model ``name`` (a key of :data:`ZOO`) is a Mask R-CNN."""
+    _check_zoo_name(name)
+    return name.startswith("mask_rcnn_")
+
+
 def zoo_fpn_config(name, short=GLUONCV_SIZE[0], long=GLUONCV_SIZE[1], **overrides):
     """Keyword arguments of ``ssdkit.symbol.fpn.get_symbol`` for GluonCV zoo model ``name``.
 
@@ -62,7 +86,8 @@ def zoo_fpn_config(name, short=GLUONCV_SIZE[0], long=GLUONCV_SIZE[1], **override
     ----------
     name : str, a key of :data:`ZOO`
     short, long : int, the resize (``image_shape`` is :func:`~ssdkit.symbol.fpn_config.batch_shape` of it)
-    overrides : FPNConfig fields replacing :data:`GLUONCV_CONVENTIONS` values (e.g. ``test_nms_threshold``)
+    overrides : FPNConfig fields replacing :data:`GLUONCV_CONVENTIONS` (and for a Mask R-CNN
+        :data:`GLUONCV_MASK_CONVENTIONS`) values (e.g. ``test_nms_threshold``)
 
     Returns
     -------
@@ -71,6 +96,8 @@ def zoo_fpn_config(name, short=GLUONCV_SIZE[0], long=GLUONCV_SIZE[1], **override
     _check_zoo_name(name)
     network, variant, _ = ZOO[name]
     settings = dict(GLUONCV_CONVENTIONS, backbone_variant=variant)
+    if is_mask_model(name):
+        settings.update(GLUONCV_MASK_CONVENTIONS)
     settings.update(overrides)
     return fpn_config(network, short, long, **settings)
 
@@ -106,10 +133,15 @@ def layer_map(name):
     for level in (2, 3, 4, 5):
         table["fpn_lateral%d" % level] = "features.P%d_conv_lat" % level
         table["fpn_output%d" % level] = "features.P%d_conv1" % level
+    first = 1 if is_mask_model(name) else 0     # Mask R-CNN: box_features.0 is the average pool
     table.update({"fpn_p6": "features.P6_conv1", "rpn_conv": "rpn.rpn_head.conv1.0",
                   "rpn_cls_logits": "rpn.rpn_head.score", "rpn_bbox_pred": "rpn.rpn_head.loc",
-                  "rcnn_fc6": "box_features.0", "rcnn_fc7": "box_features.2",
+                  "rcnn_fc6": "box_features.%d" % first, "rcnn_fc7": "box_features.%d" % (first + 2),
                   "rcnn_cls_score": "class_predictor", "rcnn_bbox_pred": "box_predictor"})
+    if is_mask_model(name):
+        convs = GLUONCV_MASK_CONVENTIONS["mask_convs"]
+        table.update({"mask_conv%d" % (k + 1): "mask.deconv.%d" % (2 * k) for k in range(convs)})
+        table.update({"mask_deconv": "mask.deconv.%d" % (2 * convs), "mask_predictor": "mask.mask"})
     return table
 
 

@@ -14,7 +14,14 @@ Graph inputs (boxes in pixels of the resized image, see :mod:`ssdkit.dataset.two
 
 * ``data (B, 3, H, W)``: ImageNet-normalised images, top-left aligned, zero padded to ``image_shape``;
 * ``im_info (B, 3)``: ``[h, w, scale]`` of each resized image inside the padded tensor;
-* training only, ``label (B, M, 5 or 6)``: rows ``[cls, x0, y0, x1, y1(, difficult)]``, padding ``cls = -1``.
+* training only, ``label (B, M, 5 or 6)``: rows ``[cls, x0, y0, x1, y1(, difficult)]``, padding ``cls = -1``;
+* training with the mask branch (``mask = true``), ``gt_masks (B, M, Hm, Wm)``: each label row's instance
+  mask, 0/1, in padded image coordinates divided by ``mask_stride`` (:class:`~ssdkit.dataset.two_stage_iter.TwoStageIter`
+  with ``masks=True``).
+
+With ``mask = true`` (Mask R-CNN, :mod:`ssdkit.symbol.mask_head`) the foreground rows of the sampled RoIs
+also go through RoIAlign ``mask_roi_size`` and the mask head, trained against ``MaskTarget``; at test time the
+detections do, and the graph outputs their masks as well.
 
 The graph has fixed shapes: ``FPNProposal`` needs the anchors per level, which follow from
 ``image_shape``, and ``ProposalTarget`` the images per batch, so a graph serves one padded size (and, in
@@ -29,9 +36,13 @@ from ssdkit import ops  # importing ssdkit loads the operator library (RPNAnchor
 from ssdkit.anchors import legacy_cell_anchors
 from ssdkit.symbol.fpn_config import FPN_NETWORKS, LEVEL_STRIDES, LEVELS, ROI_LEVELS, RPN_STDS, fpn_settings
 from ssdkit.symbol.fpn_head import backbone_stages, box_head, fpn_neck, multilevel_roi_align, rpn_head
+from ssdkit.symbol.mask_head import class_channel, detection_rois, foreground_rows, mask_head, mask_loss
 
 TRAIN_OUTPUTS = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "rcnn_cls_prob", "rcnn_label")
-"""Outputs of the training graph, in order (each ``<name>_output`` in ``list_outputs()``)."""
+"""Outputs of the training graph, in order (each ``<name>_output`` in ``list_outputs()``); with
+``mask = true`` :data:`MASK_TRAIN_OUTPUTS`."""
+MASK_TRAIN_OUTPUTS = TRAIN_OUTPUTS + ("mask_loss",)
+"""Outputs of the training graph with the mask branch (``fpn.mask = true``)."""
 
 
 def _op(name):
@@ -68,7 +79,8 @@ def _smooth_l1(diff, beta):
 
 def _features(network, settings):
     stages = backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn, variant=settings.backbone_variant)
-    return fpn_neck(stages, settings.fpn_channels, p6=settings.fpn_p6)
+    norm = {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
+    return fpn_neck(stages, settings.fpn_channels, p6=settings.fpn_p6, **norm)
 
 
 def _level_sizes(features, image_shape, num_anchors):
@@ -129,13 +141,58 @@ def _proposals(logits, deltas, anchors, im_info, level_sizes, settings, train):
     return rois
 
 
+def _roi_align(features, rois, settings, pooled_size, **name):
+    """RoIAlign of each RoI on its own level of P2..P5 (the level rule of the settings)."""
+    return multilevel_roi_align(features[:len(ROI_LEVELS)], rois, strides=LEVEL_STRIDES[:len(ROI_LEVELS)],
+                                pooled_size=pooled_size, sample_ratio=settings.roi_sample_ratio,
+                                min_level=ROI_LEVELS[0], aligned=settings.roi_aligned,
+                                level_offset=settings.roi_level_offset, canonical_size=settings.roi_canonical_size,
+                                **name)
+
+
 def _rcnn(features, rois, num_classes, settings):
     """RoIAlign on the level of each RoI and the box head: ``(cls_score (R, C+1), bbox_pred (R, 4(C+1)))``."""
-    pooled = multilevel_roi_align(features[:len(ROI_LEVELS)], rois, strides=LEVEL_STRIDES[:len(ROI_LEVELS)],
-                                  pooled_size=settings.roi_size, sample_ratio=settings.roi_sample_ratio,
-                                  min_level=ROI_LEVELS[0], aligned=settings.roi_aligned,
-                                  level_offset=settings.roi_level_offset, canonical_size=settings.roi_canonical_size)
-    return box_head(pooled, num_classes, settings.rcnn_fc_dim, batchnorm=settings.rcnn_batchnorm)
+    pooled = _roi_align(features, rois, settings, settings.roi_size)
+    if settings.rcnn_avg_pool:
+        pooled = mx.sym.Pooling(pooled, pool_type="avg", kernel=(3, 3), stride=(2, 2), pad=(1, 1),
+                                count_include_pad=True, name="rcnn_avg_pool")
+    norm = {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
+    return box_head(pooled, num_classes, settings.rcnn_fc_dim, batchnorm=settings.rcnn_batchnorm, **norm)
+
+
+def _mask_logits(features, rois, num_classes, settings):
+    """The mask branch on ``rois (R, 5)`` pixels: RoIAlign ``mask_roi_size`` on each RoI's level and
+    :func:`~ssdkit.symbol.mask_head.mask_head`: ``(R, C, S, S)`` logits."""
+    pooled = _roi_align(features, rois, settings, settings.mask_roi_size, name="mask_roi_align")
+    return mask_head(pooled, num_classes, channels=settings.mask_channels, num_convs=settings.mask_convs,
+                     norm=settings.norm, gn_groups=settings.gn_groups)
+
+
+def _mask_training(features, rois, labels, label, batch_size, num_classes, settings):
+    """Mask loss on the foreground part of the sampled RoIs (the first F rows of each image,
+    :attr:`~ssdkit.symbol.fpn_config.FPNConfig.mask_foreground_rois`), targets by ``MaskTarget`` from the
+    ``gt_masks`` input."""
+    foreground = settings.mask_foreground_rois
+    rois = foreground_rows(mx.sym.BlockGrad(rois), batch_size, settings.rcnn_batch_rois, foreground, (5,))
+    labels = foreground_rows(mx.sym.BlockGrad(labels), batch_size, settings.rcnn_batch_rois, foreground)
+    target = _op("MaskTarget")(rois, labels, label, mx.sym.Variable("gt_masks"), mask_size=settings.mask_size,
+                               spatial_scale=1.0 / settings.mask_stride, sample_ratio=2,
+                               aligned=settings.roi_aligned, name="mask_target")
+    logits = _mask_logits(features, rois, num_classes, settings)
+    return mask_loss(logits, labels, target, num_classes, settings.mask_loss_weight)
+
+
+def _mask_inference(features, detection, im_info, num_classes, settings):
+    """``masks (B, K, S, S)``: sigmoid of each detection's own class channel (``cls_id`` -1 rows: any value)."""
+    rois = detection_rois(detection, im_info)
+    logits = class_channel(_mask_logits(features, rois, num_classes, settings),
+                           mx.sym.reshape(mx.sym.slice_axis(detection, axis=2, begin=0, end=1), shape=(-1,)),
+                           num_classes, "mask_class_logits")
+    probs = mx.sym.sigmoid(logits)                                              # (B K, S, S)
+    # (B, K) from the detections themselves: a saved graph whose RCNNDetection max_detections is changed
+    # (deploy / evaluate overrides) still reshapes right
+    return mx.sym.reshape_like(probs, mx.sym.BlockGrad(detection), lhs_begin=0, lhs_end=1, rhs_begin=0, rhs_end=2,
+                               name="masks")
 
 
 def _detections(rois, cls_prob, bbox_pred, im_info, settings):
@@ -193,7 +250,10 @@ def _fpn_graph(network, num_classes, image_shape, settings, *, batch_size=None):
     if not train:
         cls_score, bbox_pred = _rcnn(features, rois, num_classes, settings)
         cls_prob = mx.sym.softmax(cls_score, axis=-1, name="rcnn_cls_prob")
-        return _detections(rois, cls_prob, bbox_pred, im_info, settings)
+        detection = _detections(rois, cls_prob, bbox_pred, im_info, settings)
+        if not settings.mask:
+            return detection
+        return mx.sym.Group([detection, _mask_inference(features, detection, im_info, num_classes, settings)])
 
     label = mx.sym.Variable("label")
     rpn_cls_loss, rpn_box_loss = _rpn_losses(logits, deltas, anchors, label, im_info, batch_size, settings)
@@ -204,7 +264,10 @@ def _fpn_graph(network, num_classes, image_shape, settings, *, batch_size=None):
         stds=_tuple_attr(settings.rcnn_stds), add_gt_as_proposals=1, name="proposal_target")
     cls_score, bbox_pred = _rcnn(features, rois, num_classes, settings)
     rcnn_outputs = _rcnn_losses(cls_score, bbox_pred, labels, box_target, box_weight, settings)
-    return mx.sym.Group([rpn_cls_loss, rpn_box_loss, *rcnn_outputs])
+    if not settings.mask:
+        return mx.sym.Group([rpn_cls_loss, rpn_box_loss, *rcnn_outputs])
+    masks = _mask_training(features, rois, labels, label, batch_size, num_classes, settings)
+    return mx.sym.Group([rpn_cls_loss, rpn_box_loss, *rcnn_outputs, masks])
 
 
 def get_symbol_train(network, num_classes, *, image_shape, batch_size, **settings):
@@ -231,6 +294,10 @@ def get_symbol_train(network, num_classes, *, image_shape, batch_size, **setting
         the number of sampled RoIs (these four are MakeLoss outputs: their values are the losses);
         ``rcnn_cls_prob (B * S, C + 1)`` softmax of the sampled RoIs (BlockGrad, for metrics);
         ``rcnn_label (B * S,)`` their targets (BlockGrad; 0 background, k + 1 class k, -1 padding).
+    With ``mask = true`` (:data:`MASK_TRAIN_OUTPUTS`) also ``mask_loss (1,)`` (MakeLoss): ``mask_loss_weight`` x
+    the sigmoid cross entropy of each foreground RoI's class channel against its ``MaskTarget``, averaged over
+    the foreground RoIs x S x S (among the first ``mask_foreground_rois`` rows of each image), 0 when there are
+    none; the graph then has the input ``gt_masks (B, M, ceil(H / mask_stride), ceil(W / mask_stride))``.
     """
     if int(batch_size) < 1:
         raise ValueError("batch_size must be >= 1, got %r" % (batch_size,))
@@ -247,6 +314,9 @@ def get_symbol(network, num_classes, *, image_shape, **settings):
     mx.sym.Symbol, ``detection (B, K, 6)`` float32, ``K = test_max_detections``: rows ``[cls_id, score,
     x0, y0, x1, y1]`` sorted by score, corners normalised to [0, 1] of each image's valid area (as SSD's
     detections), ``cls_id = -1`` (and score -1) for empty rows. Inputs ``data`` and ``im_info``.
+    With ``mask = true`` a group ``[detection (B, K, 6), masks (B, K, S, S)]``: ``masks[b, k]`` the sigmoid
+    probabilities of detection k's own class channel over its box (``S = mask_size``; to paste into the
+    image, :func:`ssdkit.masks.paste_masks`); rows with ``cls_id = -1`` hold meaningless values.
     """
     return _fpn_graph(network, num_classes, image_shape, fpn_settings(**settings))
 

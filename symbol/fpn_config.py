@@ -101,6 +101,8 @@ class FPNConfig:
         ``floor(4 + log2(sqrt(w h) / 224 + 1e-6))`` (GluonCV's form)
     roi_aligned : RoIAlign's half-pixel offset (False: MXNet ``contrib.ROIAlign``'s default)
     rcnn_clip_boxes : final boxes clipped to the image (False: GluonCV returns them unclipped)
+    rcnn_avg_pool : the box head averages 3x3 windows of the pooled RoI features with stride 2 (padding 1,
+        zeros counted) before ``rcnn_fc6``: ``roi_size`` 14 gives 7 x 7 (GluonCV's ``mask_rcnn_fpn_*``)
 
     Settings for small images and training from scratch (defaults keep the Detectron graph):
 
@@ -108,6 +110,27 @@ class FPNConfig:
         it from P3, ... (224: Lin et al.; smaller sends small objects to coarser, more semantic levels)
     rcnn_batchnorm : BatchNorm after each of the box head's two fully connected layers (``rcnn_fc6_bn``,
         ``rcnn_fc7_bn``, before the ReLU)
+
+    Normalisation (Wu & He 2018; the seed's Mask R-CNN configurations):
+
+    norm : ``none`` or ``group``: GroupNorm (per-channel affine ``<layer>_gn_gamma`` / ``_beta``) after every
+        neck convolution (``fpn_lateral*``, ``fpn_output*``, ``fpn_p6``), after the box head's two fully
+        connected layers (instead of ``rcnn_batchnorm``) and after the mask head's convolutions; those layers
+        then have no bias. The RPN head and the backbone keep their own layers (the backbones' BatchNorm is
+        theirs: ``lite`` trains it from scratch, ResNets may freeze it)
+    gn_groups : groups of every GroupNorm (each normalised layer's width must be a multiple)
+
+    Mask branch (Mask R-CNN, He et al. 2017; :mod:`ssdkit.symbol.mask_head`):
+
+    mask : the switch; the training graph takes ``gt_masks`` and outputs ``mask_loss``, the inference graph
+        outputs ``[detection, masks]``
+    mask_roi_size : RoIAlign size of the mask branch (``mask_roi_size`` squared, on each RoI's level)
+    mask_size : side S of the predicted masks: ``2 * mask_roi_size`` (one 2x deconvolution)
+    mask_channels : width of the mask head's convolutions and deconvolution
+    mask_convs : 3x3 convolutions of the mask head (``mask_conv1`` ...)
+    mask_stride : image pixels per pixel of the data layer's ``gt_masks`` (``MaskTarget``'s spatial scale is
+        its inverse)
+    mask_loss_weight : factor of the mask loss
     """
 
     anchor_scales: Tuple[float, ...] = (8.0,)
@@ -147,8 +170,18 @@ class FPNConfig:
     roi_level_offset: float = 0.0
     roi_aligned: bool = True
     rcnn_clip_boxes: bool = True
+    rcnn_avg_pool: bool = False
     roi_canonical_size: float = 224.0
     rcnn_batchnorm: bool = False
+    norm: str = "none"
+    gn_groups: int = 32
+    mask: bool = False
+    mask_roi_size: int = 14
+    mask_size: int = 28
+    mask_channels: int = 256
+    mask_convs: int = 4
+    mask_stride: int = 1
+    mask_loss_weight: float = 1.0
 
     def __post_init__(self):
         _check(len(self.anchor_scales) >= 1 and all(s > 0 for s in self.anchor_scales), "anchor_scales",
@@ -185,6 +218,40 @@ class FPNConfig:
                "must be > 0 pixels, got %r" % (self.roi_canonical_size,))
         _check(0 <= self.roi_level_offset <= 1, "roi_level_offset",
                "must be in [0, 1] pixels, got %r" % (self.roi_level_offset,))
+        self._check_norm()
+        self._check_mask()
+
+    def _check_norm(self):
+        _check(self.norm in ("none", "group"), "norm", "must be one of none, group, got %r" % (self.norm,))
+        _check(self.gn_groups >= 1, "gn_groups", "must be >= 1, got %r" % (self.gn_groups,))
+        if self.norm != "group":
+            return
+        _check(not self.rcnn_batchnorm, "rcnn_batchnorm", "norm = \"group\" normalises the box head with "
+               "GroupNorm: set rcnn_batchnorm = false")
+        widths = [("fpn_channels", self.fpn_channels), ("rcnn_fc_dim", self.rcnn_fc_dim)]
+        if self.mask:
+            widths.append(("mask_channels", self.mask_channels))
+        for key, width in widths:
+            _check(width % self.gn_groups == 0, key, "%d is not a multiple of gn_groups = %d (norm = \"group\")"
+                   % (width, self.gn_groups))
+
+    def _check_mask(self):
+        for key in ("mask_roi_size", "mask_channels", "mask_convs", "mask_stride"):
+            _check(getattr(self, key) >= 1, key, "must be >= 1, got %r" % (getattr(self, key),))
+        _check(self.mask_size == 2 * self.mask_roi_size, "mask_size",
+               "must be 2 * mask_roi_size (the head upsamples once by 2), got %r with mask_roi_size %r"
+               % (self.mask_size, self.mask_roi_size))
+        _check(self.mask_loss_weight > 0, "mask_loss_weight", "must be > 0, got %r" % (self.mask_loss_weight,))
+        if self.mask:
+            _check(self.mask_foreground_rois >= 1, "rcnn_fg_fraction",
+                   "the mask branch trains on the floor(rcnn_batch_rois * rcnn_fg_fraction) foreground rows of "
+                   "each image: %r * %r gives none" % (self.rcnn_batch_rois, self.rcnn_fg_fraction))
+
+    @property
+    def mask_foreground_rois(self):
+        """F, the leading rows of each image's sampled RoIs that may be foreground (``ProposalTarget`` puts
+        at most ``floor(rcnn_batch_rois * rcnn_fg_fraction)`` foregrounds first): the mask branch's RoIs."""
+        return int(self.rcnn_batch_rois * self.rcnn_fg_fraction)
 
     @property
     def num_anchors(self):

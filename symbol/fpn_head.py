@@ -8,7 +8,10 @@ Parameter names (stable, for checkpoints and weight import):
 * neck: ``fpn_lateral{l}`` (1x1) and ``fpn_output{l}`` (3x3) for l = 2..5;
 * RPN head, shared by all levels: ``rpn_conv`` (3x3), ``rpn_cls_logits`` (1x1, A), ``rpn_bbox_pred``
   (1x1, 4A);
-* box head: ``rcnn_fc6``, ``rcnn_fc7``, ``rcnn_cls_score`` (C + 1), ``rcnn_bbox_pred`` (4 (C + 1)).
+* box head: ``rcnn_fc6``, ``rcnn_fc7``, ``rcnn_cls_score`` (C + 1), ``rcnn_bbox_pred`` (4 (C + 1));
+* with ``norm="group"``: ``<layer>_gn_gamma`` / ``_beta`` after each neck convolution and hidden box layer,
+  which then have no ``_bias``;
+* mask head: :mod:`ssdkit.symbol.mask_head`.
 
 Initialisation (Detectron's) is attached to the variables through their ``__init__`` attribute, which
 ``Module.init_params`` honours whatever its default initializer is: the neck convolutions and the two
@@ -57,7 +60,7 @@ def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
     return [internals[name + "_output"] for name in resnet.stage_output_names(backbone)]
 
 
-def fpn_neck(stages, channels, p6="max_pool"):
+def fpn_neck(stages, channels, p6="max_pool", *, norm="none", gn_groups=32):
     """Feature pyramid (Lin et al. 2017): lateral 1x1 convolutions, nearest 2x upsampling and sum from
     the top, a 3x3 output convolution per level; P6 is P5 subsampled by 2 (max-pool, kernel 1) or, with
     ``p6="conv"``, a 3x3 stride-2 convolution ``fpn_p6`` of C5's lateral (GluonCV).
@@ -67,6 +70,8 @@ def fpn_neck(stages, channels, p6="max_pool"):
     stages : list of 4 symbols C2..C5 (strides 4..32)
     channels : int, channels of every pyramid level
     p6 : str, ``max_pool`` or ``conv`` (see above)
+    norm : str, ``none`` or ``group``: GroupNorm (:func:`group_norm`, ``gn_groups`` groups) after every
+        convolution of the neck, which then has no bias (Detectron's GN FPN)
 
     Returns
     -------
@@ -75,11 +80,9 @@ def fpn_neck(stages, channels, p6="max_pool"):
     """
     if len(stages) != 4:
         raise ValueError("fpn_neck takes the 4 stages C2..C5, got %d" % len(stages))
-    laterals = []
-    for level, c in zip((2, 3, 4, 5), stages):
-        weight, bias = _weight("fpn_lateral%d" % level)
-        laterals.append(mx.sym.Convolution(c, weight=weight, bias=bias, num_filter=channels, kernel=(1, 1),
-                                           name="fpn_lateral%d" % level))
+    conv = _normed_conv if norm == "group" else _plain_conv
+    laterals = [conv(c, "fpn_lateral%d" % level, channels, gn_groups, kernel=(1, 1))
+                for level, c in zip((2, 3, 4, 5), stages)]
     merged = [None, None, None, laterals[3]]
     for i in (2, 1, 0):
         level = i + 2
@@ -87,18 +90,57 @@ def fpn_neck(stages, channels, p6="max_pool"):
                                name="fpn_upsample%d" % level)
         up = mx.sym.slice_like(up, laterals[i], axes=(2, 3), name="fpn_crop%d" % level)
         merged[i] = mx.sym.elemwise_add(laterals[i], up, name="fpn_merge%d" % level)
-    outputs = []
-    for level, m in zip((2, 3, 4, 5), merged):
-        weight, bias = _weight("fpn_output%d" % level)
-        outputs.append(mx.sym.Convolution(m, weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
-                                          pad=(1, 1), name="fpn_output%d" % level))
+    outputs = [conv(m, "fpn_output%d" % level, channels, gn_groups, kernel=(3, 3), pad=(1, 1))
+               for level, m in zip((2, 3, 4, 5), merged)]
     if p6 == "conv":
-        weight, bias = _weight("fpn_p6")
-        p6 = mx.sym.Convolution(laterals[3], weight=weight, bias=bias, num_filter=channels, kernel=(3, 3),
-                                stride=(2, 2), pad=(1, 1), name="fpn_p6")
+        p6 = conv(laterals[3], "fpn_p6", channels, gn_groups, kernel=(3, 3), stride=(2, 2), pad=(1, 1))
     else:
         p6 = mx.sym.Pooling(outputs[3], pool_type="max", kernel=(1, 1), stride=(2, 2), name="fpn_p6")
     return outputs + [p6]
+
+
+def _plain_conv(data, name, channels, _groups, **kwargs):
+    """Convolution ``name`` with Xavier-fill weights (:func:`_weight`) and a bias."""
+    weight, bias = _weight(name)
+    return mx.sym.Convolution(data, weight=weight, bias=bias, num_filter=channels, name=name, **kwargs)
+
+
+def _normed_conv(data, name, channels, groups, **kwargs):
+    """Convolution ``name`` without bias (Xavier fill) followed by :func:`group_norm` ``name_gn``."""
+    weight, _ = _weight(name)
+    x = mx.sym.Convolution(data, weight=weight, no_bias=True, num_filter=channels, name=name, **kwargs)
+    return group_norm(x, name + "_gn", channels, groups)
+
+
+def group_norm(data, name, channels, groups, eps=1e-5):
+    """GroupNorm (Wu & He 2018) with a per-channel affine: ``gamma_c * (x - mean_g) / sqrt(var_g + eps) + beta_c``.
+
+    MXNet 1.x's ``GroupNorm`` operator carries one gamma and beta per *group*; it runs here with constant
+    ones and zeros, and the per-channel ``name_gamma`` (init 1) and ``name_beta`` (init 0) follow, as in
+    Detectron and PyTorch.
+
+    Parameters
+    ----------
+    data : (N, channels, ...) symbol; a 2-D ``(N, channels)`` input (fully connected layers) is normalised
+        over each group of its channels
+    name : str, the layer (parameters ``name_gamma``, ``name_beta``)
+    channels : int, C (a multiple of ``groups``)
+    groups : int, G
+
+    Returns
+    -------
+    symbol of ``data``'s shape.
+    """
+    if channels % groups:
+        raise ValueError("GroupNorm %s: %d channels are not a multiple of %d groups" % (name, channels, groups))
+    gamma = mx.sym.Variable(name + "_gamma", shape=(channels,), init=mx.init.One())
+    beta = mx.sym.Variable(name + "_beta", shape=(channels,), init=mx.init.Zero())
+    x = mx.sym.reshape(data, shape=(0, 0, -1), name=name + "_flat")      # GroupNorm needs 3 or more axes
+    x = mx.sym.GroupNorm(x, mx.sym.ones(shape=(groups,)), mx.sym.zeros(shape=(groups,)), num_groups=groups,
+                         eps=eps, name=name)
+    x = mx.sym.broadcast_add(mx.sym.broadcast_mul(x, mx.sym.reshape(gamma, shape=(1, -1, 1))),
+                             mx.sym.reshape(beta, shape=(1, -1, 1)), name=name + "_affine")
+    return mx.sym.reshape_like(x, data, name=name + "_out")
 
 
 def _weight(name, std=None):
@@ -175,7 +217,7 @@ def roi_levels(rois, *, min_level=2, max_level=5, canonical_size=224.0, canonica
 
 
 def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, min_level, aligned=True,
-                         canonical_size=224.0, canonical_level=4, level_offset=0.0):
+                         canonical_size=224.0, canonical_level=4, level_offset=0.0, name="roi_align"):
     """RoIAlign of each RoI on its own FPN level only: ssdkit's ``MultiLevelROIAlign`` operator.
 
     The operator assigns each RoI its level by the rule of :func:`roi_levels` (same parameters) and
@@ -195,6 +237,7 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
         ``canonical_level``)
     level_offset : float, when non-zero the levels come from :func:`roi_levels` with this
         ``pixel_offset`` (the operator's ``levels`` input) instead of the operator's own rule
+    name : str, the operator node's name (the mask branch pools with its own, ``mask_roi_align``)
 
     Returns
     -------
@@ -214,10 +257,10 @@ def multilevel_roi_align(features, rois, *, strides, pooled_size, sample_ratio, 
                                      pooled_size=(int(pooled_size), int(pooled_size)), sample_ratio=int(sample_ratio),
                                      aligned=bool(aligned), min_level=int(min_level),
                                      canonical_size=float(canonical_size), canonical_level=int(canonical_level),
-                                     name="roi_align")
+                                     name=name)
 
 
-def box_head(pooled, num_classes, fc_dim, *, batchnorm=False):
+def box_head(pooled, num_classes, fc_dim, *, batchnorm=False, norm="none", gn_groups=32):
     """Two fully connected layers with ReLU, then class scores and class-specific box deltas.
 
     Parameters
@@ -226,16 +269,24 @@ def box_head(pooled, num_classes, fc_dim, *, batchnorm=False):
     num_classes : int, object classes C (background excluded)
     fc_dim : int, width of the two hidden layers
     batchnorm : bool, BatchNorm (over the RoIs of a batch) between each hidden layer and its ReLU
+    norm : str, ``group``: GroupNorm (``rcnn_fc6_gn``, ``rcnn_fc7_gn``) there instead, the two layers without
+        bias (not with ``batchnorm``)
 
     Returns
     -------
     cls_score : (R, C + 1) logits, column 0 background, k + 1 class k
     bbox_pred : (R, 4 (C + 1)) deltas, 4 per class column (background's unused)
     """
+    if batchnorm and norm == "group":
+        raise ValueError("box_head: batchnorm and GroupNorm (norm='group') exclude each other")
     x = mx.sym.flatten(pooled, name="rcnn_flatten")
     for name in ("rcnn_fc6", "rcnn_fc7"):
         weight, bias = _weight(name)
-        x = mx.sym.FullyConnected(x, weight=weight, bias=bias, num_hidden=fc_dim, name=name)
+        if norm == "group":
+            x = mx.sym.FullyConnected(x, weight=weight, no_bias=True, num_hidden=fc_dim, name=name)
+            x = group_norm(x, name + "_gn", fc_dim, gn_groups)
+        else:
+            x = mx.sym.FullyConnected(x, weight=weight, bias=bias, num_hidden=fc_dim, name=name)
         if batchnorm:
             x = mx.sym.BatchNorm(x, eps=1e-5, fix_gamma=False, name=name + "_bn")
         x = mx.sym.Activation(x, act_type="relu", name=name + "_relu")

@@ -237,12 +237,44 @@ def roi_align_cases(rng):
     ]
 
 
+def mask_target_cases(rng):
+    b, m, c, side = 2, 4, 3, 50                      # masks at stride 2 of 100 x 100 images
+    lab = _labels(rng, b, m, c, [4, 2], scale=100.0)
+    yy, xx = np.mgrid[0:side, 0:side] + 0.5
+    masks = np.zeros((b, m, side, side), np.float32)
+    for i in range(b):
+        for j in range(m):
+            x0, y0, x1, y1 = lab[i, j, 1:5] / 2
+            masks[i, j] = (((xx - (x0 + x1) / 2) / max(x1 - x0, 1)) ** 2 +
+                           ((yy - (y0 + y1) / 2) / max(y1 - y0, 1)) ** 2 <= 0.25) * (lab[i, j, 0] >= 0)
+    soft = _f32(masks * rng.uniform(0.2, 1.0, masks.shape))
+    rois = _batch_rois(rng, b, 30, 0.05, 0.5, 100.0)
+    labels = np.zeros(len(rois), np.float32)
+    for r in range(0, len(rois), 2):                 # every other RoI: a jittered ground truth, labelled
+        i = int(rois[r, 0])
+        j = int(rng.integers(0, 4 if i == 0 else 2))
+        rois[r, 1:] = lab[i, j, 1:5] + rng.normal(0, 2.0, 4)
+        labels[r] = lab[i, j, 0] + 1
+    labels[7] = labels[6] % c + 1                    # a foreground label of another class: -1 row
+    rois[9] = [0, 0, 0, 0, 0]                        # padding RoI
+    labels[9] = -1
+    rois[11, 2] = np.nan                             # non-finite RoI
+    labels[11] = 1
+    inputs = (_f32(rois), labels, lab, _f32(masks))
+    return [OpCase("mask_target", "MaskTarget", {"mask_size": "14", "spatial_scale": "0.5", "num_classes": str(c)},
+                   inputs, (EXACT,)),
+            OpCase("mask_target_adaptive_soft", "MaskTarget",
+                   {"mask_size": "7", "spatial_scale": "0.5", "sample_ratio": "-1", "aligned": "False",
+                    "threshold": "0.3"}, inputs[:3] + (soft,), (EXACT,))]
+
+
 def cases() -> List[OpCase]:
     """Every case, built from one seeded generator (same inputs on every run and machine)."""
     rng = np.random.default_rng(20261202)
     found = []
     for make in (multibox_target_cases, multibox_detection_cases, anchor_cases, rpn_target_cases,
-                 fpn_proposal_cases, proposal_target_cases, rcnn_detection_cases, roi_align_cases):
+                 fpn_proposal_cases, proposal_target_cases, rcnn_detection_cases, roi_align_cases,
+                 mask_target_cases):
         found += make(rng)
     names = [c.name for c in found]
     assert len(set(names)) == len(names), "case names must be unique"

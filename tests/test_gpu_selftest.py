@@ -115,5 +115,6 @@ def test_every_cuda_kernel_is_linked_into_the_program(built):
     symbols = subprocess.run(["nm", "-C", program], stdout=subprocess.PIPE, text=True).stdout
     for launcher in ("MultiBoxTargetForwardGPU", "MultiBoxDetectionForwardGPU", "FillAnchorGridGPU",
                      "RPNTargetForwardGPU", "FPNProposalForwardGPU", "ProposalTargetForwardGPU",
-                     "RCNNDetectionForwardGPU", "MultiLevelROIAlignForwardGPU", "MultiLevelROIAlignBackwardGPU"):
+                     "RCNNDetectionForwardGPU", "MultiLevelROIAlignForwardGPU", "MultiLevelROIAlignBackwardGPU",
+                     "MaskTargetForwardGPU"):
         assert launcher in symbols, launcher

@@ -236,3 +236,185 @@ def test_segm_inputs_are_checked():
                           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2],
                                            "area": 4, "iscrowd": 0}],
                           "categories": [{"id": 1, "name": "a"}]}, segm=True)
+
+
+# --- drawing ------------------------------------------------------------------------------------------
+
+def test_masks_are_filled_translucently_in_the_class_colour():
+    from ssdkit.visualize import class_colors, draw_detections, draw_masks
+
+    image = np.full((40, 60, 3), 100, np.uint8)
+    masks = np.zeros((3, 40, 60), bool)
+    masks[0, 5:35, 5:25] = True
+    masks[1, 36:40, 30:50] = True                  # below the score threshold: not drawn
+    masks[2, 30:33, 20:24] = True                  # overlaps mask 0 with a higher score: on top
+    dets = np.array([[1, 0.9, 5, 5, 25, 35], [0, 0.2, 30, 36, 50, 40], [0, 0.95, 20, 30, 24, 33]], np.float64)
+    drawn = draw_detections(image, dets, normalized=False, masks=masks, thickness=1, class_names=["a", "b"])
+    colors = class_colors(2).astype(np.float64)
+    once = np.round(0.5 * 100 + 0.5 * colors[1])
+    np.testing.assert_array_equal(drawn[33, 10], once)                     # mask 0, off the labels and lines
+    np.testing.assert_array_equal(drawn[38, 40], [100, 100, 100])           # the skipped row's mask
+    np.testing.assert_array_equal(drawn[38, 2], [100, 100, 100]) 
+    both = draw_masks(image, masks[[0, 2]], [1, 0], alpha=0.5)
+    np.testing.assert_array_equal(both[31, 21], np.round(0.5 * once + 0.5 * colors[0]))
+    filled = draw_masks(image, masks[:1], [1], alpha=1.0, colors=colors.astype(np.uint8))
+    assert (filled[masks[0]] == colors[1]).all() and (filled[~masks[0]] == 100).all()
+    with pytest.raises(ValueError, match="one mask per row"):
+        draw_detections(image, dets, normalized=False, masks=masks[:2])
+
+
+# --- a mask model end to end: evaluate, Detector, deploy, demo ---------------------------------------
+
+CLASSES = ["circle", "ring", "box", "triangle", "star", "cross"]
+
+
+def _box_pixels(box, height, width):
+    """(H, W) bool: the pixels whose centres ``(i + 0.5)`` lie in the continuous box ``[x0, x1) x [y0, y1)``."""
+    x0, y0, x1, y1 = box
+    cols = (np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 < x1)
+    rows = (np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 < y1)
+    return rows[:, None] & cols[None, :]
+
+
+def _write_mask_checkpoint(prefix, config):
+    """``prefix-0001.params`` of ``config``'s mask inference graph (random weights, BatchNorm identity) whose
+    mask predictor is 0 with bias +10: every mask probability is ~1, so each pasted mask is exactly its box's
+    pixels; zero box predictors, so detections are anchor boxes. Like tests/untrained_models.py, but only
+    the inference graph is built (the training graph needs the MaskTarget operator)."""
+    import mxnet as mx
+
+    from ssdkit.api.family import family_of
+    from ssdkit.api.model_files import write_meta
+
+    family = family_of(config)
+    meta = dict(family.meta_fields(config), class_names=CLASSES)
+    symbol = family.inference_symbol(meta)
+    inputs = dict(family.inference_shapes(meta, 1))
+    arg_shapes, _, aux_shapes = symbol.infer_shape(**inputs)
+    rng = np.random.default_rng(0)
+    blob = {}
+    for name, shape in zip(symbol.list_arguments(), arg_shapes):
+        if name in inputs:
+            continue
+        value = (np.ones(shape) if name.endswith("gamma") else np.zeros(shape) if name.endswith(("beta", "bias"))
+                 else rng.normal(0, 0.05, shape))
+        if name in ("mask_predictor_weight", "rpn_bbox_pred_weight", "rcnn_bbox_pred_weight"):
+            value = np.zeros(shape)                 # full masks; boxes are anchors (not degenerate)
+        if name == "mask_predictor_bias":
+            value = np.full(shape, 10.0)
+        blob["arg:" + name] = mx.nd.array(value)
+    for name, shape in zip(symbol.list_auxiliary_states(), aux_shapes):
+        blob["aux:" + name] = mx.nd.ones(shape) if name.endswith("var") else mx.nd.zeros(shape)
+    mx.nd.save(prefix + "-0001.params", blob)
+    write_meta(prefix, config, CLASSES)
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def mask_model(tmp_path_factory):
+    from ssdkit.config import apply_overrides, load_config
+    from ssdkit.dataset.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("mask_model")
+    synthetic = make_synthetic_dataset(str(root / "data"), num_train=1, num_test=3, seed=5, image_size=(112, 176))
+    config = apply_overrides(load_config("fpn_resnet18_synthetic"), {
+        "data.root": synthetic.devkit, "model.resize_short": 128, "model.resize_long": 160, "data.batch_size": 2,
+        "data.num_workers": 1, "fpn.mask": True, "fpn.mask_channels": 16, "fpn.mask_convs": 1,
+        "fpn.test_max_detections": 20})
+    return config, _write_mask_checkpoint(str(root / "mask"), config)
+
+
+def test_mask_model_evaluation_writes_segm_ap_that_pycocotools_reproduces(mask_model, tmp_path, capsys):
+    import evaluate
+    from ssdkit.api.data import load_split
+    from ssdkit.dataset.masks import decode_masks
+
+    config, prefix = mask_model
+    out = str(tmp_path / "eval")
+    assert evaluate.main(["--config", "fpn_resnet18_synthetic", "--data-root", config.data.root, "--prefix", prefix,
+                          "--epoch", "1", "--batch-size", "2", "--num-workers", "1", "--no-progress",
+                          "--output", out]) == 0
+    result = json.load(open(f"{out}/metrics.json"))
+    assert "COCO mask AP: %.4f" % result["coco_segm"]["AP"] in capsys.readouterr().out
+    assert set(result["coco_segm"]) == set(result["coco"]) and result["images"] == 3
+    for iou_type, results_file in (("segm", "coco_segm_results.json"), ("bbox", "coco_results.json")):
+        direct = _pycocotools_stats(f"{out}/coco_ground_truth.json", f"{out}/{results_file}", iou_type)
+        key = "coco_segm" if iou_type == "segm" else "coco"
+        np.testing.assert_array_equal([result[key][n] for n in COCO_NAMES], direct)
+    boxes = json.load(open(f"{out}/coco_results.json"))
+    segms = json.load(open(f"{out}/coco_segm_results.json"))
+    assert len(boxes) == len(segms) > 3
+    records = load_split(config, "val").records
+    for box, segm in zip(boxes, segms):        # full-probability masks paste to their boxes in the original image
+        assert (box["image_id"], box["category_id"], box["score"]) == (segm["image_id"], segm["category_id"],
+                                                                       segm["score"])
+        record = records[box["image_id"]]
+        assert segm["segmentation"]["size"] == [record.height, record.width]
+        x, y, w, h = box["bbox"]
+        np.testing.assert_array_equal(decode_rle([segm["segmentation"]])[0],
+                                      _box_pixels((x, y, x + w, y + h), record.height, record.width))
+    assert sum(decode_rle([s["segmentation"]]).sum() > 100 for s in segms) > 3
+    gt = json.load(open(f"{out}/coco_ground_truth.json"))
+    first = [a for a in gt["annotations"] if a["image_id"] == 0]
+    np.testing.assert_array_equal(decode_rle([a["segmentation"] for a in first]), decode_masks(records[0]))
+
+
+COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def test_detector_deploy_and_demo_give_masks_in_the_original_image(mask_model, tmp_path):
+    import demo
+    from ssdkit.api.data import load_split
+    from ssdkit.api.deploy import deploy_model
+    from ssdkit.dataset.image import load_image_rgb
+    from ssdkit.detector import Detector
+    from ssdkit.masks import Instances
+    from ssdkit.visualize import draw_detections
+
+    config, prefix = mask_model
+    record = load_split(config, "val").records[0]
+    detector = Detector(prefix, epoch=1, score_thresh=0.0)
+    assert detector.with_masks
+    found = detector.detect(record.path)
+    assert isinstance(found, Instances) and len(found) > 5
+    assert found.masks.shape == (len(found), record.height, record.width) and found.masks.dtype == bool
+    assert found.masks.any(axis=(1, 2)).all()
+    for row, mask in zip(found.rows, found.masks):
+        np.testing.assert_array_equal(mask, _box_pixels(row[2:6], record.height, record.width))
+    listed = detector.to_json(found)
+    np.testing.assert_array_equal(decode_rle([d["mask"] for d in listed]), found.masks)
+    json.dumps(listed)
+
+    deployed = deploy_model(prefix, str(tmp_path / "deploy" / "mask"), epoch=1)
+    assert len(json.load(open(deployed["symbol"]))["heads"]) == 2
+    again = Detector(str(tmp_path / "deploy" / "mask"), deploy=True, score_thresh=0.0).detect(record.path)
+    np.testing.assert_array_equal(again.rows, found.rows)
+    np.testing.assert_array_equal(again.masks, found.masks)
+
+    assert demo.main(["--prefix", prefix, "--epoch", "1", "--images", record.path, "--output",
+                      str(tmp_path / "demo"), "--score-thresh", "0.3"]) == 0
+    shown = Detector(prefix, epoch=1, score_thresh=0.3).detect(record.path)
+    report = json.load(open(tmp_path / "demo" / "detections.json"))[record.path]
+    assert len(report) == len(shown) > 0 and all("mask" in d for d in report)
+    drawn = cv2.imread(str(tmp_path / "demo" / (record.image_id + "_det.png")))
+    bgr = cv2.cvtColor(load_image_rgb(record.path), cv2.COLOR_RGB2BGR)
+    expected = draw_detections(bgr, shown.rows, class_names=CLASSES, score_thresh=0.3, normalized=False,
+                               masks=shown.masks)
+    np.testing.assert_array_equal(drawn, expected)
+    assert (drawn != draw_detections(bgr, shown.rows, class_names=CLASSES, score_thresh=0.3,
+                                     normalized=False)).any()
+
+
+def test_mask_model_on_data_without_masks_evaluates_boxes_with_a_warning(mask_model, tmp_path, caplog):
+    import dataclasses
+
+    from ssdkit.api.evaluate import evaluate_detector
+    from ssdkit.dataset.synthetic import make_synthetic_dataset
+
+    config, prefix = mask_model
+    plain = make_synthetic_dataset(str(tmp_path / "data"), num_train=1, num_test=2, seed=6, image_size=(112, 176),
+                                   masks=False)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=plain.devkit))
+    result = evaluate_detector(config, prefix, epoch=1, progress=False, output_dir=str(tmp_path / "eval"))
+    assert "coco" in result and "coco_segm" not in result
+    assert "mask model but 2 of the 2 evaluation images have no instance masks" in caplog.text

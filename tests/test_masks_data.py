@@ -165,6 +165,15 @@ def test_coco_polygons_and_both_rles_decode_like_pycocotools(tmp_path):
     np.testing.assert_array_equal(masks[2], ring)
     assert masks[0].sum() > 0
     assert load_coco(path, str(tmp_path), masks="none").records[0].masks is None
+    # a crowd region (uncompressed RLE, the COCO iscrowd form): skipped by default, kept with its mask
+    data["annotations"].append({"id": 4, "image_id": 1, "category_id": 2, "bbox": [1, 5, 6, 6], "iscrowd": 1,
+                                "area": 1, "segmentation": {"size": [height, width], "counts": counts}})
+    with open(path, "w") as f:
+        json.dump(data, f)
+    assert load_coco(path, str(tmp_path)).records[0].num_objects == 3
+    crowd = load_coco(path, str(tmp_path), crowd="difficult").records[0]
+    assert crowd.difficult.tolist() == [False, False, False, True]
+    np.testing.assert_array_equal(decode_masks(crowd)[3], ring)
 
 
 def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
@@ -181,6 +190,7 @@ def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 4, 2], "iscrowd": 0,
          "segmentation": [[2, 3, 6, 3, 6, 5, 2, 5]]},
         {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1.5, 1.2, 3, 1]},  # no segmentation: box filled
+        {"id": 5, "image_id": 1, "category_id": 1, "bbox": [6, 6, 2, 2], "segmentation": [[6, 6, 8, 8]]},  # no area
         {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 4, 4],
          "segmentation": {"size": [5, 5], "counts": "abc"}},  # RLE of another size
         {"id": 4, "image_id": 3, "category_id": 1, "bbox": [0, 0, 4, 4], "segmentation": "oops"},
@@ -193,8 +203,12 @@ def test_coco_masks_bad_or_missing_are_counted_or_refused(tmp_path):
     assert [r.image_id for r in data] == ["1"]
     assert report.count("bad_annotation") == 2
     assert any("RLE segmentation of size 5x5" in d for _, d in report.entries("bad_annotation"))
-    assert report.count("box_mask") == 1 and "annotation 2" in report.entries("box_mask")[0][1]
+    assert [d for _, d in report.entries("box_mask")] == ["annotation 2 has no segmentation",
+                                                         "annotation 5 has no segmentation"]
+    polygons = data.records[0].masks.items[0]  # held as float64 arrays, not json lists
+    assert isinstance(polygons, tuple) and polygons[0].dtype == np.float64
     masks = decode_masks(data.records[0])
+    assert masks[2].sum() == 4 and _tight_box(masks[2]) == (6, 6, 8, 8)
     expected = np.zeros((height, width), np.uint8)
     expected[1:3, 1:5] = 1  # box (1.5, 1.2, 4.5, 2.2) rounded outwards
     np.testing.assert_array_equal(masks[1], expected)
@@ -273,3 +287,313 @@ def test_voc_masks_missing_bad_or_absent_values(tmp_path):
     data = load_voc(root, "2007/s", class_names=["x"], check_images="header")  # not read at load ...
     with pytest.raises(MaskError, match="mode RGB"):
         decode_masks(data.records[0])  # ... so decoding names the file
+
+
+# ------------------------------------------------------------------------------------ mask transforms
+
+
+def _tight_box_or_none(mask):
+    return np.array(_tight_box(mask), np.float64) if mask.any() else None
+
+
+def _random_rectangles(rng, height, width, count):
+    """(K, H, W) uint8 axis-aligned rectangle masks and their (K, 4) tight boxes."""
+    x0, y0 = rng.integers(0, width - 1, count), rng.integers(0, height - 1, count)
+    x1 = np.minimum(x0 + rng.integers(1, width, count), width)
+    y1 = np.minimum(y0 + rng.integers(1, height, count), height)
+    masks = np.zeros((count, height, width), np.uint8)
+    for k in range(count):
+        masks[k, y0[k]:y1[k], x0[k]:x1[k]] = 1
+    return masks, np.stack([x0, y0, x1, y1], 1).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ssd_augmentation_moves_masks_with_their_boxes(seed):
+    """Zoom-out, IoU crops, resize and mirror: the box of each transformed rectangle mask is its transformed
+    (clipped) box within a pixel; the image, boxes and kept indices are those of the call without masks."""
+    from ssdkit.dataset.augment import Augmentation, augment_detection
+
+    config = Augmentation()
+    checked = dropped = 0
+    for trial in range(40):
+        rng = np.random.default_rng([seed, trial])
+        height, width = int(rng.integers(20, 90)), int(rng.integers(20, 90))
+        masks, boxes = _random_rectangles(rng, height, width, 4)
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        out_size = (int(rng.integers(16, 120)), int(rng.integers(16, 120)))
+        state = rng.bit_generator.state
+        plain = augment_detection(image, boxes, rng, config, out_size)
+        rng.bit_generator.state = state
+        out, unit_boxes, keep, out_masks = augment_detection(image, boxes, rng, config, out_size, masks=masks)
+        np.testing.assert_array_equal(out, plain[0])
+        np.testing.assert_array_equal(unit_boxes, plain[1])
+        np.testing.assert_array_equal(keep, plain[2])
+        assert out_masks.dtype == np.uint8 and out_masks.shape == (len(keep), out_size[1], out_size[0])
+        assert set(np.unique(out_masks)) <= {0, 1}
+        pixel_boxes = unit_boxes * np.array(out_size * 2)
+        for box, mask, k in zip(pixel_boxes, out_masks, keep):
+            if min(box[2] - box[0], box[3] - box[1]) < 2:  # thinner than 2 output pixels: may vanish
+                continue
+            tight = _tight_box_or_none(mask)
+            assert tight is not None, (seed, trial)
+            np.testing.assert_allclose(tight, box, atol=1.0, err_msg="seed %d trial %d" % (seed, trial))
+            checked += 1
+        dropped += int(len(keep) < len(boxes))  # a crop left boxes out: their masks went with them
+    assert checked > 80 and dropped > 0
+
+
+def _source_and_mirror(rng, scene, short, long, mirror_prob):
+    from ssdkit.dataset.augment import Augmentation
+    from ssdkit.dataset.two_stage import transform_two_stage
+
+    augment = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=mirror_prob)
+    return transform_two_stage(scene.image, scene.boxes, rng, short=short, long=long, augment=augment,
+                               masks=scene.masks.astype(np.uint8))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_stage_resize_and_flip_move_the_synthetic_masks_with_their_boxes(seed):
+    """Real shapes (stars, rings, triangles) upscaled and mirrored: mask box == box within a pixel;
+    downscaled: the mask never leaves its box by more than a pixel (thin tips may vanish)."""
+    up = down = 0
+    for trial in range(12):
+        rng = np.random.default_rng([100 + seed, trial])
+        scene = render_scene(rng, int(rng.integers(64, 110)), int(rng.integers(64, 110)))
+        height, width = scene.image.shape[:2]
+        upscale = trial % 3 != 2
+        short = int(rng.integers(min(height, width), 2 * min(height, width))) if upscale else 40
+        out, boxes, keep, scale, masks = _source_and_mirror(rng, scene, short, 4 * short, 0.5)
+        assert (scale >= 1.0) == upscale
+        assert masks.shape == (len(keep),) + out.shape[:2]
+        for box, mask in zip(boxes, masks):
+            tight = _tight_box_or_none(mask)
+            if upscale:
+                assert tight is not None
+                np.testing.assert_allclose(tight, box, atol=1.0)
+                up += 1
+            elif tight is not None:
+                assert (tight[:2] >= box[:2] - 1).all() and (tight[2:] <= box[2:] + 1).all()
+                down += 1
+    assert up > 10 and down > 3
+
+
+def test_two_stage_mirror_flips_the_masks_exactly():
+    """An integer resize factor and a flip: the mirrored sample's masks are the plain sample's, reversed."""
+    from ssdkit.dataset.augment import Augmentation, augment_detection
+
+    rng = np.random.default_rng(3)
+    scene = render_scene(rng, 70, 90)
+    masks = scene.masks.astype(np.uint8)
+    flip = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=1.0)
+    plain = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.0)
+    a = augment_detection(scene.image, scene.boxes, np.random.default_rng(0), plain, (180, 140), masks=masks)
+    b = augment_detection(scene.image, scene.boxes, np.random.default_rng(0), flip, (180, 140), masks=masks)
+    np.testing.assert_array_equal(b[3], a[3][:, :, ::-1])
+    # a 2x nearest-neighbour upscale is the bilinear-thresholded one up to the half-pixel boundary rows
+    np.testing.assert_array_equal(a[3][:, 1::2, 1::2], masks)
+
+
+def test_reduce_masks_by_hand():
+    from ssdkit.dataset.two_stage import mask_grid, reduce_masks
+
+    masks = np.zeros((2, 5, 7), np.uint8)
+    masks[0, 0:2, 0:2] = 1  # a whole 2x2 block
+    masks[0, 2, 2:4] = 1  # half of block (1, 1): >= 0.5 counts
+    masks[1, 4, 6] = 1  # the corner block (row 4-5 x cols 6-7, both past the image) holds 1 of 4: 0
+    masks[1, 3:5, 4:6] = 1  # 2 of 4 in block (1, 2) and in block (2, 2) (its row 5 is padding): 1
+    masks[1, 0, 0] = 1  # 1 of 4: 0
+    out = reduce_masks(masks, 2)
+    assert out.shape == (2,) + mask_grid(5, 7, 2) == (2, 3, 4)
+    expected0 = np.zeros((3, 4), np.uint8)
+    expected0[0, 0] = expected0[1, 1] = 1
+    expected1 = np.zeros((3, 4), np.uint8)
+    expected1[1, 2] = expected1[2, 2] = 1
+    np.testing.assert_array_equal(out[0], expected0)
+    np.testing.assert_array_equal(out[1], expected1)
+    np.testing.assert_array_equal(reduce_masks(masks, 1), masks)
+    rng = np.random.default_rng(0)  # against the whole-image block sum on random blobs
+    for stride in (2, 3, 4):
+        blobs = (rng.random((5, 23, 30)) < 0.6).astype(np.uint8) * (rng.random((5, 1, 1)) < 0.8)
+        blobs[:, :, :rng.integers(0, 20)] = 0
+        gh, gw = mask_grid(23, 30, stride)
+        padded = np.zeros((5, gh * stride, gw * stride), int)
+        padded[:, :23, :30] = blobs
+        counts = padded.reshape(5, gh, stride, gw, stride).sum(axis=(2, 4))
+        np.testing.assert_array_equal(reduce_masks(blobs, stride), 2 * counts >= stride * stride)
+    with pytest.raises(ValueError, match="mask_stride"):
+        mask_grid(5, 7, 0)
+
+
+# ---------------------------------------------------------------------------------------- iterator
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_two_stage_iter_batches_gt_masks_aligned_with_the_labels(synth, stride):
+    from ssdkit.dataset.augment import Augmentation
+    from ssdkit.dataset.two_stage import reduce_masks
+    from ssdkit.dataset.two_stage_iter import TwoStageIter
+    from ssdkit.dataset.voc import load_voc
+
+    records = load_voc(synth.devkit, "2007/trainval", class_names=synth.class_file).records
+    augment = Augmentation(distort_prob=0.5, expand_prob=0.0, crop_samplers=(), mirror_prob=0.5)
+    kwargs = dict(batch_size=4, short=96, long=160, augment=augment, seed=5, num_workers=1)
+    with_masks = TwoStageIter(records, masks=True, mask_stride=stride, **kwargs)
+    plain = TwoStageIter(records, **kwargs)
+    (_, height, width) = with_masks.data_shape
+    grid = (-(-height // stride), -(-width // stride))
+    assert [d.name for d in with_masks.provide_label] == ["label", "gt_masks"]
+    assert with_masks.provide_label[1].shape == (4, with_masks.max_objects) + grid
+    assert [d.name for d in plain.provide_label] == ["label"]
+    batches = 0
+    for a, b in zip(with_masks, plain):
+        np.testing.assert_array_equal(a.data[0].asnumpy(), b.data[0].asnumpy())  # same RNG use
+        np.testing.assert_array_equal(a.label[0].asnumpy(), b.label[0].asnumpy())
+        label, gt_masks = a.label[0].asnumpy(), a.label[1].asnumpy()
+        assert gt_masks.shape == (4, with_masks.max_objects) + grid and gt_masks.dtype == np.float32
+        assert set(np.unique(gt_masks)) <= {0.0, 1.0}
+        im_info = a.data[1].asnumpy()
+        for i in range(4):
+            rows = label[i, :, 0] >= 0
+            assert not gt_masks[i, ~rows].any()  # padding rows are all 0
+            h, w = (int(v) for v in im_info[i, :2])
+            assert not gt_masks[i, :, -(-h // stride):].any() and not gt_masks[i, :, :, -(-w // stride):].any()
+            for m in np.flatnonzero(rows):
+                box = label[i, m, 1:5] / stride
+                tight = _tight_box_or_none(gt_masks[i, m])
+                if stride == 1:
+                    np.testing.assert_allclose(tight, box, atol=1.0)
+                elif tight is not None:
+                    assert (tight[:2] >= np.floor(box[:2]) - 1).all() and (tight[2:] <= np.ceil(box[2:]) + 1).all()
+        batches += 1
+    assert batches == 2
+    # the reduction of the stride-1 masks is the stride-s batch
+    if stride > 1:
+        full = TwoStageIter(records, masks=True, mask_stride=1, **kwargs)
+        strided = TwoStageIter(records, masks=True, mask_stride=stride, **kwargs)
+        a, b = next(iter(full)), next(iter(strided))
+        full_masks = a.label[1].asnumpy()
+        for i in range(4):
+            np.testing.assert_array_equal(reduce_masks(full_masks[i], stride), b.label[1].asnumpy()[i])
+
+
+def test_two_stage_iter_masks_need_mask_sources(synth, tmp_path):
+    from ssdkit.dataset.two_stage_iter import TwoStageIter
+    from ssdkit.dataset.voc import load_voc
+
+    records = load_voc(synth.devkit, "2007/test", class_names=synth.class_file, masks="none").records
+    with pytest.raises(ValueError, match="3 of 3 records have no instance masks"):
+        TwoStageIter(records, batch_size=2, short=64, long=96, masks=True)
+    with pytest.raises(ValueError, match="copy_paste needs masks=True"):
+        TwoStageIter(records, batch_size=2, short=64, long=96, copy_paste=object())
+
+
+def test_two_stage_iter_skips_an_image_whose_mask_went_missing(synth, tmp_path):
+    import shutil
+
+    from ssdkit.dataset.two_stage_iter import TwoStageIter
+    from ssdkit.dataset.validation import DataError
+    from ssdkit.dataset.voc import load_voc
+
+    root = str(tmp_path / "copy")
+    shutil.copytree(synth.root, root)
+    devkit = os.path.join(root, "VOCdevkit")
+    records = load_voc(devkit, "2007/test", class_names=synth.class_file, masks="require").records
+    os.remove(os.path.join(devkit, "VOC2007", "SegmentationObject", "000008.png"))
+    it = TwoStageIter(records, batch_size=3, short=64, long=96, masks=True, num_workers=1, last_batch="pad")
+    with pytest.warns(RuntimeWarning, match="000008"):
+        batch = next(iter(it))
+    assert batch.pad == 1 and it.num_skipped == 1
+    strict = TwoStageIter(records, batch_size=3, short=64, long=96, masks=True, num_workers=1, strict=True)
+    with pytest.raises(DataError, match="instance mask PNG not found"):
+        next(iter(strict))
+
+
+def test_make_sample_calls_copy_paste_on_the_decoded_image_first(monkeypatch):
+    import sys
+    import types
+
+    from ssdkit.dataset.augment import NO_AUGMENT, Normalization
+    from ssdkit.dataset.two_stage import make_sample
+
+    rng = np.random.default_rng(4)
+    scene = render_scene(rng, 64, 80)
+    masks = scene.masks.astype(np.uint8)
+    calls = []
+
+    def fake_copy_paste(image, boxes, classes, difficult, masks, rng, config):
+        calls.append((image.shape, masks.shape, config))
+        return image[:, ::-1].copy(), boxes[:1], classes[:1], difficult[:1], masks[:1]
+
+    fake = types.ModuleType("ssdkit.dataset.copy_paste")
+    fake.copy_paste = fake_copy_paste
+    monkeypatch.setitem(sys.modules, "ssdkit.dataset.copy_paste", fake)
+    sample = make_sample(scene.image, scene.boxes, scene.classes, scene.difficult, np.random.default_rng(0),
+                         short=64, long=80, normalization=Normalization(), augment=NO_AUGMENT, masks=masks,
+                         copy_paste="config")
+    assert calls == [((64, 80, 3), masks.shape, "config")]
+    assert len(sample.label) == 1 and sample.masks.shape == (1, 64, 80)
+    np.testing.assert_array_equal(sample.masks[0], masks[0])  # scale 1: the masks pass unchanged
+    with pytest.raises(ValueError, match="needs the instance masks"):
+        make_sample(scene.image, scene.boxes, scene.classes, scene.difficult, np.random.default_rng(0), short=64,
+                    long=80, normalization=Normalization(), copy_paste="config")
+    monkeypatch.setitem(sys.modules, "ssdkit.dataset.copy_paste", None)  # the module is absent
+    with pytest.raises(ImportError, match="copy_paste is not installed"):
+        make_sample(scene.image, scene.boxes, scene.classes, scene.difficult, np.random.default_rng(0), short=64,
+                    long=80, normalization=Normalization(), masks=masks, copy_paste="config")
+
+
+@pytest.mark.parametrize("mode", ["move", "copy"])
+def test_two_stage_iter_with_copy_paste_keeps_masks_and_boxes_together(synth, mode):
+    from ssdkit.dataset.augment import Augmentation
+    from ssdkit.dataset.copy_paste import CopyPaste
+    from ssdkit.dataset.two_stage_iter import TwoStageIter
+    from ssdkit.dataset.voc import load_voc
+
+    records = load_voc(synth.devkit, "2007/trainval", class_names=synth.class_file).records
+    config = CopyPaste(prob=1.0, max_instances=2, scale=(0.8, 1.2), rotation=10.0, translate=0.1, mode=mode)
+    augment = Augmentation(distort_prob=0.0, expand_prob=0.0, crop_samplers=(), mirror_prob=0.5)
+    it = TwoStageIter(records, batch_size=3, short=128, long=200, augment=augment, masks=True, copy_paste=config,
+                      seed=2, num_workers=1)
+    plain = TwoStageIter(records, batch_size=3, short=128, long=200, augment=augment, masks=True, seed=2,
+                         num_workers=1)
+    most = max(r.num_objects for r in records)
+    assert it.max_objects == most + (2 if mode == "copy" else 0)
+    changed = rows = 0
+    for a, b in zip(it, plain):
+        label, gt_masks = a.label[0].asnumpy(), a.label[1].asnumpy()
+        changed += int(not np.array_equal(a.data[0].asnumpy(), b.data[0].asnumpy()))
+        for i in range(3):
+            for m in np.flatnonzero(label[i, :, 0] >= 0):
+                tight = _tight_box_or_none(gt_masks[i, m])
+                assert tight is not None
+                np.testing.assert_allclose(tight, label[i, m, 1:5], atol=1.0)  # upscaled: within a pixel
+                rows += 1
+            assert not gt_masks[i, label[i, :, 0] < 0].any()
+    assert changed > 0 and rows > 6
+
+
+def test_warp_masks_on_object_regions_equals_warping_whole_masks():
+    """Second implementation: each mask warped as a whole image with warp_crop (the image's own warp),
+    thresholded at 0.5; the region warp may differ only where the interpolated value is at the threshold."""
+    from ssdkit.dataset.augment import warp_crop, warp_masks
+
+    differing = total = 0
+    for seed in range(60):
+        rng = np.random.default_rng([21, seed])
+        scene = render_scene(rng, int(rng.integers(64, 110)), int(rng.integers(64, 110)))
+        height, width = scene.image.shape[:2]
+        masks = scene.masks.astype(np.uint8)
+        x0, y0 = rng.uniform(-width, width / 2), rng.uniform(-height, height / 2)
+        rect = np.array([x0, y0, x0 + rng.uniform(width / 3, 2 * width), y0 + rng.uniform(height / 3, 2 * height)])
+        out_size = (int(rng.integers(16, 260)), int(rng.integers(16, 260)))
+        mirror = bool(rng.integers(2))
+        ours = warp_masks(masks, rect, out_size, mirror=mirror)
+        assert ours.shape == (len(masks), out_size[1], out_size[0])
+        for k in range(len(masks)):
+            value = warp_crop(np.repeat(masks[k, :, :, None] * 255, 3, axis=2), rect, out_size, mirror=mirror,
+                              fill=(0, 0, 0))[..., 0].astype(int)
+            wrong = ours[k] != (value >= 128)
+            assert (np.abs(value[wrong] - 128) <= 8).all()
+            differing += int(wrong.sum())
+            total += wrong.size
+    assert differing <= 1e-5 * total

@@ -5,6 +5,7 @@ import os
 
 from ssdkit.dataset.augment import Augmentation, CropSampler, Normalization
 from ssdkit.dataset.collection import resolve_class_names
+from ssdkit.dataset.copy_paste import CopyPaste
 from ssdkit.dataset.prepare import load_dataset
 
 log = logging.getLogger("ssdkit.data")
@@ -45,9 +46,13 @@ def load_split(config, split):
 
 def label_rows(config, dataset):
     """Label rows M of a split's batches: ``data.max_objects``, or more when an image of ``dataset`` (all of
-    it, not one worker's shard, so every worker pads alike) holds more objects."""
+    it, not one worker's shard, so every worker pads alike) holds more objects, plus
+    ``augment.copy_paste_max_instances`` when copy-paste in ``"copy"`` mode may add that many instances to an
+    image (both splits, so training and validation batches have the same shape)."""
     most = max((r.num_objects for r in dataset.records), default=0) if dataset is not None else 0
-    return max(config.data.max_objects, most)
+    settings = copy_paste_of(config.augment)
+    extra = settings.max_instances if settings is not None and settings.mode == "copy" else 0
+    return max(config.data.max_objects, most + extra)
 
 
 def augmentation_of(settings):
@@ -62,6 +67,18 @@ def augmentation_of(settings):
                    hue_delta=settings.hue_delta, expand_prob=settings.expand_prob,
                    max_expand_ratio=settings.max_expand_ratio, crop_samplers=samplers,
                    mirror_prob=settings.mirror_prob)
+
+
+def copy_paste_of(settings):
+    """The :class:`ssdkit.dataset.copy_paste.CopyPaste` the ``augment.copy_paste_*`` settings
+    (:class:`ssdkit.config.schema.AugmentConfig`) describe, or None when ``copy_paste_prob`` is 0 (off: the
+    iterator then needs no instance masks for it)."""
+    if settings.copy_paste_prob <= 0:
+        return None
+    return CopyPaste(prob=settings.copy_paste_prob, max_instances=settings.copy_paste_max_instances,
+                     scale=tuple(settings.copy_paste_scale), rotation=settings.copy_paste_rotation,
+                     translate=settings.copy_paste_translate, min_visible=settings.copy_paste_min_visible,
+                     mode=settings.copy_paste_mode)
 
 
 def normalization_of(config):

@@ -15,7 +15,9 @@ Loading a deploy model without ssdkit's helpers::
 
 FPN models (``fpn_*`` networks) have two inputs, ``data (B, 3, H, W)`` with ``(H, W)`` = meta
 ``image_shape`` and ``im_info (B, 3)``: ``data_names=["data", "im_info"]``; ``ssdkit.Detector`` does the
-resize and padding. They always need ssdkit (``portable=True`` raises ValueError).
+resize and padding. They always need ssdkit (``portable=True`` raises ValueError). A mask model
+(``fpn.mask = true``) keeps both outputs, ``[detection (B, K, 6), masks (B, K, S, S)]``
+(:func:`ssdkit.masks.paste_detections` pastes the masks into the image).
 
 With ``int8=Calibration(...)`` (:mod:`ssdkit.api.quantize`) the graph is quantized to INT8 with
 MXNet's oneDNN backend, calibrated on the user's images; the meta records ``int8``, ``calib_mode`` and
@@ -176,9 +178,10 @@ def deploy_gluoncv_zoo(params_path, name, output, *, fused_heads=True, portable=
 
 def deploy_gluoncv_fpn(params_path, name, output, *, resize=None, portable=False, max_detections=None,
                        inference=None, int8=None, format="mxnet"):
-    """Write a deploy model from a GluonCV Faster R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
-    ``faster_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's conventions
-    (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`) and its weights, for ``evaluate.py --deploy``,
+    """Write a deploy model from a GluonCV Faster or Mask R-CNN FPN zoo file (:data:`ssdkit.weights_fpn.ZOO`, e.g.
+    ``faster_rcnn_fpn_resnet50_v1b_coco``, ``mask_rcnn_fpn_resnet50_v1b_coco``): ssdkit's FPN graph with GluonCV's
+    conventions (:data:`ssdkit.weights_fpn.GLUONCV_CONVENTIONS`, for Mask R-CNN also
+    :data:`~ssdkit.weights_fpn.GLUONCV_MASK_CONVENTIONS`: a mask model) and its weights, for ``evaluate.py --deploy``,
     ``demo.py --deploy`` and ``ssdkit.Detector``.
 
     Parameters

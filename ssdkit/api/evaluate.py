@@ -13,9 +13,10 @@ from ssdkit.api.inference import InferenceOverrides
 from ssdkit.api.model_files import load_inference_model
 from ssdkit.dataset.collection import resolve_class_names
 from ssdkit.engine import atomic
-from ssdkit.engine.evaluator import bind_inference, iterate_detections
+from ssdkit.engine.evaluator import bind_inference, iterate_outputs
 from ssdkit.engine.trainer import make_contexts
 from ssdkit.errors import InputError, user_input
+from ssdkit.masks import encode_rle, has_masks, paste_detections
 from ssdkit.metrics.coco import COCOEvaluator
 from ssdkit.metrics.voc import VOCMeanAP
 from ssdkit.visualize import format_ap_table, plot_pr_curves
@@ -36,8 +37,10 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, onnx=False, o
     prefix, epoch, deploy : see :func:`ssdkit.api.model_files.load_inference_model`
     onnx : bool, ``prefix`` is an ONNX file (``deploy.py --format onnx``) run by onnxruntime
         (:class:`~ssdkit.api.onnx_runtime.OnnxDetectionModel`); it runs at its exported input size
-    output_dir : folder for ``metrics.json``, ``ap_table.txt``, ``pr_curves.png`` and
-        ``coco_results.json`` (default ``<prefix>-eval``; ONNX: the file name without ``.onnx``, ``-eval``)
+    output_dir : folder for ``metrics.json``, ``ap_table.txt``, ``pr_curves.png``,
+        ``coco_results.json`` and, for a mask model, ``coco_segm_results.json`` (RLE ``segmentation``)
+        and ``coco_ground_truth.json`` (the boxes and masks it was compared with; pycocotools on these files
+        gives the same numbers) (default ``<prefix>-eval``; ONNX: the file name without ``.onnx``, ``-eval``)
     inference : :class:`~ssdkit.api.inference.InferenceOverrides` or None, the model's NMS threshold,
         top-k, score threshold and detection rows to evaluate with instead of its meta's (a given
         ``score_thresh`` also replaces ``eval.score_thresh``)
@@ -51,7 +54,13 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, onnx=False, o
     Returns
     -------
     dict: ``voc07`` / ``voc12`` mAP, ``per_class`` (name -> VOC07 AP), ``coco`` (AP, AP50, ...; when
-    the data are image files), and ``output_dir``.
+    the data are image files), ``coco_segm`` (mask AP, AP50, ...; a mask model on data with instance
+    masks), and ``output_dir``.
+
+    A mask model's masks are pasted into each original image (:func:`ssdkit.masks.paste_detections`) and
+    compared with the records' masks (:func:`ssdkit.dataset.masks.decode_masks`); its COCO box and mask
+    ground truth are the records' own boxes and masks at the original resolution. On data without masks
+    only its boxes are evaluated (with a warning).
 
     Raises
     ------
@@ -96,18 +105,24 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, onnx=False, o
     iou = config.eval.iou_thresh
     voc07 = VOCMeanAP(class_names, iou_thresh=iou, use_07_metric=True)
     voc12 = VOCMeanAP(class_names, iou_thresh=iou, use_07_metric=False)
-    coco = COCOEvaluator(class_names=class_names) if val_set is not None else None
+    segm = has_masks(meta) and val_set is not None and _segm_possible(val_set.records, prefix)
+    coco = COCOEvaluator(class_names=class_names, segm=segm) if val_set is not None else None
     seen = 0
-    for dets, labels, _batch in iterate_detections(mod, data_iter, progress=progress,
+    for outputs, labels, _batch in iterate_outputs(mod, data_iter, progress=progress,
                                                    label_transform=family.metric_labels):
+        dets = outputs[0]
         keep = dets[:, :, 1] >= config.eval.score_thresh
         dets = np.where(keep[:, :, None], dets, -1.0)
         voc07.update(dets, labels)
         voc12.update(dets, labels)
         if coco is not None:
             records = val_set.records[seen:seen + len(dets)]
-            coco.update(dets, labels, image_ids=np.arange(seen, seen + len(dets)),
-                        image_sizes=np.array([(r.width, r.height) for r in records]))
+            ids, sizes = np.arange(seen, seen + len(dets)), np.array([(r.width, r.height) for r in records])
+            if segm:
+                rows, masks, gt, gt_masks = _instances(dets, outputs[1], records)
+                coco.update(rows, gt, image_ids=ids, image_sizes=sizes, masks=masks, gt_masks=gt_masks)
+            else:
+                coco.update(dets, labels, image_ids=ids, image_sizes=sizes)
         seen += len(dets)
 
     out = output_dir or (os.path.splitext(prefix)[0] if onnx else prefix) + "-eval"
@@ -124,10 +139,43 @@ def evaluate_detector(config, prefix, *, epoch=None, deploy=False, onnx=False, o
         names, values = coco.get()
         result["coco"] = {str(n): float(v) for n, v in zip(names, values)}
         coco.write_results(os.path.join(out, "coco_results.json"))
+    if segm:
+        names, values = coco.get("segm")
+        result["coco_segm"] = {str(n): float(v) for n, v in zip(names, values)}
+        coco.write_results(os.path.join(out, "coco_segm_results.json"), "segm")
+        coco.write_ground_truth(os.path.join(out, "coco_ground_truth.json"))
     atomic.write_text(os.path.join(out, "metrics.json"), json.dumps(result, indent=2) + "\n")
-    log.info("VOC07 mAP %.4f, VOC12 mAP %.4f%s", result["voc07"], result["voc12"],
-             (", COCO AP %.4f" % result["coco"]["AP"]) if "coco" in result else "")
+    log.info("VOC07 mAP %.4f, VOC12 mAP %.4f%s%s", result["voc07"], result["voc12"],
+             (", COCO AP %.4f" % result["coco"]["AP"]) if "coco" in result else "",
+             (", COCO mask AP %.4f" % result["coco_segm"]["AP"]) if "coco_segm" in result else "")
     return result
+
+
+def _segm_possible(records, prefix):
+    """Whether every evaluation record has instance masks (else a warning: boxes only)."""
+    missing = sum(r.masks is None for r in records)
+    if missing:
+        log.warning("%s is a mask model but %d of the %d evaluation images have no instance masks: mask AP is "
+                    "not computed (evaluate on data with masks: COCO segmentation, VOC SegmentationObject PNGs)",
+                    prefix, missing, len(records))
+    return not missing
+
+
+def _instances(dets, probs, records):
+    """One batch of a mask model for :class:`COCOEvaluator` (segm): per image the kept detection rows
+    ``(K_i, 6)`` normalised, their masks pasted into the original image (RLE), the record's label rows
+    ``(M_i, 6)`` normalised and its instance masks (RLE)."""
+    from ssdkit.dataset.masks import decode_masks
+
+    rows, masks, gt, gt_masks = [], [], [], []
+    for det, prob, record in zip(dets, probs, records):
+        valid = det[:, 0] >= 0
+        rows.append(det[valid])
+        masks.append(encode_rle(paste_detections(det[valid], prob[valid], record.width, record.height)))
+        gt.append(record.normalized_label())
+        with user_input():      # the dataset's mask files
+            gt_masks.append(encode_rle(decode_masks(record)))
+    return rows, masks, gt, gt_masks
 
 
 def check_expected(family, meta, expect, *, source):

@@ -1,12 +1,14 @@
 """The two-stage FPN (Faster R-CNN) detector family (see :mod:`ssdkit.api.family`): aspect-preserving
 resize padded to a fixed ``image_shape``, inputs ``data`` and ``im_info``, pixel labels,
-``RCNNDetection``."""
+``RCNNDetection``. With ``fpn.mask`` (Mask R-CNN) the training batches also carry ``gt_masks`` and the
+detection graph outputs ``[detection, masks]``; box evaluation reads output 0 as for every model."""
 import dataclasses
 
 import numpy as np
 
 from ssdkit.api.data import augmentation_of, label_rows, normalization_of
 from ssdkit.api.inference import set_detection_attrs
+from ssdkit.dataset.copy_paste import CopyPaste
 from ssdkit.dataset.two_stage import make_sample, normalized_labels
 from ssdkit.dataset.two_stage_iter import TwoStageIter
 from ssdkit.engine.fpn_metric import FPNLossMetric
@@ -42,6 +44,8 @@ class FPNFamily:
     name = NAME
     data_names = ("data", "im_info")
     label_names = ("label",)
+    """Label inputs of the box-only graphs; a mask model's training batches add ``gt_masks`` (training takes
+    the label names from its iterator)."""
     train_outputs = None
 
     def _settings(self, config):
@@ -108,8 +112,12 @@ class FPNFamily:
 
     def input_shapes(self, config, batch_size):
         h, w = self.image_shape(config)
-        return {"data": (batch_size, 3, h, w), "im_info": (batch_size, 3),
-                "label": (batch_size, config.data.max_objects, 6)}
+        shapes = {"data": (batch_size, 3, h, w), "im_info": (batch_size, 3),
+                  "label": (batch_size, config.data.max_objects, 6)}
+        if config.fpn.mask:
+            stride = config.fpn.mask_stride
+            shapes["gt_masks"] = (batch_size, config.data.max_objects, -(-h // stride), -(-w // stride))
+        return shapes
 
     def inference_shapes(self, meta, batch_size):
         h, w = meta["image_shape"]
@@ -147,6 +155,15 @@ class FPNFamily:
                          "import ssdkit.ops before loading the model" % meta["network"])
 
 
+def copy_paste_of(settings):
+    """The :class:`ssdkit.dataset.copy_paste.CopyPaste` of the ``augment.copy_paste_*`` settings
+    (:class:`ssdkit.config.schema.AugmentConfig`)."""
+    return CopyPaste(prob=settings.copy_paste_prob, max_instances=settings.copy_paste_max_instances,
+                     scale=tuple(settings.copy_paste_scale), rotation=settings.copy_paste_rotation,
+                     translate=settings.copy_paste_translate, min_visible=settings.copy_paste_min_visible,
+                     mode=settings.copy_paste_mode)
+
+
 def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
     """A two-stage (FPN) iterator over ``split``: aspect-preserving resize to ``model.resize_short`` /
     ``resize_long``, padded to :func:`ssdkit.symbol.fpn_config.batch_shape`.
@@ -155,7 +172,10 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
 
     Returns
     -------
-    TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``.
+    TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``; for
+    training with ``fpn.mask`` also ``gt_masks (B, M, ceil(H / s), ceil(W / s))``, ``s = fpn.mask_stride``
+    (the validation batches keep the boxes only: box mAP), and mask-based copy-paste when
+    ``augment.copy_paste_prob`` > 0 (:func:`copy_paste_of`; a mask model only).
     """
     data = config.data
     train = split == "train"
@@ -166,8 +186,14 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
         raise ValueError("no %s data given (data.%s is empty)" % (split, "train" if train else "val"))
     aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None
     records = list(dataset.records)[part_index::num_parts]
+    masks = {"masks": True, "mask_stride": config.fpn.mask_stride} if train and config.fpn.mask else {}
+    if train and config.augment.copy_paste_prob > 0:
+        if not config.fpn.mask:
+            raise ValueError("augment.copy_paste_prob = %g needs the instance masks of a mask model: set fpn.mask = "
+                             "true (or copy_paste_prob = 0)" % config.augment.copy_paste_prob)
+        masks["copy_paste"] = copy_paste_of(config.augment)
     return TwoStageIter(records, batch_size=data.batch_size, short=config.model.resize_short,
                         long=config.model.resize_long, max_objects=label_rows(config, dataset), augment=aug,
                         normalization=normalization_of(config), shuffle=train,
                         seed=config.runtime.seed + 1000 * part_index, num_workers=max(1, data.num_workers),
-                        last_batch="discard" if train else "pad", strict=data.strict)
+                        last_batch="discard" if train else "pad", strict=data.strict, **masks)

@@ -210,10 +210,15 @@ def ssd_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augm
     -------
     mx.io.DataIter with ``data (B, 3, S, S)`` (S: :func:`input_size`) and ``label (B, M, 6)``, M from
     :func:`ssdkit.api.data.label_rows` (for rec files the largest object count the load-time check finds);
-    damaged records skipped with a count, or refused when ``data.strict``.
+    damaged records skipped with a count, or refused when ``data.strict``. ValueError for
+    ``augment.copy_paste_prob > 0`` in training (SSD has no instance masks to paste).
     """
     data = config.data
     train = split == "train"
+    if train and config.augment.copy_paste_prob > 0:
+        raise ValueError("augment.copy_paste_prob = %g pastes instances by their masks, which only Mask R-CNN "
+                         "models read (an fpn_* network with fpn.mask = true); SSD network %s would ignore it: "
+                         "set augment.copy_paste_prob = 0" % (config.augment.copy_paste_prob, config.model.network))
     size = input_size(config.model, split)
     shape = (3, size, size)
     aug = (augment if augment is not None else augmentation_of(config.augment)) if train else None

@@ -92,7 +92,8 @@ def train_detector(config, *, progress=True, builtin=None):
         train_sym, infer_sym = family.symbols(config, len(class_names), num_devices=len(contexts))
         device_batch = config.data.batch_size // len(contexts)
         arg, aux = initial_weights(config, train_sym, family.input_shapes(config, device_batch))
-        inputs = family.data_names + family.label_names
+        label_names = tuple(desc.name for desc in train_iter.provide_label)   # FPN mask models: + gt_masks
+        inputs = family.data_names + label_names
         fixed = frozen_parameters(train_sym, config.model.freeze, inputs) if config.model.freeze else None
 
     val_fn = None
@@ -111,7 +112,7 @@ def train_detector(config, *, progress=True, builtin=None):
              len(class_names), len(contexts), parts)
     result = fit(train_sym, train_iter, config, train_metric=family.train_metric(),
                  outputs=family.train_outputs, data_names=family.data_names,
-                 label_names=family.label_names, val_fn=val_fn,
+                 label_names=label_names, val_fn=val_fn,
                  arg_params=arg, aux_params=aux,
                  fixed_param_names=fixed, progress=progress, kvstore=kvstore,
                  initializer=family.initializer(len(class_names)))

@@ -35,28 +35,38 @@ def _is_int8(symbol):
     return any(n.get("attrs", {}).get("quantized") == "true" for n in json.loads(symbol.tojson())["nodes"])
 
 
-def iterate_detections(mod, data_iter, progress=False, desc="evaluate", label_transform=None):
-    """Yield ``(detections (b, K, 6), labels (b, M, W), batch)`` per batch, padding rows removed.
+def iterate_outputs(mod, data_iter, progress=False, desc="evaluate", label_transform=None):
+    """Yield ``(outputs, labels (b, M, W), batch)`` per batch, padding rows removed.
 
-    Detections are rows ``[cls_id, score, xmin, ymin, xmax, ymax]`` normalised; labels as the iterator
-    gives them, or ``label_transform(labels, batch)`` (e.g. the FPN family's pixel -> normalised
-    corners, :meth:`ssdkit.api.family.FPNFamily.metric_labels`).
+    ``outputs`` is the list of the graph's outputs as numpy arrays, each ``(b, ...)``: ``[detections
+    (b, K, 6)]``, or for a mask model ``[detections, masks (b, K, S, S)]``. Detections are rows
+    ``[cls_id, score, xmin, ymin, xmax, ymax]`` normalised; labels as the iterator gives them, or
+    ``label_transform(labels, batch)`` (e.g. the FPN family's pixel -> normalised corners,
+    :meth:`ssdkit.api.family.FPNFamily.metric_labels`).
     """
     data_iter.reset()
     bar = progress_bar(desc=desc, enabled=progress)
     for batch in data_iter:
         mod.forward(mx.io.DataBatch(data=batch.data), is_train=False)
-        dets = mod.get_outputs()[0].asnumpy()
+        outputs = [out.asnumpy() for out in mod.get_outputs()]
         labels = batch.label[0].asnumpy()
-        keep = dets.shape[0] - (batch.pad or 0)
+        keep = outputs[0].shape[0] - (batch.pad or 0)
         labels = labels[:keep]
         if label_transform is not None:
             labels = label_transform(labels, batch)
-        yield dets[:keep], labels, batch
+        yield [out[:keep] for out in outputs], labels, batch
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+
+
+def iterate_detections(mod, data_iter, progress=False, desc="evaluate", label_transform=None):
+    """Yield ``(detections (b, K, 6), labels (b, M, W), batch)`` per batch, padding rows removed: the
+    first output of :func:`iterate_outputs`."""
+    for outputs, labels, batch in iterate_outputs(mod, data_iter, progress=progress, desc=desc,
+                                                  label_transform=label_transform):
+        yield outputs[0], labels, batch
 
 
 def evaluate_module(mod, data_iter, metrics, progress=False, label_transform=None):
