@@ -51,6 +51,7 @@ struct ImageScratch {
   std::vector<float> boxes;    // (T, 4) decoded corners of the ranked candidates, by rank
   std::vector<int> ranked_classes;  // (T,) their class ids
   std::vector<int> identity;   // 0..T-1: NMS visits the ranks in order
+  std::vector<int> rank_of;    // (V,) rank of each candidate, -1 if not ranked
   std::vector<int> keep;       // kept ranks, best first
   std::vector<char> kept;      // (T,) 1 if kept
   NmsScratch nms;
@@ -345,16 +346,30 @@ void DetectImage(const MultiBoxDetectionParam& p, int num_classes, const float* 
   }
   s->boxes.resize(4 * static_cast<size_t>(ranked));
   s->ranked_classes.resize(static_cast<size_t>(ranked));
-  for (int r = 0; r < ranked; ++r) {  // their rows are scattered in memory: ask for them all first
-    const int i = s->anchors[s->order[r]];
-    __builtin_prefetch(loc + 4 * static_cast<size_t>(i));
-    __builtin_prefetch(anchor + 4 * static_cast<size_t>(i));
-  }
-  for (int r = 0; r < ranked; ++r) {
-    const int i = s->anchors[s->order[r]];
+  auto decode_ranked = [&](int r, int c) {
+    const int i = s->anchors[c];
     BoxDecode(anchor + 4 * static_cast<size_t>(i), loc + 4 * static_cast<size_t>(i), p.variances, p.clip,
               s->boxes.data() + 4 * static_cast<size_t>(r));
-    s->ranked_classes[r] = s->classes[s->order[r]];
+    s->ranked_classes[r] = s->classes[c];
+  };
+  // the candidates' loc / anchor rows are scattered in memory: load them ahead of use
+  constexpr int kAhead = 16;
+  auto prefetch = [&](int c) {
+    __builtin_prefetch(loc + 4 * static_cast<size_t>(s->anchors[c]));
+    __builtin_prefetch(anchor + 4 * static_cast<size_t>(s->anchors[c]));
+  };
+  if (ranked * 4 >= v) {  // most candidates ranked: decode them in anchor order
+    s->rank_of.assign(static_cast<size_t>(v), -1);
+    for (int r = 0; r < ranked; ++r) s->rank_of[s->order[r]] = r;
+    for (int c = 0; c < v; ++c) {
+      if (c + kAhead < v) prefetch(c + kAhead);
+      if (s->rank_of[c] >= 0) decode_ranked(s->rank_of[c], c);
+    }
+  } else {  // a small cut of many candidates: in rank order
+    for (int r = 0; r < ranked; ++r) {
+      if (r + kAhead < ranked) prefetch(s->order[r + kAhead]);
+      decode_ranked(r, s->order[r]);
+    }
   }
   int written = 0;
   auto emit = [&](int r, bool alive) {  // ranked candidate r
