@@ -195,4 +195,4 @@ def test_train_detector_with_masks_from_the_data_layer(synthetic, tmp_path):
     assert meta["fpn"]["mask"] is True and meta["fpn"]["mask_stride"] == 2 and meta["fpn"]["mask_channels"] == 32
     infer = inference_symbol(meta)
     assert infer.list_outputs() == ["detection_output", "masks_output"]
-    assert infer.infer_shape(data=(1, 3, 128, 128), im_info=(1, 3))[1] == [(1, 100, 6), (1, 100, 28, 28)]
+    assert infer.infer_shape(data=(1, 3, 128, 128), im_info=(1, 3))[1] == [(1, 100, 6), (1, 100, 20, 20)]
