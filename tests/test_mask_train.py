@@ -196,3 +196,32 @@ def test_train_detector_with_masks_from_the_data_layer(synthetic, tmp_path):
     infer = inference_symbol(meta)
     assert infer.list_outputs() == ["detection_output", "masks_output"]
     assert infer.infer_shape(data=(1, 3, 128, 128), im_info=(1, 3))[1] == [(1, 100, 6), (1, 100, 20, 20)]
+
+
+def test_group_norm_graph_learns_one_batch():
+    """norm = "group" (GroupNorm in neck, box head and mask head) trains: the RPN, R-CNN and mask losses fall on
+    one batch."""
+    mx.random.seed(0)
+    np.random.seed(0)
+    config = fpn_config("fpn_lite", 128, 128, fpn_channels=16, rpn_channels=16, rcnn_fc_dim=32, rcnn_batch_rois=32,
+                        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50, anchor_scales=(4.0,),
+                        roi_canonical_size=112.0, norm="group", gn_groups=4, mask=True, mask_channels=16,
+                        mask_roi_size=7, mask_size=14)
+    data, im_info, label, masks = _tiny_batch()
+    sym = fpn.get_symbol_train(num_classes=CLASSES, batch_size=2, **config)
+    mod = mx.mod.Module(sym, data_names=["data", "im_info"], label_names=["label", "gt_masks"], context=mx.cpu())
+    mod.bind(data_shapes=[("data", data.shape), ("im_info", im_info.shape)],
+             label_shapes=[("label", label.shape), ("gt_masks", masks.shape)])
+    mod.init_params(initializer=he_initializer())
+    mod.init_optimizer(optimizer="adam", optimizer_params={"learning_rate": 0.006})
+    batch = mx.io.DataBatch([mx.nd.array(data), mx.nd.array(im_info)], [mx.nd.array(label), mx.nd.array(masks)])
+    history = []
+    for _ in range(30):
+        mod.forward(batch, is_train=True)
+        history.append([float(mod.get_outputs()[k].asnumpy()[0]) for k in (0, 2, 6)])
+        mod.backward()
+        mod.update()
+    history = np.array(history)
+    first, last = history[:3].mean(axis=0), history[-3:].mean(axis=0)
+    assert np.all(np.isfinite(history))
+    assert np.all(last < np.array([0.3, 0.75, 0.65]) * first), (first, last)     # here x0.02, x0.56, x0.49
