@@ -213,7 +213,7 @@ def decode_masks(record):
     masks = record.masks.decode(int(record.height), int(record.width))
     if masks.shape[0] != record.num_objects:
         raise MaskError("record %s: %d masks for %d objects" % (record.path, masks.shape[0], record.num_objects))
-    empty = ~masks.reshape(len(masks), -1).any(1)
+    empty = ~masks.any(axis=(1, 2))
     if empty.any():
         masks[empty] = box_masks(record.boxes[empty], int(record.height), int(record.width))
     return masks

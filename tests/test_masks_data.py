@@ -597,3 +597,14 @@ def test_warp_masks_on_object_regions_equals_warping_whole_masks():
             differing += int(wrong.sum())
             total += wrong.size
     assert differing <= 1e-5 * total
+
+
+def test_decode_masks_of_an_image_without_objects_is_empty(tmp_path):
+    """An image with no objects decodes to ``(0, H, W)`` masks (it used to fail reshaping the empty stack)."""
+    from ssdkit.dataset.masks import InstancePng, decode_masks
+    from ssdkit.dataset.records import Record
+
+    path = str(tmp_path / "empty.png")
+    write_instance_png(path, np.zeros((5, 7), np.uint8))
+    masks = decode_masks(Record(path=path, width=7, height=5, masks=InstancePng(path, ())))
+    assert masks.shape == (0, 5, 7) and masks.dtype == np.uint8
