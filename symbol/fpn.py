@@ -177,7 +177,7 @@ def _mask_training(features, rois, labels, label, batch_size, num_classes, setti
     labels = foreground_rows(mx.sym.BlockGrad(labels), batch_size, settings.rcnn_batch_rois, foreground)
     target = _op("MaskTarget")(rois, labels, label, mx.sym.Variable("gt_masks"), mask_size=settings.mask_size,
                                spatial_scale=1.0 / settings.mask_stride, sample_ratio=2,
-                               aligned=settings.roi_aligned, name="mask_target")
+                               aligned=settings.roi_aligned, num_classes=num_classes, name="mask_target")
     logits = _mask_logits(features, rois, num_classes, settings)
     return mask_loss(logits, labels, target, num_classes, settings.mask_loss_weight)
 

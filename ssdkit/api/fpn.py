@@ -6,9 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from ssdkit.api.data import augmentation_of, label_rows, normalization_of
+from ssdkit.api.data import augmentation_of, copy_paste_of, label_rows, normalization_of
 from ssdkit.api.inference import set_detection_attrs
-from ssdkit.dataset.copy_paste import CopyPaste
 from ssdkit.dataset.two_stage import make_sample, normalized_labels
 from ssdkit.dataset.two_stage_iter import TwoStageIter
 from ssdkit.engine.fpn_metric import FPNLossMetric
@@ -155,15 +154,6 @@ class FPNFamily:
                          "import ssdkit.ops before loading the model" % meta["network"])
 
 
-def copy_paste_of(settings):
-    """The :class:`ssdkit.dataset.copy_paste.CopyPaste` of the ``augment.copy_paste_*`` settings
-    (:class:`ssdkit.config.schema.AugmentConfig`)."""
-    return CopyPaste(prob=settings.copy_paste_prob, max_instances=settings.copy_paste_max_instances,
-                     scale=tuple(settings.copy_paste_scale), rotation=settings.copy_paste_rotation,
-                     translate=settings.copy_paste_translate, min_visible=settings.copy_paste_min_visible,
-                     mode=settings.copy_paste_mode)
-
-
 def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1, augment=None):
     """A two-stage (FPN) iterator over ``split``: aspect-preserving resize to ``model.resize_short`` /
     ``resize_long``, padded to :func:`ssdkit.symbol.fpn_config.batch_shape`.
@@ -175,7 +165,7 @@ def two_stage_iterator(config, split, dataset=None, *, part_index=0, num_parts=1
     TwoStageIter with ``data (B, 3, H, W)``, ``im_info (B, 3)`` and pixel ``label (B, M, 6)``; for
     training with ``fpn.mask`` also ``gt_masks (B, M, ceil(H / s), ceil(W / s))``, ``s = fpn.mask_stride``
     (the validation batches keep the boxes only: box mAP), and mask-based copy-paste when
-    ``augment.copy_paste_prob`` > 0 (:func:`copy_paste_of`; a mask model only).
+    ``augment.copy_paste_prob`` > 0 (:func:`ssdkit.api.data.copy_paste_of`; a mask model only).
     """
     data = config.data
     train = split == "train"
