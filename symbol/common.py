@@ -2,8 +2,8 @@
 
 Naming (the weight importers in :mod:`ssdkit.weights` rely on it):
 
-* ``conv_act(name=n)`` creates ``n`` (Convolution), ``n_bn`` (BatchNorm, when asked) and
-  ``n_relu``.
+* ``conv_act(name=n)`` creates ``n`` (Convolution), ``n_bn`` (BatchNorm, when asked; with ``gn_groups``
+  GroupNorm ``n_gn`` instead, :func:`group_norm`) and ``n_relu``.
 * Extra feature layer ``k`` of :func:`multi_layer_feature` is ``feat{k}_conv_1x1`` followed by
   ``feat{k}_conv_3x3`` (the second one's kernel may be another size).
 * Head ``k`` of :func:`multibox_layer` owns ``feat{k}_scale`` (learned L2 normalisation scale),
@@ -23,8 +23,8 @@ from ssdkit.normalization import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (the
 
 def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1), dilate=(1, 1),
              num_group=1, use_bn=False, no_bias=None, bn_eps=1e-5, bn_fix_gamma=False,
-             bn_global_stats=False, act="relu"):
-    """Convolution, optional BatchNorm and activation.
+             bn_global_stats=False, gn_groups=0, act="relu"):
+    """Convolution, optional BatchNorm (or GroupNorm) and activation.
 
     Parameters
     ----------
@@ -36,6 +36,9 @@ def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1)
     no_bias : bool or None, None means "no bias exactly when BatchNorm follows"
     bn_global_stats : bool, BatchNorm normalises with its stored moving statistics also in
         training (``use_global_stats``; "frozen" BatchNorm for fine-tuning with small batches)
+    gn_groups : int, 0: the normalisation ``use_bn`` asks for is BatchNorm; G > 0: GroupNorm of G groups
+        (:func:`group_norm` ``name + '_gn'``, parameters ``name_gn_gamma`` / ``_beta``) in its place
+        (``num_filter`` must be a multiple of G; not with ``bn_global_stats``)
     act : str or None, activation type (None: no activation)
 
     Returns
@@ -46,12 +49,57 @@ def conv_act(data, name, num_filter, *, kernel=(3, 3), stride=(1, 1), pad=(1, 1)
         no_bias = use_bn
     out = mx.sym.Convolution(data=data, num_filter=num_filter, kernel=kernel, stride=stride,
                              pad=pad, dilate=dilate, num_group=num_group, no_bias=no_bias, name=name)
-    if use_bn:
+    if use_bn and gn_groups:
+        if bn_global_stats:
+            raise ValueError("conv_act %s: GroupNorm (gn_groups=%d) has no stored statistics to freeze "
+                             "(bn_global_stats)" % (name, gn_groups))
+        out = group_norm(out, name + "_gn", num_filter, gn_groups, eps=bn_eps)
+    elif use_bn:
         frozen = {"use_global_stats": True} if bn_global_stats else {}
         out = mx.sym.BatchNorm(data=out, eps=bn_eps, fix_gamma=bn_fix_gamma, name=name + "_bn", **frozen)
     if act is not None:
         out = mx.sym.Activation(data=out, act_type=act, name=name + "_relu")
     return out
+
+
+def check_group_widths(body, widths, groups):
+    """ValueError unless ``groups`` (>= 1) divides every normalised width of ``body`` (a base network), naming
+    the widths it does not divide."""
+    bad = [int(w) for w in widths if groups < 1 or w % groups]
+    if bad:
+        raise ValueError("%s: GroupNorm of %d groups needs every normalised width to be a multiple of it; widths "
+                         "%s, not multiples: %s" % (body, groups, [int(w) for w in widths], bad))
+
+
+def group_norm(data, name, channels, groups, eps=1e-5):
+    """GroupNorm (Wu & He 2018) with a per-channel affine: ``gamma_c * (x - mean_g) / sqrt(var_g + eps) + beta_c``.
+
+    MXNet 1.x's ``GroupNorm`` operator carries one gamma and beta per *group*; it runs here with constant
+    ones and zeros, and the per-channel ``name_gamma`` (init 1) and ``name_beta`` (init 0) follow, as in
+    Detectron and PyTorch.
+
+    Parameters
+    ----------
+    data : (N, channels, ...) symbol; a 2-D ``(N, channels)`` input (fully connected layers) is normalised
+        over each group of its channels
+    name : str, the layer (parameters ``name_gamma``, ``name_beta``)
+    channels : int, C (a multiple of ``groups``)
+    groups : int, G
+
+    Returns
+    -------
+    symbol of ``data``'s shape.
+    """
+    if channels % groups:
+        raise ValueError("GroupNorm %s: %d channels are not a multiple of %d groups" % (name, channels, groups))
+    gamma = mx.sym.Variable(name + "_gamma", shape=(channels,), init=mx.init.One())
+    beta = mx.sym.Variable(name + "_beta", shape=(channels,), init=mx.init.Zero())
+    x = mx.sym.reshape(data, shape=(0, 0, -1), name=name + "_flat")      # GroupNorm needs 3 or more axes
+    x = mx.sym.GroupNorm(x, mx.sym.ones(shape=(groups,)), mx.sym.zeros(shape=(groups,)), num_groups=groups,
+                         eps=eps, name=name)
+    x = mx.sym.broadcast_add(mx.sym.broadcast_mul(x, mx.sym.reshape(gamma, shape=(1, -1, 1))),
+                             mx.sym.reshape(beta, shape=(1, -1, 1)), name=name + "_affine")
+    return mx.sym.reshape_like(x, data, name=name + "_out")
 
 
 def _per_layer(value, num_layers, what):

@@ -78,8 +78,9 @@ def _smooth_l1(diff, beta):
 
 
 def _features(network, settings):
-    stages = backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn, variant=settings.backbone_variant)
     norm = {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
+    stages = backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn, variant=settings.backbone_variant,
+                             **norm)
     return fpn_neck(stages, settings.fpn_channels, p6=settings.fpn_p6, **norm)
 
 

@@ -115,10 +115,14 @@ class FPNConfig:
 
     norm : ``none`` or ``group``: GroupNorm (per-channel affine ``<layer>_gn_gamma`` / ``_beta``) after every
         neck convolution (``fpn_lateral*``, ``fpn_output*``, ``fpn_p6``), after the box head's two fully
-        connected layers (instead of ``rcnn_batchnorm``) and after the mask head's convolutions; those layers
-        then have no bias. The RPN head and the backbone keep their own layers (the backbones' BatchNorm is
-        theirs: ``lite`` trains it from scratch, ResNets may freeze it)
-    gn_groups : groups of every GroupNorm (each normalised layer's width must be a multiple)
+        connected layers (instead of ``rcnn_batchnorm``) and after the mask head's convolutions, those layers
+        then without bias; and in the backbone in place of every BatchNorm ``<conv>_bn`` (GroupNorm
+        ``<conv>_gn``; ResNet and ``lite``), as in SimpleDet's GN configurations (GN in backbone, neck and
+        heads). The RPN head keeps its plain convolutions. With ``group`` there is no BatchNorm left, so
+        ``frozen_bn`` must be false; BatchNorm checkpoints (ImageNet or GluonCV weights) do not fit the graph
+    gn_groups : groups of every GroupNorm (each normalised layer's width must be a multiple, the backbone's
+        too: 16 or a divisor of it for ``fpn_lite``, whose widths are 16, 32, 96, 128, 160; 32 or a divisor for
+        the ResNets; :func:`fpn_config` and the graph builders check it against the network)
 
     Mask branch (Mask R-CNN, He et al. 2017; :mod:`ssdkit.symbol.mask_head`):
 
@@ -228,6 +232,8 @@ class FPNConfig:
             return
         _check(not self.rcnn_batchnorm, "rcnn_batchnorm", "norm = \"group\" normalises the box head with "
                "GroupNorm: set rcnn_batchnorm = false")
+        _check(not self.frozen_bn, "frozen_bn", "norm = \"group\" replaces the backbone's BatchNorm with GroupNorm, "
+               "which has no statistics to freeze: set frozen_bn = false")
         widths = [("fpn_channels", self.fpn_channels), ("rcnn_fc_dim", self.rcnn_fc_dim)]
         if self.mask:
             widths.append(("mask_channels", self.mask_channels))
@@ -285,6 +291,10 @@ def fpn_config(network, short=800, long=1333, **overrides):
     """
     if network not in FPN_NETWORKS:
         raise ValueError("no FPN preset for network %r; presets: %s" % (network, ", ".join(sorted(FPN_NETWORKS))))
-    config = dataclasses.asdict(fpn_settings(**overrides))
+    settings = fpn_settings(**overrides)
+    if settings.norm == "group":
+        from ssdkit.symbol.fpn_head import check_backbone_groups    # mxnet-free module top: import here
+        check_backbone_groups(FPN_NETWORKS[network], settings.backbone_variant, settings.gn_groups, network)
+    config = dataclasses.asdict(settings)
     config.update(network=network, image_shape=batch_shape(short, long))
     return config

@@ -10,7 +10,8 @@ Parameter names (stable, for checkpoints and weight import):
   (1x1, 4A);
 * box head: ``rcnn_fc6``, ``rcnn_fc7``, ``rcnn_cls_score`` (C + 1), ``rcnn_bbox_pred`` (4 (C + 1));
 * with ``norm="group"``: ``<layer>_gn_gamma`` / ``_beta`` after each neck convolution and hidden box layer,
-  which then have no ``_bias``;
+  which then have no ``_bias``, and in the backbone ``<conv>_gn_gamma`` / ``_beta`` in place of every BatchNorm
+  ``<conv>_bn`` (``conv0_gn``, ``stage1_unit1_conv1_gn``, ``stage2_unit1_dw_gn`` ...);
 * mask head: :mod:`ssdkit.symbol.mask_head`.
 
 Initialisation (Detectron's) is attached to the variables through their ``__init__`` attribute, which
@@ -20,9 +21,12 @@ Gaussians (std 0.01, box regressors of the R-CNN 0.001), all their biases 0. A f
 ``rcnn_fc6`` (fan-in 256 * 7 * 7, fan-out 1024) would amplify its input about 7 times and makes
 training from scratch diverge.
 """
+import math
+
 import mxnet as mx
 
 from ssdkit.symbol import lite, resnet
+from ssdkit.symbol.common import group_norm
 
 
 LITE_STAGES = ((16, 32, 96, 128, 160), (2, 3, 3, 2))
@@ -31,7 +35,27 @@ main job's SSD body (conv1 16, stages 2-4 of 32, 96, 128 channels) plus a stage 
 C5 (stride 32)."""
 
 
-def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
+def backbone_norm_widths(backbone, variant="v1"):
+    """The distinct widths of the backbone's normalised convolutions, ascending (``gn_groups`` must divide
+    each with ``norm="group"``): :func:`ssdkit.symbol.resnet.norm_widths` or the :data:`LITE_STAGES` widths."""
+    if backbone == "lite":
+        return tuple(sorted(set(LITE_STAGES[0])))
+    return resnet.norm_widths(backbone, variant)
+
+
+def check_backbone_groups(backbone, variant, gn_groups, network=None):
+    """ValueError naming ``fpn.gn_groups`` unless it divides every :func:`backbone_norm_widths` (``norm="group"``
+    puts GroupNorm in the backbone)."""
+    widths = backbone_norm_widths(backbone, variant)
+    bad = [w for w in widths if gn_groups < 1 or w % gn_groups]
+    if bad:
+        body = network or ("lite" if backbone == "lite" else "resnet%d %s" % (backbone, variant))
+        raise ValueError("config key 'fpn.gn_groups': %d does not divide the backbone widths %s of %s (not %s); "
+                         "norm = \"group\" puts GroupNorm in place of the backbone's BatchNorm, so gn_groups must "
+                         "divide %d" % (gn_groups, list(widths), body, bad, math.gcd(*widths)))
+
+
+def backbone_stages(backbone, *, frozen_bn=False, variant="v1", norm="none", gn_groups=32):
     """The backbone's stage outputs C2..C5.
 
     Parameters
@@ -40,11 +64,23 @@ def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
         (:data:`LITE_STAGES`; trained from scratch, its BatchNorm cannot be frozen)
     frozen_bn : bool, BatchNorm with stored statistics in training (see ``resnet.get_symbol``)
     variant : str, the ResNet variant (:data:`ssdkit.symbol.resnet.VARIANTS`; ``v1`` for ``lite``)
+    norm : str, ``none`` (the backbone's BatchNorm) or ``group``: GroupNorm of ``gn_groups`` groups in place of
+        every BatchNorm (SimpleDet's / Detectron's GN backbones; ``gn_groups`` must divide every
+        :func:`backbone_norm_widths`; not with ``frozen_bn``)
 
     Returns
     -------
     list of 4 mx.sym.Symbol, ``(B, C_l, H / 2^l, W / 2^l)`` for l = 2..5, all reading ``data``.
     """
+    if norm not in ("none", "group"):
+        raise ValueError("backbone_stages: norm must be none or group, got %r" % (norm,))
+    groups = 0
+    if norm == "group":
+        if frozen_bn:
+            raise ValueError("config key 'fpn.frozen_bn': norm = \"group\" replaces the backbone's BatchNorm with "
+                             "GroupNorm, which has no statistics to freeze: set fpn.frozen_bn = false")
+        check_backbone_groups(backbone, variant, gn_groups)
+        groups = gn_groups
     if backbone == "lite":
         if frozen_bn:
             raise ValueError("fpn.frozen_bn is for fine-tuning pretrained ResNets; the lite backbone trains from "
@@ -53,9 +89,9 @@ def backbone_stages(backbone, *, frozen_bn=False, variant="v1"):
             raise ValueError("fpn.backbone_variant %r is a ResNet variant; the lite backbone has none: set it to "
                              "\"v1\"" % (variant,))
         widths, units = LITE_STAGES
-        internals = lite.get_symbol(widths=widths, units=units).get_internals()
+        internals = lite.get_symbol(widths=widths, units=units, gn_groups=groups).get_internals()
         return [internals[name + "_output"] for name in lite.stage_output_names(units)]
-    body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn, variant=variant)
+    body = resnet.get_symbol(num_layers=backbone, bn_global_stats=frozen_bn, variant=variant, gn_groups=groups)
     internals = body.get_internals()
     return [internals[name + "_output"] for name in resnet.stage_output_names(backbone)]
 
@@ -110,37 +146,6 @@ def _normed_conv(data, name, channels, groups, **kwargs):
     weight, _ = _weight(name)
     x = mx.sym.Convolution(data, weight=weight, no_bias=True, num_filter=channels, name=name, **kwargs)
     return group_norm(x, name + "_gn", channels, groups)
-
-
-def group_norm(data, name, channels, groups, eps=1e-5):
-    """GroupNorm (Wu & He 2018) with a per-channel affine: ``gamma_c * (x - mean_g) / sqrt(var_g + eps) + beta_c``.
-
-    MXNet 1.x's ``GroupNorm`` operator carries one gamma and beta per *group*; it runs here with constant
-    ones and zeros, and the per-channel ``name_gamma`` (init 1) and ``name_beta`` (init 0) follow, as in
-    Detectron and PyTorch.
-
-    Parameters
-    ----------
-    data : (N, channels, ...) symbol; a 2-D ``(N, channels)`` input (fully connected layers) is normalised
-        over each group of its channels
-    name : str, the layer (parameters ``name_gamma``, ``name_beta``)
-    channels : int, C (a multiple of ``groups``)
-    groups : int, G
-
-    Returns
-    -------
-    symbol of ``data``'s shape.
-    """
-    if channels % groups:
-        raise ValueError("GroupNorm %s: %d channels are not a multiple of %d groups" % (name, channels, groups))
-    gamma = mx.sym.Variable(name + "_gamma", shape=(channels,), init=mx.init.One())
-    beta = mx.sym.Variable(name + "_beta", shape=(channels,), init=mx.init.Zero())
-    x = mx.sym.reshape(data, shape=(0, 0, -1), name=name + "_flat")      # GroupNorm needs 3 or more axes
-    x = mx.sym.GroupNorm(x, mx.sym.ones(shape=(groups,)), mx.sym.zeros(shape=(groups,)), num_groups=groups,
-                         eps=eps, name=name)
-    x = mx.sym.broadcast_add(mx.sym.broadcast_mul(x, mx.sym.reshape(gamma, shape=(1, -1, 1))),
-                             mx.sym.reshape(beta, shape=(1, -1, 1)), name=name + "_affine")
-    return mx.sym.reshape_like(x, data, name=name + "_out")
 
 
 def _weight(name, std=None):

@@ -11,7 +11,7 @@ and the deconvolution, Gaussian std 0.001 for the predictor, zero biases.
 """
 import mxnet as mx
 
-from ssdkit.symbol.fpn_head import group_norm
+from ssdkit.symbol.common import group_norm
 
 
 def _msra(name, bias=True):

@@ -13,10 +13,15 @@ bottleneck's stride to its 3x3 convolution and has no convolution biases; ``v1d`
 stem (3x3 convolutions ``conv0_1`` (32, stride 2), ``conv0_2`` (32), ``conv0_3`` (64), each + BatchNorm,
 replacing ``conv0``) and projection shortcuts that average-pool (2x2, ceil mode, padding excluded) before
 a stride-1 ``_sc`` convolution.
+
+GroupNorm (``gn_groups > 0``, GroupNorm backbones as in the GN Mask R-CNN configurations): every ``<conv>_bn``
+is replaced by GroupNorm ``<conv>_gn`` (parameters ``<conv>_gn_gamma`` / ``_beta``,
+:func:`ssdkit.symbol.common.group_norm`); convolutions keep their biases as above. The normalised widths are
+:func:`norm_widths`, each must be a multiple of ``gn_groups``.
 """
 import mxnet as mx
 
-from ssdkit.symbol.common import conv_act
+from ssdkit.symbol.common import check_group_widths, conv_act
 
 SPECS = {
     18: ("basic", (2, 2, 2, 2), (64, 128, 256, 512)),
@@ -30,8 +35,8 @@ VARIANTS = ("v1", "v1b", "v1d")
 """ResNet variants: ``v1`` (GluonCV ``resnet*_v1``), ``v1b`` and ``v1d`` (GluonCV ``resnet*_v1b`` / ``_v1d``)."""
 
 
-def _unit(data, name, channels, stride, project, bottleneck, global_stats, variant="v1"):
-    bn = dict(use_bn=True, bn_global_stats=global_stats)
+def _unit(data, name, channels, stride, project, bottleneck, global_stats, variant="v1", gn_groups=0):
+    bn = dict(use_bn=True, bn_global_stats=global_stats, gn_groups=gn_groups)
     if bottleneck:
         mid = channels // 4
         v1 = variant == "v1"
@@ -61,7 +66,19 @@ def stage_output_names(num_layers):
     return ["stage%d_unit%d_relu" % (s, n) for s, n in enumerate(units, start=1)]
 
 
-def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, variant="v1", **kwargs):
+def norm_widths(num_layers, variant="v1"):
+    """The distinct output widths of the normalised convolutions (stem, bottleneck middles, stage outputs),
+    ascending, e.g. ``(64, 128, 256, 512)`` for resnet18 and ``(32, 64, 128, 256, 512, 1024, 2048)`` for
+    resnet50 ``v1d``: ``gn_groups`` must divide each."""
+    unit_type, _, channels = SPECS[num_layers]
+    widths = {32, 64} if variant == "v1d" else {64}
+    widths.update(channels)
+    if unit_type == "bottleneck":
+        widths.update(c // 4 for c in channels)
+    return tuple(sorted(widths))
+
+
+def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, variant="v1", gn_groups=0, **kwargs):
     """Build a ResNet v1 body.
 
     Parameters
@@ -71,6 +88,8 @@ def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, varian
     bn_global_stats : bool, every BatchNorm uses its moving statistics also in training
         ("frozen" BatchNorm, for fine-tuning with few images per device)
     variant : str, one of :data:`VARIANTS` (``v1b`` / ``v1d``: bottleneck depths 50 and 101 only)
+    gn_groups : int, 0: BatchNorm; G > 0: GroupNorm of G groups in place of every BatchNorm (G must divide
+        every width of :func:`norm_widths`; not with ``bn_global_stats``)
 
     Returns
     -------
@@ -84,7 +103,12 @@ def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, varian
     if variant not in VARIANTS or (variant != "v1" and unit_type != "bottleneck"):
         raise ValueError("resnet variant must be one of %s (v1b and v1d for depths 50 and 101), got %r for "
                          "depth %d" % (", ".join(VARIANTS), variant, num_layers))
-    bn = dict(use_bn=True, bn_global_stats=bn_global_stats)
+    if gn_groups:
+        if bn_global_stats:
+            raise ValueError("resnet: GroupNorm (gn_groups=%d) has no stored statistics to freeze; "
+                             "bn_global_stats is for BatchNorm" % gn_groups)
+        check_group_widths("resnet%d %s" % (num_layers, variant), norm_widths(num_layers, variant), gn_groups)
+    bn = dict(use_bn=True, bn_global_stats=bn_global_stats, gn_groups=gn_groups)
     if variant == "v1d":
         x = conv_act(mx.sym.Variable("data"), "conv0_1", 32, stride=(2, 2), **bn)
         x = conv_act(x, "conv0_2", 32, **bn)
@@ -98,6 +122,6 @@ def get_symbol(num_classes=1000, num_layers=50, *, bn_global_stats=False, varian
             stride = 2 if (u == 1 and s > 1) else 1
             project = u == 1 and (stride != 1 or in_channels != out_channels)
             x = _unit(x, "stage%d_unit%d" % (s, u), out_channels, stride, project, unit_type == "bottleneck",
-                      bn_global_stats, variant)
+                      bn_global_stats, variant, gn_groups)
             in_channels = out_channels
     return x

@@ -98,7 +98,8 @@ def test_group_norm_reaches_neck_box_head_and_mask_head():
         assert {layer + "_gn_gamma", layer + "_gn_beta"} <= args and layer + "_bias" not in args, layer
     assert "rpn_conv_bias" in args and "mask_deconv_bias" in args and "mask_predictor_bias" in args
     assert not any(a.startswith("rcnn_fc6_bn") for a in args)
-    assert len(_nodes(sym, "GroupNorm")) == 8 + 2 + 4     # neck 4 + 4, box head 2, mask head 4
+    # neck 4 + 4, box head 2, mask head 4, and the lite backbone's 21 (conv1, 2 per unit of 2 + 3 + 3 + 2 units)
+    assert len(_nodes(sym, "GroupNorm")) == 8 + 2 + 4 + 21 and not _nodes(sym, "BatchNorm")
     assert all(n["attrs"]["num_groups"] == "4" for n in _nodes(sym, "GroupNorm"))
 
 
