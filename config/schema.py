@@ -16,6 +16,32 @@ def _check(cond, key, message):
         raise ValueError("config key '%s': %s" % (key, message))
 
 
+COPY_PASTE_MODES = ("move", "copy")
+"""``augment.copy_paste_mode`` values (:mod:`ssdkit.dataset.copy_paste`)."""
+
+
+def copy_paste_problem(prob, max_instances, scale, rotation, translate, min_visible, mode):
+    """The one set of rules for the copy-paste settings (``AugmentConfig.copy_paste_*`` and
+    :class:`ssdkit.dataset.copy_paste.CopyPaste`): None when they are valid, else ``(name, message)`` for the
+    first bad one (``name`` without the ``copy_paste_`` prefix)."""
+    rules = (
+        ("prob", 0.0 <= prob <= 1.0, "must be in [0, 1], got %r" % (prob,)),
+        ("max_instances", isinstance(max_instances, int) and max_instances >= 1,
+         "must be an integer >= 1, got %r" % (max_instances,)),
+        ("scale", len(scale) == 2 and 0 < scale[0] <= scale[1],
+         "must be [low, high] with 0 < low <= high, got %r" % (scale,)),
+        ("rotation", 0.0 <= rotation <= 180.0, "must be in [0, 180] degrees, got %r" % (rotation,)),
+        ("translate", 0.0 <= translate <= 1.0, "must be in [0, 1] (a fraction of the image size), got %r"
+         % (translate,)),
+        ("min_visible", 0.0 <= min_visible <= 1.0, "must be in [0, 1], got %r" % (min_visible,)),
+        ("mode", mode in COPY_PASTE_MODES, "must be one of %s, got %r" % (", ".join(COPY_PASTE_MODES), mode)),
+    )
+    for name, ok, message in rules:
+        if not ok:
+            return name, message
+    return None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The detector: network name and input size, classes, inference settings, initial weights.
@@ -150,7 +176,7 @@ class AugmentConfig:
     copy_paste_mode: str = "move"
 
     def __post_init__(self):
-        for key in ("distort_prob", "expand_prob", "mirror_prob", "copy_paste_prob", "copy_paste_min_visible"):
+        for key in ("distort_prob", "expand_prob", "mirror_prob"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, "augment." + key, "must be in [0, 1], got %r" % value)
         _check(self.max_expand_ratio >= 1.0, "augment.max_expand_ratio", "must be >= 1")
@@ -160,17 +186,11 @@ class AugmentConfig:
             _check(len(pair) == 2 and 0 < pair[0] <= pair[1], "augment." + key,
                    "must be [low, high] with 0 < low <= high, got %r" % (pair,))
         _check(all(v < 1 for v in self.crop_min_ious), "augment.crop_min_ious", "values must be < 1")
-        _check(self.copy_paste_max_instances >= 1, "augment.copy_paste_max_instances",
-               "must be >= 1, got %r" % self.copy_paste_max_instances)
-        scale = self.copy_paste_scale
-        _check(len(scale) == 2 and 0 < scale[0] <= scale[1], "augment.copy_paste_scale",
-               "must be [low, high] with 0 < low <= high, got %r" % (scale,))
-        _check(0 <= self.copy_paste_rotation <= 180, "augment.copy_paste_rotation",
-               "must be in [0, 180] degrees, got %r" % self.copy_paste_rotation)
-        _check(0 <= self.copy_paste_translate <= 1, "augment.copy_paste_translate",
-               "must be in [0, 1] (a fraction of the image size), got %r" % self.copy_paste_translate)
-        _check(self.copy_paste_mode in ("move", "copy"), "augment.copy_paste_mode",
-               "must be move or copy, got %r" % self.copy_paste_mode)
+        problem = copy_paste_problem(self.copy_paste_prob, self.copy_paste_max_instances, tuple(self.copy_paste_scale),
+                                     self.copy_paste_rotation, self.copy_paste_translate,
+                                     self.copy_paste_min_visible, self.copy_paste_mode)
+        if problem is not None:
+            _check(False, "augment.copy_paste_" + problem[0], problem[1])
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,11 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-MODES = ("move", "copy")
+from ssdkit.config.schema import copy_paste_problem
+
 INPAINT_RADIUS = 3
 INPAINT_SIZE = 48
 """Longest side (pixels) of the region inpainted; larger holes are inpainted downscaled and scaled back."""
-
-
-def _check(cond, name, message):
-    if not cond:
-        raise ValueError("copy-paste setting '%s' (config key augment.copy_paste_%s): %s" % (name, name, message))
 
 
 @dataclass(frozen=True)
@@ -72,18 +68,13 @@ class CopyPaste:
     mode: str = "move"
 
     def __post_init__(self):
-        _check(0.0 <= self.prob <= 1.0, "prob", "must be in [0, 1], got %r" % (self.prob,))
-        _check(isinstance(self.max_instances, (int, np.integer)) and self.max_instances >= 1, "max_instances",
-               "must be an integer >= 1, got %r" % (self.max_instances,))
-        scale = tuple(self.scale)
-        _check(len(scale) == 2 and 0 < scale[0] <= scale[1], "scale",
-               "must be [low, high] with 0 < low <= high, got %r" % (self.scale,))
-        object.__setattr__(self, "scale", (float(scale[0]), float(scale[1])))
-        _check(0.0 <= self.rotation <= 180.0, "rotation", "must be in [0, 180] degrees, got %r" % (self.rotation,))
-        _check(0.0 <= self.translate <= 1.0, "translate",
-               "must be in [0, 1] (a fraction of the image size), got %r" % (self.translate,))
-        _check(0.0 <= self.min_visible <= 1.0, "min_visible", "must be in [0, 1], got %r" % (self.min_visible,))
-        _check(self.mode in MODES, "mode", "must be one of %s, got %r" % (", ".join(MODES), self.mode))
+        max_instances = int(self.max_instances) if isinstance(self.max_instances, np.integer) else self.max_instances
+        problem = copy_paste_problem(self.prob, max_instances, tuple(self.scale), self.rotation, self.translate,
+                                     self.min_visible, self.mode)
+        if problem is not None:
+            name, message = problem
+            raise ValueError("copy-paste setting '%s' (config key augment.copy_paste_%s): %s" % (name, name, message))
+        object.__setattr__(self, "scale", (float(self.scale[0]), float(self.scale[1])))
 
 
 def tight_boxes(masks):
