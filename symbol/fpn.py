@@ -77,8 +77,14 @@ def _smooth_l1(diff, beta):
     return mx.sym.smooth_l1(diff, scalar=1.0 / math.sqrt(beta))
 
 
+def _norm_kwargs(settings):
+    """The ``norm`` / ``gn_groups`` arguments of the blocks: none for the default (BatchNorm) graphs, so their
+    calls and JSON stay as they were."""
+    return {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
+
+
 def _features(network, settings):
-    norm = {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
+    norm = _norm_kwargs(settings)
     stages = backbone_stages(_backbone(network), frozen_bn=settings.frozen_bn, variant=settings.backbone_variant,
                              **norm)
     return fpn_neck(stages, settings.fpn_channels, p6=settings.fpn_p6, **norm)
@@ -157,7 +163,7 @@ def _rcnn(features, rois, num_classes, settings):
     if settings.rcnn_avg_pool:
         pooled = mx.sym.Pooling(pooled, pool_type="avg", kernel=(3, 3), stride=(2, 2), pad=(1, 1),
                                 count_include_pad=True, name="rcnn_avg_pool")
-    norm = {} if settings.norm == "none" else {"norm": settings.norm, "gn_groups": settings.gn_groups}
+    norm = _norm_kwargs(settings)
     return box_head(pooled, num_classes, settings.rcnn_fc_dim, batchnorm=settings.rcnn_batchnorm, **norm)
 
 
